@@ -1,0 +1,174 @@
+"""Settings: one frozen, typed object, built from the environment by one function.
+
+Nothing here reads the environment at import time. ``load_settings`` validates every
+variable and raises a single :class:`ConfigError` that lists every problem, so an operator
+fixes a bad deployment in one go. Secrets are wrapped in :class:`Secret` so that ``repr``,
+logs and tracebacks show ``***``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from pipeline.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "mysql+pymysql://switchboard:switchboard@127.0.0.1:3306/switchboard"
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``. Use ``reveal()`` deliberately."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: Secret = field(default_factory=lambda: Secret(DEFAULT_DATABASE_URL))
+    retell_api_keys: tuple[Secret, ...] = ()
+    calcom_webhook_secrets: tuple[Secret, ...] = ()
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 6066
+    analyst_tokens: tuple[Secret, ...] = ()
+    data_dir: Path = Path("./var")
+    # Beyond SPEC §2: tuning knobs with safe defaults (documented in the README).
+    topic_partitions: int = 12
+    topic_replication: int = 1
+    max_body_bytes: int = 1024 * 1024
+    ack_budget_s: float = 2.0
+    retry_after_s: int = 5
+    routing_refresh_s: float = 30.0
+    caller_lookup_budget_s: float = 0.05
+    worker_batch_size: int = 500
+    worker_batch_within_s: float = 0.2
+    topic_prefix: str = ""
+    consumer_group: str = "switchboard"
+    worker_store: str = "rocksdb://"
+
+    def secrets_for(self, provider: str) -> tuple[str, ...]:
+        """Plain secret strings for a provider's verifier (empty → the provider is refused)."""
+        chosen = {"retell": self.retell_api_keys, "calcom": self.calcom_webhook_secrets}
+        return tuple(s.reveal() for s in chosen.get(provider, ()))
+
+    def topic(self, name: str) -> str:
+        """The full Kafka topic name; a prefix lets tests isolate themselves on one broker."""
+        return f"{self.topic_prefix}{name}"
+
+    def with_(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _secrets(raw: str | None) -> tuple[Secret, ...]:
+    if not raw:
+        return ()
+    return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from ``environ``; raise one ConfigError naming every bad variable."""
+    problems: list[str] = []
+    values: dict[str, object] = {}
+
+    def text(var: str, attr: str) -> None:
+        raw = environ.get(var)
+        if raw is not None:
+            if not raw.strip():
+                problems.append(f"{var} is empty")
+            else:
+                values[attr] = raw.strip()
+
+    def integer(var: str, attr: str, low: int, high: int) -> None:
+        raw = environ.get(var)
+        if raw is None:
+            return
+        try:
+            number = int(raw)
+        except ValueError:
+            problems.append(f"{var} must be an integer, got {raw!r}")
+            return
+        if not low <= number <= high:
+            problems.append(f"{var} must be between {low} and {high}, got {number}")
+            return
+        values[attr] = number
+
+    def number(var: str, attr: str, low: float, high: float) -> None:
+        raw = environ.get(var)
+        if raw is None:
+            return
+        try:
+            value = float(raw)
+        except ValueError:
+            problems.append(f"{var} must be a number, got {raw!r}")
+            return
+        if not low <= value <= high:
+            problems.append(f"{var} must be between {low} and {high}, got {value}")
+            return
+        values[attr] = value
+
+    text("SWITCHBOARD_KAFKA_BOOTSTRAP", "kafka_bootstrap")
+    raw_url = environ.get("SWITCHBOARD_DATABASE_URL")
+    if raw_url is not None:
+        try:
+            url = make_url(raw_url)
+        except Exception:  # noqa: BLE001 - any parse failure is one config problem
+            problems.append("SWITCHBOARD_DATABASE_URL is not a valid SQLAlchemy URL")
+        else:
+            if not url.drivername.startswith(("mysql", "mariadb")):
+                problems.append("SWITCHBOARD_DATABASE_URL must be a mysql+pymysql:// URL")
+            else:
+                values["database_url"] = Secret(raw_url)
+    values["retell_api_keys"] = _secrets(environ.get("RETELL_API_KEY"))
+    values["calcom_webhook_secrets"] = _secrets(environ.get("CALCOM_WEBHOOK_SECRET"))
+    values["analyst_tokens"] = _secrets(environ.get("SWITCHBOARD_ANALYST_TOKENS"))
+    text("SWITCHBOARD_INGRESS_HOST", "ingress_host")
+    integer("SWITCHBOARD_INGRESS_PORT", "ingress_port", 1, 65535)
+    text("SWITCHBOARD_WORKER_HOST", "worker_host")
+    integer("SWITCHBOARD_WORKER_PORT", "worker_port", 1, 65535)
+    raw_dir = environ.get("SWITCHBOARD_DATA_DIR")
+    if raw_dir is not None:
+        if raw_dir.strip():
+            values["data_dir"] = Path(raw_dir.strip())
+        else:
+            problems.append("SWITCHBOARD_DATA_DIR is empty")
+    integer("SWITCHBOARD_TOPIC_PARTITIONS", "topic_partitions", 1, 1000)
+    integer("SWITCHBOARD_TOPIC_REPLICATION", "topic_replication", 1, 10)
+    integer("SWITCHBOARD_MAX_BODY_BYTES", "max_body_bytes", 1024, 64 * 1024 * 1024)
+    number("SWITCHBOARD_ACK_BUDGET_S", "ack_budget_s", 0.05, 60.0)
+    integer("SWITCHBOARD_RETRY_AFTER_S", "retry_after_s", 1, 3600)
+    number("SWITCHBOARD_ROUTING_REFRESH_S", "routing_refresh_s", 0.1, 3600.0)
+    number("SWITCHBOARD_CALLER_LOOKUP_BUDGET_S", "caller_lookup_budget_s", 0.001, 5.0)
+    integer("SWITCHBOARD_WORKER_BATCH_SIZE", "worker_batch_size", 1, 10_000)
+    number("SWITCHBOARD_WORKER_BATCH_WITHIN_S", "worker_batch_within_s", 0.001, 10.0)
+    raw_prefix = environ.get("SWITCHBOARD_TOPIC_PREFIX")
+    if raw_prefix:
+        values["topic_prefix"] = raw_prefix.strip()
+    text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
+    text("SWITCHBOARD_WORKER_STORE", "worker_store")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)  # type: ignore[arg-type]
