@@ -137,6 +137,8 @@ calls = Table(
     Column("summary", Text, nullable=True),
     Column("transcript", MEDIUMTEXT, nullable=True),
     Column("recording_url", String(2048), nullable=True),
+    # Beyond SPEC §5: kept so that `reconcile` can recount calls_transferred from rows.
+    Column("transfer_destination", String(255), nullable=True),
     # Retell's combined_cost is in cents with fractions (21.4): keep them, never round.
     Column("cost_cents", Numeric(14, 4), nullable=True),
     Column("metadata", JSON, nullable=True),
@@ -158,6 +160,8 @@ appointments = Table(
     Column("branch_id", BigInteger, ForeignKey("branches.id"), nullable=True),
     Column("customer_id", BigInteger, ForeignKey("customers.id"), nullable=True),
     Column("call_id", BigInteger, ForeignKey("calls.id"), nullable=True),
+    # Beyond SPEC §5: metadata.retell_call_id as sent, so call_id links whatever the order.
+    Column("retell_call_id", String(128), nullable=True),
     Column("status", String(16), nullable=False),
     Column("starts_at", DT, nullable=True),
     Column("ends_at", DT, nullable=True),
@@ -172,6 +176,7 @@ appointments = Table(
     UniqueConstraint("calcom_uid"),
     Index(None, "company_id", "status", "starts_at"),
     Index(None, "customer_id", "starts_at"),
+    Index(None, "retell_call_id"),
 )
 
 webhook_events = Table(

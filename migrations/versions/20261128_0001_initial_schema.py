@@ -116,6 +116,7 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text(), nullable=True),
         sa.Column("transcript", mysql.MEDIUMTEXT(), nullable=True),
         sa.Column("recording_url", sa.String(2048), nullable=True),
+        sa.Column("transfer_destination", sa.String(255), nullable=True),
         sa.Column("cost_cents", sa.Numeric(14, 4), nullable=True),
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("last_event_type", sa.String(64), nullable=True),
@@ -141,6 +142,7 @@ def upgrade() -> None:
         sa.Column("branch_id", sa.BigInteger(), nullable=True),
         sa.Column("customer_id", sa.BigInteger(), nullable=True),
         sa.Column("call_id", sa.BigInteger(), nullable=True),
+        sa.Column("retell_call_id", sa.String(128), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("starts_at", DT, nullable=True),
         sa.Column("ends_at", DT, nullable=True),
@@ -173,6 +175,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_appointments_customer_id_starts_at", "appointments", ["customer_id", "starts_at"]
     )
+    op.create_index("ix_appointments_retell_call_id", "appointments", ["retell_call_id"])
 
     op.create_table(
         "webhook_events",
