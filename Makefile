@@ -1,0 +1,104 @@
+# Switchboard developer and CI targets. The services (Kafka, MariaDB) come from
+# scripts/stack.sh (docs/stack.md); CI runs .ci/run, which runs `make test`.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+# Targets like `test` list their steps as prerequisites in order; keep that order.
+.NOTPARALLEL:
+
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.switchboard-installed
+STACK := scripts/stack.sh
+DEMO  := scripts/demo.sh
+# Python 3.11 (setup.cfg: python_requires >=3.11,<3.12): override with PYTHON=...
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) \
+                      $(shell command -v python3.11 2>/dev/null) python3.11)
+
+.PHONY: help venv stack-up stack-down stack-wipe stack-status migrate topics \
+        test test-unit lint demo demo-stop bench
+
+help:
+	@echo "make venv        create $(VENV) (python3.11) and pip install -e '.[dev]'"
+	@echo "make stack-up    install/start Kafka 127.0.0.1:9092 and MariaDB 127.0.0.1:3306"
+	@echo "make stack-down  stop both;  make stack-wipe  stop and delete all their data"
+	@echo "make migrate     switchboard migrate;  make topics  switchboard topics"
+	@echo "make test        venv + stack-up + migrate + topics + pytest (whole suite)"
+	@echo "make test-unit   pytest tests/unit (no services needed)"
+	@echo "make lint        ruff check + mypy"
+	@echo "make demo        stack + ingress + worker in the background;  make demo-stop"
+	@echo "make bench       python -m bench"
+
+# ------------------------------------------------------------------ virtualenv
+
+venv: $(STAMP)
+
+$(PY):
+	@echo "==> creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+		|| { echo "make: need Python 3.11 (set PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs whenever setup.cfg or pyproject.toml is newer than the stamp.
+$(STAMP): setup.cfg pyproject.toml | $(PY)
+	@echo "==> pip install -e '.[dev]'"
+	$(PY) -m pip install --no-input -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# ------------------------------------------------------------------ services
+
+stack-up:
+	@$(STACK) up
+
+stack-down:
+	@$(STACK) down
+
+stack-status:
+	@$(STACK) status
+
+# Demo processes first: wipe deletes var/, where their pid files live.
+stack-wipe:
+	@$(DEMO) stop
+	@$(STACK) wipe
+
+migrate: venv
+	@echo "==> switchboard migrate"
+	$(VENV)/bin/switchboard migrate
+
+topics: venv
+	@echo "==> switchboard topics"
+	$(VENV)/bin/switchboard topics
+
+# ------------------------------------------------------------------ checks
+
+# pytest exit 5 means "no tests collected": that is a failure here, never a pass.
+test: venv stack-up migrate topics
+	@echo "==> pytest -q"
+	@$(VENV)/bin/pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; exit 1; fi; \
+	exit $$rc
+
+test-unit: venv
+	@$(VENV)/bin/pytest -q tests/unit; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-unit: pytest collected no tests (exit 5): failing"; exit 1; fi; \
+	exit $$rc
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# ------------------------------------------------------------------ demo and bench
+
+demo: venv stack-up migrate topics
+	@$(DEMO) start
+
+demo-stop:
+	@$(DEMO) stop
+	@$(STACK) down
+
+bench: venv stack-up migrate topics
+	@if [ -f bench/__main__.py ]; then \
+		$(PY) -m bench $(BENCH_ARGS); \
+	else \
+		echo "make bench: bench/__main__.py does not exist yet"; exit 1; \
+	fi

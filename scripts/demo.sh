@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Background Switchboard processes for `make demo` / `make demo-stop`.
+#
+# Usage: scripts/demo.sh start|stop|status
+#
+#   start   start `switchboard ingress` and `switchboard worker` in the background (the
+#           stack must be up and migrated; `make demo` does that first), wait until the
+#           ingress answers /healthz and the worker's web port accepts connections
+#   stop    SIGTERM both (SIGKILL after DEMO_STOP_TIMEOUT seconds), remove the pid files
+#   status  print whether each is running
+#
+# Logs: var/log/{ingress,worker}.log   pid files: var/run/{ingress,worker}.pid
+# Provider secrets and analyst tokens get demo values when not already set in the
+# environment, so the demo runs out of the box; they are printed so a client can sign.
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+VAR_DIR=$REPO/var
+LOG_DIR=$VAR_DIR/log
+RUN_DIR=$VAR_DIR/run
+BIN=${DEMO_SWITCHBOARD:-$REPO/.venv/bin/switchboard}
+PY=$REPO/.venv/bin/python
+DEMO_START_TIMEOUT=${DEMO_START_TIMEOUT:-120}
+DEMO_STOP_TIMEOUT=${DEMO_STOP_TIMEOUT:-30}
+
+export RETELL_API_KEY=${RETELL_API_KEY:-demo-retell-key}
+export CALCOM_WEBHOOK_SECRET=${CALCOM_WEBHOOK_SECRET:-demo-calcom-secret}
+export SWITCHBOARD_ANALYST_TOKENS=${SWITCHBOARD_ANALYST_TOKENS:-demo-analyst-token}
+INGRESS_HOST=${SWITCHBOARD_INGRESS_HOST:-127.0.0.1}
+INGRESS_PORT=${SWITCHBOARD_INGRESS_PORT:-8080}
+WORKER_HOST=${SWITCHBOARD_WORKER_HOST:-127.0.0.1}
+WORKER_PORT=${SWITCHBOARD_WORKER_PORT:-6066}
+
+PROCS=(worker ingress)
+
+say() { printf '[demo] %s\n' "$*"; }
+die() {
+    printf '[demo] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+pid_of() {
+    local f=$RUN_DIR/$1.pid pid
+    [[ -f $f ]] || return 1
+    pid=$(cat "$f")
+    kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+http_ok() {
+    "$PY" - "$1" <<'EOF' >/dev/null 2>&1
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+    sys.exit(0 if r.status == 200 else 1)
+EOF
+}
+
+ready() {
+    case $1 in
+    ingress) http_ok "http://$INGRESS_HOST:$INGRESS_PORT/healthz" ;;
+    worker) port_open "$WORKER_HOST" "$WORKER_PORT" ;;
+    esac
+}
+
+start_one() {
+    local name=$1 pid log=$LOG_DIR/$1.log
+    if pid=$(pid_of "$name"); then
+        say "$name already running (pid $pid)"
+        return 0
+    fi
+    say "starting switchboard $name, log $log"
+    # setsid: its own session, so a Ctrl-C in this terminal or the end of `make` does
+    # not reach it; stop it with scripts/demo.sh stop.
+    setsid "$BIN" "$name" </dev/null >>"$log" 2>&1 &
+    echo $! >"$RUN_DIR/$name.pid"
+}
+
+wait_one() {
+    local name=$1 pid deadline
+    pid=$(cat "$RUN_DIR/$name.pid")
+    deadline=$(($(date +%s) + DEMO_START_TIMEOUT))
+    until ready "$name"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 30 "$LOG_DIR/$name.log" >&2 || true
+            rm -f "$RUN_DIR/$name.pid"
+            die "switchboard $name exited during startup (log: $LOG_DIR/$name.log)"
+        fi
+        if (($(date +%s) >= deadline)); then
+            tail -n 30 "$LOG_DIR/$name.log" >&2 || true
+            die "switchboard $name not ready within ${DEMO_START_TIMEOUT}s (pid $pid; log: $LOG_DIR/$name.log)"
+        fi
+        sleep 0.5
+    done
+    say "$name ready (pid $pid)"
+}
+
+stop_one() {
+    local name=$1 pid deadline
+    if ! pid=$(pid_of "$name"); then
+        rm -f "$RUN_DIR/$name.pid"
+        return 0
+    fi
+    say "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$(($(date +%s) + DEMO_STOP_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null; do
+        if (($(date +%s) >= deadline)); then
+            say "$name did not stop within ${DEMO_STOP_TIMEOUT}s; SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        sleep 0.3
+    done
+    rm -f "$RUN_DIR/$name.pid"
+}
+
+cmd_start() {
+    [[ -x $BIN ]] || die "$BIN missing (run: make venv)"
+    mkdir -p "$LOG_DIR" "$RUN_DIR"
+    local name
+    # If one of them fails to come up, do not leave the other running half a demo.
+    trap 'if [[ $? -ne 0 ]]; then say "start failed; stopping the demo processes"; cmd_stop; fi' EXIT
+    for name in "${PROCS[@]}"; do start_one "$name"; done
+    for name in "${PROCS[@]}"; do wait_one "$name"; done
+    trap - EXIT
+    cat <<EOF
+
+Switchboard demo is running.
+  ingress   http://$INGRESS_HOST:$INGRESS_PORT   (POST /webhooks/retell, /webhooks/calcom; GET /healthz /readyz /metrics)
+  worker    http://$WORKER_HOST:$WORKER_PORT   (analyst API; Authorization: Bearer $SWITCHBOARD_ANALYST_TOKENS)
+  kafka     127.0.0.1:9092      mariadb 127.0.0.1:3306/switchboard (switchboard/switchboard)
+  logs      $LOG_DIR/{ingress,worker}.log
+  pids      $RUN_DIR/{ingress,worker}.pid
+  secrets   RETELL_API_KEY=$RETELL_API_KEY CALCOM_WEBHOOK_SECRET=$CALCOM_WEBHOOK_SECRET
+  stop      make demo-stop   (processes and the stack)  or  scripts/demo.sh stop  (processes only)
+EOF
+}
+
+cmd_stop() {
+    local name
+    # The ingress first, so nothing new arrives while the worker drains.
+    for name in ingress worker; do stop_one "$name"; done
+    say "demo processes stopped"
+}
+
+cmd_status() {
+    local name pid rc=0
+    for name in "${PROCS[@]}"; do
+        if pid=$(pid_of "$name"); then
+            echo "$name  running (pid $pid), log $LOG_DIR/$name.log"
+        else
+            echo "$name  not running"
+            rc=1
+        fi
+    done
+    return $rc
+}
+
+case ${1:-} in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+*)
+    sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+    ;;
+esac
