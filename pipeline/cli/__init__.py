@@ -52,8 +52,9 @@ def cli() -> None:
 
 def register_commands() -> None:
     """Import the command modules; each adds its commands to ``cli``."""
-    from pipeline.cli import admin  # noqa: F401
     import importlib
+
+    from pipeline.cli import admin  # noqa: F401
 
     for name in ("ingress", "ops", "analyst", "simulate"):
         try:
