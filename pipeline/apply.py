@@ -100,6 +100,9 @@ class BatchResult:
     snapshots: list[BucketSnapshot] = field(default_factory=list)
     # table → company id → {"insert": n, "update": n}; what the batch wrote (or would write)
     changes: dict[str, dict[int | None, Counter[str]]] = field(default_factory=dict)
+    # Bookings this batch saw for the first time: events parked as `unknown_booking`
+    # (a no-show update that arrived before its booking) can now be applied.
+    created_uids: set[str] = field(default_factory=set)
 
     def counts(self) -> Counter[str]:
         return Counter(o.status for o in self.outcomes)
@@ -108,6 +111,7 @@ class BatchResult:
         self.outcomes += other.outcomes
         self.dead_letters += other.dead_letters
         self.snapshots += other.snapshots
+        self.created_uids |= other.created_uids
         for table, per_company in other.changes.items():
             mine = self.changes.setdefault(table, {})
             for company, counter in per_company.items():
@@ -329,6 +333,8 @@ class Batch:
             )
             return self._outcome(item, DEAD_LETTERED, item.poison.reason)
         if item.attribution is None:
+            item.attribution = self._known_subject(item)
+        if item.attribution is None:
             if not new:
                 return self._outcome(item, ALREADY_APPLIED, None)
             self._event_row(item, UNROUTABLE, None, item.unroutable)
@@ -343,6 +349,15 @@ class Batch:
             self._event_row(item, APPLIED, company_id, None)
             return self._outcome(item, APPLIED, None)
         return self._outcome(item, ALREADY_APPLIED, None)
+
+    def _known_subject(self, item: Item) -> Attribution | None:
+        """A call or booking created earlier in this batch attributes its later events."""
+        row = None
+        if item.call is not None:
+            row = self.calls.get(item.call.call_id)
+        elif item.booking is not None:
+            row = self.appts.get(item.booking.uid)
+        return Attribution(row["company_id"], row.get("branch_id")) if row else None
 
     def _customer(self, item: Item) -> int | None:
         assert item.attribution is not None
@@ -407,6 +422,7 @@ class Batch:
             if before is None:
                 after["company_id"] = item.attribution.company_id
                 after["branch_id"] = item.attribution.branch_id
+                self.result.created_uids.add(uid)
             if after.get("customer_id") is None and customer_id is not None:
                 after["customer_id"] = customer_id
             self.appts[uid] = after
@@ -423,6 +439,9 @@ class Batch:
     def _event_row(
         self, item: Item, status: str, company_id: int | None, error: str | None
     ) -> None:
+        stored = self.events_db.get((item.provider, item.event_id))
+        if stored is not None and stored["status"] == status and status != APPLIED:
+            return  # already recorded as such: a replay of it writes nothing
         record = item.record
         self.pending_events[(item.provider, item.event_id)] = {
             "provider": item.provider,
@@ -465,6 +484,8 @@ class Batch:
 
     def _write(self) -> None:
         changes = self.result.changes
+        for row in [*self.calls.values(), *self.appts.values()]:
+            row["customer_id"] = self.customers.canonical(row.get("customer_id"))
         store.write_rows(
             self.conn, "calls", self.calls_before, self.calls, "retell_call_id", self.now, changes
         )
@@ -477,6 +498,7 @@ class Batch:
             self.now,
             changes,
         )
+        self.customers.finish(changes)
         store.write_events(self.conn, self.events_db, self.pending_events, changes)
         call_refs = set(self.calls) | {
             a["retell_call_id"] for a in self.appts.values() if a.get("retell_call_id")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, text
+from sqlalchemy import Connection, Table, and_, bindparam, insert, literal_column, or_, select, text
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from pipeline.aggregates import BucketKey, BucketSnapshot, Contribution
@@ -95,6 +95,7 @@ class CustomerBook:
         self.before: dict[int, Row] = {}
         self.rows: dict[int, Row] = {}  # handle → row; existing rows use their id as handle
         self._next_new = -1
+        self.absorbed: dict[int, int] = {}  # handle → the handle that absorbed it
         self.by_phone: dict[tuple[int, str], int] = {}
         self.by_email: dict[tuple[int, str], list[int]] = {}
         companies_ = sorted({c for c, _, _ in keys})
@@ -145,7 +146,12 @@ class CustomerBook:
         seen_at: datetime | None,
         merge: Callable[..., Row],
     ) -> int:
-        """Fold one sighting in; returns a handle (an id, or negative for a new row)."""
+        """Fold one sighting in; returns a handle (an id, or negative for a new row).
+
+        A sighting with both phone and email also absorbs email-only customers of that
+        email (a booking seen before we knew the phone), so the customers end up the same
+        whatever order the events came in.
+        """
         handle = self._find(company_id, phone, email)
         current = self.rows.get(handle) if handle is not None else None
         merged = merge(
@@ -154,6 +160,19 @@ class CustomerBook:
         if handle is None:
             handle = self._next_new
             self._next_new -= 1
+        if phone and email:
+            for other in list(self.by_email.get((company_id, email), [])):
+                row = self.rows[other]
+                if other == handle or row.get("phone") is not None:
+                    continue
+                for seen in (row.get("first_seen_at"), row.get("last_seen_at")):
+                    merged = merge(
+                        merged, company_id=company_id, phone=None, email=None,
+                        name=row.get("name"), seen_at=seen,
+                    )
+                self.by_email[(company_id, email)].remove(other)
+                del self.rows[other]
+                self.absorbed[other] = handle
         self._index(handle, merged)
         return handle
 
@@ -213,7 +232,29 @@ class CustomerBook:
                 self.ids[handle] = by_email[(r["company_id"], r["email"])]
 
     def id_of(self, handle: int | None) -> int | None:
-        return None if handle is None else self.ids[handle]
+        if handle is None:
+            return None
+        while handle in self.absorbed:
+            handle = self.absorbed[handle]
+        return self.ids[handle]
+
+    def canonical(self, customer_id: int | None) -> int | None:
+        """The id a stored ``customer_id`` should now be (absorbed customers move)."""
+        if customer_id is None or customer_id not in self.absorbed:
+            return customer_id
+        return self.id_of(customer_id)
+
+    def finish(self, changes: Changes) -> None:
+        """After the calls and appointments are written: re-point rows of absorbed
+        customers that the batch did not touch, then delete the absorbed rows."""
+        for old in sorted(h for h in self.absorbed if h > 0):
+            target = self.id_of(old)
+            for table in (calls, appointments):
+                self.conn.execute(
+                    table.update().where(table.c.customer_id == old).values(customer_id=target)
+                )
+            self.conn.execute(customers.delete().where(customers.c.id == old))
+            _note(changes, "customers", self.before[old]["company_id"], "merge")
 
 
 def write_rows(
@@ -321,7 +362,9 @@ def add_to_buckets(
     statement = statement.on_duplicate_key_update(
         {
             **{name: dashboard_buckets.c[name] + statement.inserted[name] for name in COUNTERS},
-            "version": dashboard_buckets.c.version + 1,
+            # A literal, not a bound parameter: pymysql's executemany rewrites the statement
+            # into one multi-row INSERT only when the ON DUPLICATE KEY tail has no params.
+            "version": literal_column("version + 1"),
             "updated_at": statement.inserted.updated_at,
         }
     )

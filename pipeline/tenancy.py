@@ -149,4 +149,8 @@ def attribute_booking(
         return known
     if facts.event_type_id is not None and facts.event_type_id in directory.by_event_type:
         return Unroutable("branch_inactive")
-    return Unroutable("no_branch_for_event_type" if facts.event_type_id else "no_event_type")
+    if facts.event_type_id is None and facts.metadata_branch_id is None:
+        # Only the booking itself can attribute this event (a no-show update): park it
+        # until the booking arrives (pipeline.apply.PARKED).
+        return Unroutable("unknown_booking")
+    return Unroutable("no_branch_for_event_type")
