@@ -99,6 +99,7 @@ apt_install() {
     apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null
 }
 
+# The lock is fd 9; daemons are started with 9>&- so they never inherit it.
 take_lock() {
     mkdir -p "$STACK_DIR"
     exec 9>"$STACK_DIR/.lock"
@@ -287,7 +288,7 @@ kafka_node_start() {
             -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExitOnOutOfMemoryError \
             -Djava.awt.headless=true "${extra[@]}" \
             -Dlog4j.configuration="file:$KAFKA_CONF_DIR/log4j.properties" \
-            -cp "$KAFKA_LIB_DIR/*" kafka.Kafka "$dir/server.properties"
+            -cp "$KAFKA_LIB_DIR/*" kafka.Kafka "$dir/server.properties" 9>&-
         sleep 0.5
         pid=$(cat "$dir/kafka.pid" 2>/dev/null || true)
     fi
@@ -443,8 +444,22 @@ FLUSH PRIVILEGES;
 SQL
 }
 
+# True when the running server was started by mysqld_safe (e.g. by the package's
+# postinst or /etc/init.d/mariadb on a machine without a policy-rc.d): mysqld_safe would
+# restart a server that a fault test killed on purpose.
+mariadb_under_safe() {
+    local pid ppid
+    pid=$(mariadb_pid) || return 1
+    ppid=$(ps -o ppid= -p "$pid" | tr -d ' ')
+    [[ -n $ppid ]] && ps -o args= -p "$ppid" 2>/dev/null | grep -q mysqld_safe
+}
+
 mariadb_start() {
     mariadb_install
+    if mariadb_answers && mariadb_under_safe; then
+        say "mariadb runs under mysqld_safe; restarting it under start-stop-daemon"
+        mariadb_stop
+    fi
     if mariadb_answers; then
         say "mariadb already running (pid $(mariadb_pid || echo '?')) on $MARIADB_HOST:$MARIADB_PORT"
     else
@@ -470,7 +485,7 @@ mariadb_start() {
             fi
             say "starting mariadb ($bin), error log $MARIADB_ERROR_LOG"
             start-stop-daemon --start --background --output "$MARIADB_LOG_DIR/mariadbd.out" \
-                --exec "$bin" -- --user=mysql
+                --exec "$bin" -- --user=mysql 9>&-
         fi
         local deadline=$(($(now) + MARIADB_START_TIMEOUT))
         until mariadb_answers; do
