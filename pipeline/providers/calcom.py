@@ -1,0 +1,137 @@
+"""Cal.com webhooks: ``X-Cal-Signature-256`` verification, parsing and event ids.
+
+Cal.com signs the raw body alone (lowercase hex HMAC-SHA256, no prefix, no timestamp), so
+there is no replay window to check here (PROVIDERS.md §2.4). When a webhook has no secret it
+still sends the header, with the literal ``no-secret-provided``: that is refused, never
+treated as "unsigned but fine".
+
+Bodies come in two shapes (§2.3): the ``{triggerEvent, createdAt, payload}`` envelope, and
+the flat booking row of the cron-sent ``MEETING_STARTED`` / ``MEETING_ENDED``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from pipeline.errors import InvalidSignature
+from pipeline.providers.base import (
+    Envelope,
+    any_digest_matches,
+    header_value,
+    hmac_sha256_hex,
+    load_object,
+    nonempty_str,
+    require_object,
+    require_str,
+    sha256_hex,
+    usable_secrets,
+)
+
+NAME = "calcom"
+TOPIC = "webhooks.calcom"
+SIGNATURE_HEADER = "X-Cal-Signature-256"
+WEBHOOK_VERSION: Final = "2021-10-20"
+NO_SECRET: Final = "no-secret-provided"
+
+# Node's digest("hex") is lowercase; anything else did not come from Cal.com unaltered.
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+
+NO_SHOW_EVENT: Final = "BOOKING_NO_SHOW_UPDATED"
+#: Sent flat (no envelope): the booking row with ``triggerEvent`` spread into it.
+FLAT_EVENTS: Final = frozenset({"MEETING_STARTED", "MEETING_ENDED"})
+#: Enveloped booking events that happen at most once per booking uid.
+BOOKING_EVENTS: Final = frozenset(
+    {
+        "BOOKING_CREATED",
+        "BOOKING_REQUESTED",
+        "BOOKING_RESCHEDULED",
+        "BOOKING_CANCELLED",
+        "BOOKING_REJECTED",
+        "BOOKING_PAID",
+        "BOOKING_PAYMENT_INITIATED",
+    }
+)
+
+
+def sign(body: bytes, secret: str, now_ms: int) -> dict[str, str]:
+    """The headers Cal.com would send for ``body``. ``now_ms`` is unused: Cal.com signs no
+    time; it is accepted so every provider's ``sign`` has the same signature."""
+    return {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: hmac_sha256_hex(secret, body),
+        "X-Cal-Webhook-Version": WEBHOOK_VERSION,
+    }
+
+
+def verify(headers: Mapping[str, str], body: bytes, secrets: Sequence[str], now_ms: int) -> None:
+    """Return if ``body`` was signed by any of ``secrets``; else raise ``InvalidSignature``.
+
+    ``now_ms`` is unused (Cal.com signs no timestamp) but kept for a uniform interface.
+    """
+    keys = usable_secrets(secrets)
+    value = header_value(headers, SIGNATURE_HEADER)
+    if value == NO_SECRET:
+        raise InvalidSignature(
+            "Cal.com sent no-secret-provided: set a secret on the webhook",
+            code="missing_signature",
+        )
+    if _SIGNATURE.fullmatch(value) is None:
+        raise InvalidSignature(
+            f"{SIGNATURE_HEADER} is not 64 lowercase hex characters", code="malformed_signature"
+        )
+    if not any_digest_matches(keys, value, lambda key: hmac_sha256_hex(key, body)):
+        raise InvalidSignature("signature does not match the body", code="invalid_signature")
+
+
+def parse(body: bytes) -> Envelope:
+    """Decode and validate the body; raise ``MalformedPayload`` (400) if it is unusable.
+
+    Unknown triggers are accepted as long as the envelope (``createdAt`` and a ``payload``
+    object) is there; their Kafka key is the booking uid when they carry one.
+    """
+    payload = load_object(body, NAME)
+    trigger = require_str(payload, "triggerEvent", "", NAME)
+    if trigger in FLAT_EVENTS:
+        key = require_str(payload, "uid", "", NAME)
+    else:
+        require_str(payload, "createdAt", "", NAME)
+        inner = require_object(payload, "payload", NAME)
+        if trigger == NO_SHOW_EVENT:
+            key = require_str(inner, "bookingUid", "payload.", NAME)
+        elif trigger in BOOKING_EVENTS:
+            key = require_str(inner, "uid", "payload.", NAME)
+        else:
+            key = nonempty_str(inner.get("uid")) or nonempty_str(inner.get("bookingUid")) or ""
+    eid = event_id(payload, body)
+    return Envelope(
+        provider=NAME, event_id=eid, event_type=trigger, key=key or eid, payload=payload
+    )
+
+
+def event_id(payload: dict[str, Any], body: bytes) -> str:
+    """The dedup id of SPEC §4: ``{triggerEvent}:{uid}``.
+
+    ``BOOKING_NO_SHOW_UPDATED`` adds ``createdAt`` because it legitimately repeats (an
+    attendee can be marked and unmarked). Unknown triggers, and bodies without a usable id,
+    fall back to the SHA-256 of the raw body: guessing that an unknown trigger happens once
+    per booking could drop real events as duplicates.
+    """
+    trigger = nonempty_str(payload.get("triggerEvent"))
+    inner = payload.get("payload")
+    inner = inner if isinstance(inner, dict) else {}
+    if trigger in FLAT_EVENTS:
+        uid = nonempty_str(payload.get("uid"))
+        if uid is not None:
+            return f"{trigger}:{uid}"
+    elif trigger in BOOKING_EVENTS:
+        uid = nonempty_str(inner.get("uid"))
+        if uid is not None:
+            return f"{trigger}:{uid}"
+    elif trigger == NO_SHOW_EVENT:
+        booking_uid = nonempty_str(inner.get("bookingUid"))
+        created_at = nonempty_str(payload.get("createdAt"))
+        if booking_uid is not None and created_at is not None:
+            return f"{trigger}:{booking_uid}:{created_at}"
+    return sha256_hex(body)
