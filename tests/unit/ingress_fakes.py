@@ -1,0 +1,143 @@
+"""Fakes for the ingress unit tests: a Publisher and a Router that record what they see.
+
+They implement the same protocols as the real ``KafkaPublisher`` and ``RoutingCache``, so
+the app under test is the production app with only the I/O swapped out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.errors import KafkaUnavailable
+from pipeline.producer import Headers, Published
+from pipeline.providers import calcom, retell
+from pipeline.routing import CallerContext, Route
+from pipeline.settings import Secret, Settings
+
+RETELL_KEY = "test-retell-key"
+CALCOM_SECRET = "test-calcom-secret"
+
+
+def make_settings(**changes: Any) -> Settings:
+    base = Settings(
+        retell_api_keys=(Secret(RETELL_KEY),),
+        calcom_webhook_secrets=(Secret(CALCOM_SECRET),),
+        ack_budget_s=0.3,
+        retry_after_s=7,
+        topic_prefix="unit.",
+        max_body_bytes=4096,
+    )
+    return base.with_(**changes) if changes else base
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def signed(provider: str, body: bytes, *, at_ms: int | None = None) -> dict[str, str]:
+    """Headers a provider would send for ``body`` (Content-Type included)."""
+    if provider == "retell":
+        return retell.sign(body, RETELL_KEY, now_ms() if at_ms is None else at_ms)
+    return calcom.sign(body, CALCOM_SECRET, now_ms())
+
+
+@dataclass
+class Record:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    def header(self, name: str) -> bytes:
+        return dict(self.headers)[name]
+
+
+@dataclass
+class FakePublisher:
+    """``mode``: ``ok`` records and acks; ``down`` raises at once; ``hang`` never acks."""
+
+    mode: str = "ok"
+    connected: bool = True
+    delay_s: float = 0.0
+    records: list[Record] = field(default_factory=list)
+    started: bool = False
+    closed: bool = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.mode == "down":
+            raise KafkaUnavailable("Kafka producer is not connected")
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        self.records.append(Record(topic, key, value, list(headers)))
+        return Published(topic, 0, len(self.records) - 1)
+
+
+def route(
+    company_id: int = 7,
+    branch_id: int = 70,
+    *,
+    agent: str | None = "agent_bayview",
+    tz: str = "America/Los_Angeles",
+) -> Route:
+    from zoneinfo import ZoneInfo
+
+    return Route(
+        company_id=company_id,
+        company_name=f"Company {company_id}",
+        branch_id=branch_id,
+        branch_name=f"Branch {branch_id}",
+        retell_agent_id=agent,
+        timezone=ZoneInfo(tz),
+    )
+
+
+@dataclass
+class FakeRouter:
+    routes: dict[str, Route] = field(default_factory=dict)
+    inactive: set[str] = field(default_factory=set)
+    contexts: dict[tuple[int, str], CallerContext] = field(default_factory=dict)
+    is_loaded: bool = True
+    lookups: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> bool:
+        return self.is_loaded
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def lookup(self, phone: str) -> Route | None:
+        return self.routes.get(phone)
+
+    def unrouted_reason(self, phone: str) -> str:
+        return "inactive_number" if phone in self.inactive else "unknown_number"
+
+    async def caller_context(self, company_id: int, phone: str) -> CallerContext | None:
+        self.lookups.append((company_id, phone))
+        return self.contexts.get((company_id, phone))
+
+
+def context(name: str | None, at: datetime | None) -> CallerContext:
+    return CallerContext(customer_name=name, next_appointment=at)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[arg-type,misc]

@@ -1,0 +1,118 @@
+"""KafkaPublisher: acks=all + idempotence, a bounded wait for every ack, and honest
+``is_connected``. The broker is replaced by a stub; tests/integration covers the real one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+from pipeline.errors import KafkaUnavailable
+from pipeline.producer import KafkaPublisher, Published
+from tests.unit.ingress_fakes import make_settings
+
+
+@dataclass
+class StubProducer:
+    mode: str = "ok"
+    sent: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    stopped: bool = False
+
+    async def send_and_wait(self, topic: str, *, value: bytes, key: bytes, headers: Any) -> Any:
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        if self.mode == "error":
+            raise KafkaConnectionError("broker gone")
+        if self.mode == "too_large":
+            raise MessageSizeTooLargeError()
+        self.sent.append((topic, key, value, headers))
+        return type("Meta", (), {"topic": topic, "partition": 2, "offset": 41})()
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+@dataclass
+class Hooks:
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+
+    def publisher(self, **settings: Any) -> KafkaPublisher:
+        return KafkaPublisher(
+            make_settings(**settings),
+            on_failure=lambda t, r: self.failures.append((t, r)),
+            on_latency=lambda t, s: self.latencies.append((t, s)),
+        )
+
+
+def connected(pub: KafkaPublisher, stub: StubProducer) -> KafkaPublisher:
+    pub._producer = stub  # type: ignore[assignment]
+    pub._healthy = True
+    return pub
+
+
+async def test_producer_is_idempotent_with_acks_all() -> None:
+    producer = KafkaPublisher(make_settings())._new_producer()
+    try:
+        assert producer._sender._acks == -1
+        assert producer._txn_manager is not None  # idempotence enabled
+        assert producer._message_accumulator._linger_time == pytest.approx(0.005)
+    finally:
+        await producer.stop()
+
+
+async def test_publish_passes_key_value_headers_and_returns_coordinates() -> None:
+    hooks, stub = Hooks(), StubProducer()
+    pub = connected(hooks.publisher(), stub)
+    result = await pub.publish("t", b"k", b"{}", [("provider", b"retell")])
+    assert result == Published("t", 2, 41)
+    assert stub.sent == [("t", b"k", b"{}", [("provider", b"retell")])]
+    assert [t for t, _ in hooks.latencies] == ["t"]
+    assert pub.is_connected()
+
+
+async def test_publish_times_out_within_the_budget() -> None:
+    hooks = Hooks()
+    pub = connected(hooks.publisher(ack_budget_s=0.1), StubProducer(mode="hang"))
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match="0.1s"):
+        await pub.publish("t", b"k", b"{}", [])
+    assert time.monotonic() - started < 0.5
+    assert hooks.failures == [("t", "timeout")]
+    assert not pub.is_connected()
+
+
+@pytest.mark.parametrize("mode,reason", [("error", "KafkaConnectionError"), ("too_large", "record_too_large")])  # fmt: skip
+async def test_kafka_errors_become_kafka_unavailable(mode: str, reason: str) -> None:
+    hooks = Hooks()
+    pub = connected(hooks.publisher(), StubProducer(mode=mode))
+    with pytest.raises(KafkaUnavailable):
+        await pub.publish("t", b"k", b"{}", [])
+    assert hooks.failures == [("t", reason)]
+
+
+async def test_unreachable_broker_does_not_block_start_and_fails_fast() -> None:
+    hooks = Hooks()
+    pub = hooks.publisher(kafka_bootstrap="127.0.0.1:1")
+    started = time.monotonic()
+    await pub.start()
+    assert time.monotonic() - started < 3
+    assert not pub.is_connected()
+    with pytest.raises(KafkaUnavailable, match="not connected"):
+        await pub.publish("t", b"k", b"{}", [])
+    assert hooks.failures == [("t", "not_connected")]
+    await pub.close()
+
+
+async def test_close_flushes_and_refuses_new_records() -> None:
+    stub = StubProducer()
+    pub = connected(KafkaPublisher(make_settings()), stub)
+    await pub.close()
+    assert stub.stopped
+    assert not pub.is_connected()
+    with pytest.raises(KafkaUnavailable):
+        await pub.publish("t", b"k", b"{}", [])
