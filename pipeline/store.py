@@ -387,3 +387,32 @@ def read_buckets(conn: Connection, keys: list[BucketKey]) -> list[BucketSnapshot
         if key in wanted:
             out.append(BucketSnapshot(key, {n: row[n] for n in COUNTERS}, row["version"]))
     return out
+
+
+def parked_coordinates(conn: Connection, uids: Iterable[str]) -> list[tuple[str, int, int]]:
+    """Kafka coordinates of events parked as ``unknown_booking`` for these bookings.
+
+    A no-show update names only its booking; when it arrives before the booking it waits
+    here, and is applied as soon as a batch creates that booking. The event id starts
+    with ``BOOKING_NO_SHOW_UPDATED:<uid>:``, so each lookup is an index range scan.
+    """
+    uids = sorted(set(uids))
+    if not uids:
+        return []
+    prefixes = [
+        webhook_events.c.event_id.like(f"BOOKING_NO_SHOW_UPDATED:{_escape_like(uid)}:%")
+        for uid in uids
+    ]
+    query = select(
+        webhook_events.c.kafka_topic, webhook_events.c.kafka_partition, webhook_events.c.kafka_offset
+    ).where(
+        webhook_events.c.provider == "calcom",
+        webhook_events.c.status == "unroutable",
+        webhook_events.c.error == "unknown_booking",
+        or_(*prefixes),
+    )
+    return [(r.kafka_topic, r.kafka_partition, r.kafka_offset) for r in conn.execute(query)]
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

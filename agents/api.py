@@ -1,0 +1,175 @@
+"""The analyst API on the worker's web server (SPEC §6).
+
+Bearer tokens; 503 until table recovery has finished (Faust's web answers before that);
+requests for a company are routed to the worker that owns the company's partition
+(``table_route`` on the company id, which is how the snapshot topic is keyed); reads are
+key lookups in the dashboard table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from sqlalchemy import Engine, select
+
+from agents.metrics import WorkerMetrics
+from pipeline.aggregates import DAY, HOUR
+from pipeline.models import companies
+from pipeline.settings import Settings
+from tables import dashboard
+
+TZ_TTL_S = 300.0
+
+
+class Timezones:
+    """Company timezones, cached: the read path must not wait on MySQL per request."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cache: dict[int, tuple[float, str | None]] = {}
+
+    async def get(self, company_id: int) -> str | None:
+        hit = self.cache.get(company_id)
+        if hit and time.monotonic() - hit[0] < TZ_TTL_S:
+            return hit[1]
+
+        def load() -> str | None:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    select(companies.c.timezone).where(companies.c.id == company_id)
+                ).scalar()
+
+        try:
+            tz = await asyncio.to_thread(load)
+        except Exception:
+            if hit:
+                return hit[1]  # MySQL down: the last known timezone is still right
+            raise
+        self.cache[company_id] = (time.monotonic(), tz)
+        return tz
+
+
+def _error(view: View, status: int, code: str, detail: str) -> Response:
+    return view.json({"error": code, "detail": detail}, status=status)
+
+
+def _parse_time(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).replace(tzinfo=None)
+
+
+def register(
+    app: faust.App, settings: Settings, table: faust.Table, engine: Engine, metrics: WorkerMetrics
+) -> None:
+    tokens = [t.reveal().encode() for t in settings.analyst_tokens]
+    timezones = Timezones(engine)
+
+    def authorized(request: Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return False
+        offered = header[len("Bearer ") :].strip().encode()
+        return any(hmac.compare_digest(offered, t) for t in tokens)
+
+    def ready() -> bool:
+        done = app.tables.recovery.completed.is_set() and not app.rebalancing
+        metrics.recovered.set(1 if done else 0)
+        return done
+
+    def guard(view: View, request: Request, route: str) -> Response | None:
+        if not authorized(request):
+            metrics.api_requests.labels(route, "401").inc()
+            return _error(view, 401, "unauthorized", "a valid bearer token is required")
+        if not ready():
+            metrics.api_requests.labels(route, "503").inc()
+            response = _error(view, 503, "recovering", "tables are recovering; retry shortly")
+            response.headers["Retry-After"] = "2"  # type: ignore[attr-defined]
+            return response
+        return None
+
+    def company_of(request: Request) -> int | None:
+        raw = request.match_info["company_id"]
+        return int(raw) if raw.isdigit() else None
+
+    def lookup(key: str) -> dict[str, Any] | None:
+        return table.get(key)
+
+    @app.page("/api/v1/companies/{company_id}/summary")
+    class Summary(View):
+        async def get(self, request: Request, company_id: str) -> Response:
+            denied = guard(self, request, "summary")
+            if denied is not None:
+                return denied
+            return await self._routed(request, company_id)
+
+        @app.table_route(table=table, match_info="company_id")
+        async def _routed(self, request: Request, company_id: str) -> Response:
+            started = time.perf_counter()
+            company = company_of(request)
+            if company is None:
+                return _error(self, 400, "bad_request", "company_id must be a number")
+            tz = await timezones.get(company)
+            now = datetime.now(UTC).replace(tzinfo=None)
+            body = dashboard.summary(company, tz, now, lookup)
+            metrics.api_seconds.labels("summary").observe(time.perf_counter() - started)
+            if body is None:
+                metrics.api_requests.labels("summary", "404").inc()
+                return _error(self, 404, "not_found", "no data for this company")
+            metrics.api_requests.labels("summary", "200").inc()
+            return self.json(body)
+
+    @app.page("/api/v1/companies/{company_id}/series")
+    class Series(View):
+        async def get(self, request: Request, company_id: str) -> Response:
+            denied = guard(self, request, "series")
+            if denied is not None:
+                return denied
+            return await self._routed(request, company_id)
+
+        @app.table_route(table=table, match_info="company_id")
+        async def _routed(self, request: Request, company_id: str) -> Response:
+            started = time.perf_counter()
+            company = company_of(request)
+            if company is None:
+                return _error(self, 400, "bad_request", "company_id must be a number")
+            granularity = request.query.get("granularity", HOUR)
+            if granularity not in (HOUR, DAY):
+                return _error(self, 400, "bad_request", "granularity must be hour or day")
+            now = datetime.now(UTC).replace(tzinfo=None)
+            try:
+                start = _parse_time(request.query.get("from"))
+                end = _parse_time(request.query.get("to"))
+            except ValueError:
+                return _error(self, 400, "bad_request", "from/to must be ISO-8601 times")
+            default_span = timedelta(hours=24) if granularity == HOUR else timedelta(days=30)
+            end = end or now
+            start = start or end - default_span
+            if start >= end:
+                return _error(self, 400, "bad_request", "from must be before to")
+            limit = dashboard.MAX_SERIES_BUCKETS[granularity]
+            span_limit = timedelta(hours=limit) if granularity == HOUR else timedelta(days=limit)
+            if end - start > span_limit:
+                return _error(
+                    self, 400, "bad_request", f"at most {limit} {granularity} buckets per request"
+                )
+            tz = await timezones.get(company)
+            starts = dashboard.bucket_starts(granularity, start, end, tz)
+            buckets = dashboard.series(company, granularity, starts, lookup)
+            if not any(b["version"] for b in buckets) and tz is None:
+                metrics.api_requests.labels("series", "404").inc()
+                return _error(self, 404, "not_found", "no data for this company")
+            metrics.api_seconds.labels("series").observe(time.perf_counter() - started)
+            metrics.api_requests.labels("series", "200").inc()
+            return self.json(
+                {"company_id": str(company), "granularity": granularity, "buckets": buckets}
+            )

@@ -1,0 +1,93 @@
+"""The dashboard agent: bucket snapshots → the dashboard table (highest version wins),
+and the retention timer that expires buckets past SPEC §6's windows."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import faust
+import orjson
+from sqlalchemy import Engine, delete
+
+from agents.metrics import WorkerMetrics
+from pipeline import snapshots
+from pipeline.aggregates import DAY, HOUR, RETENTION, expired
+from pipeline.models import dashboard_buckets
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(
+    app: faust.App,
+    settings: Settings,
+    table: faust.Table,
+    snapshot_topic: faust.TopicT,
+    engine: Engine,
+    metrics: WorkerMetrics,
+) -> None:
+    @app.agent(snapshot_topic, name="dashboard-snapshots")
+    async def keep_snapshots(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                data = orjson.loads(event.value)
+                if snapshots.EXPIRE in data:
+                    _expire(table, event.key, datetime.fromisoformat(data[snapshots.EXPIRE]))
+                    continue
+                snapshot, force = snapshots.decode(data)
+            except Exception as exc:  # a malformed snapshot must not stop the table
+                log.error("ignoring malformed snapshot: %s", exc.__class__.__name__)
+                continue
+            key = snapshots.table_key(snapshot.key)
+            if snapshots.newer(table.get(key), snapshot, force):
+                table[key] = snapshots.table_value(snapshot)
+                metrics.snapshots.labels("kept").inc()
+            else:
+                metrics.snapshots.labels("stale").inc()
+
+    @app.timer(interval=600.0, on_leader=False)
+    async def expire_buckets() -> None:
+        """Ask the owner of each local company to drop its expired buckets (the delete must
+        happen inside the stream, where Faust knows the changelog partition)."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        companies = {key.split("|", 1)[0] for key in list(table.keys())}
+        for company in sorted(companies):
+            await snapshot_topic.send(key=company.encode(), value=snapshots.expire_message(now))
+
+    @app.timer(interval=3600.0, on_leader=True)
+    async def prune_mysql() -> None:
+        """dashboard_buckets keeps the same windows as the table (hour 14 d, day 400 d)."""
+        import asyncio
+
+        now = datetime.now(UTC).replace(tzinfo=None)
+
+        def prune() -> int:
+            removed = 0
+            with engine.begin() as conn:
+                for granularity in (HOUR, DAY):
+                    removed += conn.execute(
+                        delete(dashboard_buckets).where(
+                            dashboard_buckets.c.granularity == granularity,
+                            dashboard_buckets.c.bucket_start < now - RETENTION[granularity],
+                        )
+                    ).rowcount
+            return removed
+
+        try:
+            removed = await asyncio.to_thread(prune)
+            if removed:
+                log.info("pruned %d expired dashboard_buckets rows", removed)
+        except Exception as exc:
+            log.warning(
+                "dashboard_buckets prune failed (will retry next hour): %s", exc.__class__.__name__
+            )
+
+
+def _expire(table: faust.Table, company: bytes | str | None, now: datetime) -> None:
+    if company is None:
+        return
+    prefix = (company.decode() if isinstance(company, bytes) else company) + "|"
+    for key in [k for k in list(table.keys()) if k.startswith(prefix)]:
+        if expired(snapshots.parse_table_key(key), now):
+            del table[key]

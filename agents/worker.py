@@ -1,0 +1,83 @@
+"""Build and run a Faust worker: the apply agents, the dashboard table and agent, the
+analyst API and ``/metrics``. This is the only module that wires the worker together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+
+from agents import api, dashboard, webhooks
+from agents.metrics import WorkerMetrics
+from pipeline import database, topics
+from pipeline.errors import KafkaUnavailable
+from pipeline.logs import configure_logging
+from pipeline.settings import Settings
+from tables.dashboard import define_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    app: faust.App
+    engine: Engine
+    metrics: WorkerMetrics
+    table: faust.Table
+    outputs: webhooks.Outputs
+
+
+def build_worker(
+    settings: Settings, *, store: str | None = None, engine: Engine | None = None
+) -> Worker:
+    app = _app(settings, store)
+    engine = engine or database.create_db_engine(settings, pool_size=4)
+    metrics = WorkerMetrics()
+    table = define_table(app, settings)
+    outputs = webhooks.register(app, settings, engine, metrics)
+    dashboard.register(app, settings, table, outputs.snapshots, engine, metrics)
+    api.register(app, settings, table, engine, metrics)
+
+    @app.page("/metrics")
+    async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(
+            generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )
+
+    @app.page("/healthz")
+    async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.json({"status": "ok"})
+
+    return Worker(app, engine, metrics, table, outputs)
+
+
+def _app(settings: Settings, store: str | None) -> faust.App:
+    from pipeline.streaming import create_faust_app
+
+    return create_faust_app(settings, store=store)
+
+
+def preflight(settings: Settings) -> None:
+    """Fail fast, in one line, when MySQL or Kafka is unreachable or topics are missing."""
+    engine = database.create_db_engine(settings, pool_size=1)
+    try:
+        database.check_database(engine)
+    finally:
+        engine.dispose()
+    reports = asyncio.run(topics.ensure_topics(settings))
+    bad = [r for r in reports if r.action == "mismatch"]
+    if bad:
+        raise KafkaUnavailable("; ".join(f"{r.name} {r.detail}" for r in bad))
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    configure_logging(loglevel)
+    preflight(settings)
+    worker = build_worker(settings)
+    faust.Worker(
+        worker.app, loglevel=loglevel, override_logging=False, redirect_stdouts=False, quiet=True
+    ).execute_from_commandline()
