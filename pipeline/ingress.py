@@ -19,27 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
 
-import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pipeline import metrics as metrics_mod
 from pipeline import providers
-from pipeline.errors import (
-    ClientError,
-    KafkaUnavailable,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-)
+from pipeline.errors import KafkaUnavailable, PayloadTooLarge, UnsupportedMediaType
 from pipeline.inbound import answer_call_inbound
-from pipeline.logs import correlation_id_var
-from pipeline.metrics import IngressMetrics, event_type_label
+from pipeline.metrics import IngressMetrics
+from pipeline.middleware import (
+    EXCHANGE,
+    Exchange,
+    Handler,
+    InFlight,
+    error_response,
+    exchange_middleware,
+    json_response,
+)
 from pipeline.producer import Headers, KafkaPublisher, Publisher
 from pipeline.providers import Envelope, Provider, retell
 from pipeline.routing import Router, RoutingCache
@@ -52,98 +50,12 @@ PUBLISHER = web.AppKey[Publisher]("publisher")
 ROUTER = web.AppKey[Router]("router")
 METRICS = web.AppKey("metrics", IngressMetrics)
 BACKGROUND = web.AppKey[set[asyncio.Task[None]]]("background")
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 #: The ingress's own guard around every publish, a little above the producer's ack budget,
 #: so that no Publisher (a fake, a future one) can hold a request past the promise.
 GUARD_SLACK_S = 0.25
 UTF8 = frozenset({"utf-8", "utf8"})
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(slots=True)
-class Exchange:
-    """What the middleware and the handlers share about one request."""
-
-    correlation_id: str
-    received_ms: int
-    provider: str = "none"
-    event_type: str | None = None
-    observe: bool = True
-
-
-EXCHANGE = web.RequestKey("exchange", Exchange)
-
-
-def json_response(status: int, payload: dict[str, Any], **headers: str) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error_response(status: int, code: str, detail: str, **headers: str) -> web.Response:
-    """The one error shape of SPEC §3: ``{"error", "detail"}``, detail on one line."""
-    one_line = " ".join(detail.split())[:300]
-    return json_response(status, {"error": code, "detail": one_line}, **headers)
-
-
-@web.middleware
-async def exchange_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Correlation id, error answers, and metrics, for every request.
-
-    Every expected failure becomes its status and JSON body here; anything else is a bug in
-    this code: a 500 with a JSON body and a logged traceback, never a stack trace on the wire.
-    """
-    exchange = Exchange(str(uuid.uuid4()), time.time_ns() // 1_000_000)
-    request[EXCHANGE] = exchange
-    token = correlation_id_var.set(exchange.correlation_id)
-    metrics = request.app[METRICS]
-    started = time.perf_counter()
-    try:
-        response = await _answer(request, handler, exchange, metrics)
-        response.headers["X-Correlation-ID"] = exchange.correlation_id
-        if exchange.observe:
-            provider = exchange.provider
-            event_type = event_type_label(exchange.event_type)
-            metrics.requests.labels(provider, event_type, str(response.status)).inc()
-            metrics.latency.labels(provider).observe(time.perf_counter() - started)
-        return response
-    finally:
-        correlation_id_var.reset(token)
-
-
-async def _answer(
-    request: web.Request, handler: Handler, exchange: Exchange, metrics: IngressMetrics
-) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    try:
-        return await handler(request)
-    except ClientError as exc:
-        metrics.rejections.labels(exchange.provider, exc.code).inc()
-        log.info(
-            "webhook rejected: %s",
-            exc.detail,
-            extra={"provider": exchange.provider, "status": exc.status, "reason": exc.code},
-        )
-        return error_response(exc.status, exc.code, exc.detail)
-    except KafkaUnavailable as exc:
-        metrics.rejections.labels(exchange.provider, "kafka_unavailable").inc()
-        log.warning(
-            "webhook not made durable: %s",
-            exc,
-            extra={"provider": exchange.provider, "event_type": exchange.event_type},
-        )
-        return error_response(
-            503, "kafka_unavailable", str(exc), **{"Retry-After": str(settings.retry_after_s)}
-        )
-    except web.HTTPException as exc:
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
-        code = exc.reason.lower().replace(" ", "_")
-        return error_response(exc.status, code, exc.reason, **headers)
-    except Exception:
-        log.exception("unhandled error answering %s %s", request.method, request.path)
-        return error_response(
-            500, "internal_error", "unexpected error; quote the X-Correlation-ID header"
-        )
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -299,11 +211,14 @@ def create_app(
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The ingress app. Whatever is passed in (or built here) is started and closed by it."""
-    app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[exchange_middleware]
-    )
     metrics = IngressMetrics(registry if registry is not None else CollectorRegistry())
+    in_flight = InFlight()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[exchange_middleware(metrics, in_flight, settings.retry_after_s)],
+    )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
     app[METRICS] = metrics
     app[BACKGROUND] = set()
     app[PUBLISHER] = publisher or KafkaPublisher(
@@ -321,6 +236,17 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
+
+
+async def drain(runner: web.AppRunner, timeout_s: float) -> None:
+    """Graceful stop, part one: close the listening sockets, then let every request already
+    in a handler finish (bounded). Only then may ``runner.cleanup()`` close connections:
+    aiohttp drops the rest of a body that arrives after it has closed a connection."""
+    for site in list(runner.sites):
+        await site.stop()
+    in_flight = runner.app[IN_FLIGHT]
+    if in_flight.count and not await in_flight.wait_idle(timeout_s):
+        log.warning("%d requests still in flight after %.1fs", in_flight.count, timeout_s)
 
 
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:

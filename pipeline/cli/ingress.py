@@ -105,7 +105,7 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
-    from pipeline.ingress import create_app
+    from pipeline.ingress import create_app, drain
 
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
@@ -131,7 +131,8 @@ async def _serve(
     if watcher is not None:
         watcher.cancel()
     started = time.monotonic()
-    await runner.cleanup()  # stop accepting, finish in-flight, run cleanup_ctx (flush producer)
+    await drain(runner, shutdown_timeout)  # stop accepting; in-flight requests finish
+    await runner.cleanup()  # close connections; cleanup_ctx: background records, producer
     log.info("ingress stopped", extra={"pid": os.getpid(), "shutdown_s": round(time.monotonic() - started, 3)})  # fmt: skip
 
 

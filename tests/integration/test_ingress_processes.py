@@ -1,0 +1,153 @@
+"""``switchboard ingress --processes 2`` as operators run it: two processes on one port
+(SO_REUSEPORT), metrics aggregated across them, and a SIGTERM that lets an in-flight request
+finish with its 202 and its record on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from pipeline.settings import Settings
+from tests.fixtures import fixture_bytes
+from tests.integration.ingress_helpers import (
+    CALCOM_SECRET,
+    RETELL_KEY,
+    headers_of,
+    read_topic,
+    signed,
+)
+
+pytestmark = pytest.mark.integration
+
+SWITCHBOARD = Path(sys.executable).parent / "switchboard"
+BOOKING = fixture_bytes("calcom", "BOOKING_CREATED.json")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """Spawned ingress processes of ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def ingress(stack_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": stack_settings.database_url.reveal(),
+        "SWITCHBOARD_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
+        "SWITCHBOARD_TOPIC_PREFIX": stack_settings.topic_prefix,
+        "RETELL_API_KEY": RETELL_KEY,
+        "CALCOM_WEBHOOK_SECRET": CALCOM_SECRET,
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [str(SWITCHBOARD), "ingress", "--processes", "2", "--port", str(port)]
+    proc = subprocess.Popen(cmd + ["--shutdown-timeout", "5"], env=env, stderr=subprocess.PIPE)
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def wait_ready(session: aiohttp.ClientSession, base: str, proc: Any) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        try:
+            async with session.get(f"{base}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError("ingress never became ready")
+
+
+async def test_two_processes_share_the_port_and_their_metrics(
+    stack_settings: Settings, ingress: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    proc, base = ingress
+    connector = aiohttp.TCPConnector(force_close=True)  # new connection each time: both serve
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await wait_ready(session, base, proc)
+        assert len(children_of(proc.pid)) == 2
+        for _ in range(30):
+            async with session.post(
+                f"{base}/webhooks/calcom", data=BOOKING, headers=signed("calcom", BOOKING)
+            ) as resp:
+                assert resp.status == 202
+        wanted = 'switchboard_ingress_requests_total{event_type="BOOKING_CREATED",provider="calcom",status="202"} 30.0'  # fmt: skip
+        for _ in range(10):  # whichever process answers the scrape reports all 30
+            async with session.get(f"{base}/metrics") as resp:
+                assert wanted in await resp.text()
+    assert len(await read_topic(stack_settings, "webhooks.calcom", 30)) == 30
+
+
+async def test_sigterm_finishes_the_request_in_flight(
+    stack_settings: Settings, ingress: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    proc, base = ingress
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, base, proc)
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed("calcom", BOOKING).items())
+    writer.write(
+        f"POST /webhooks/calcom HTTP/1.1\r\nHost: {host}\r\n{head}"
+        f"Content-Length: {len(BOOKING)}\r\n\r\n".encode()
+    )
+    half = len(BOOKING) // 2
+    writer.write(BOOKING[:half])
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the request is in a handler, waiting for the rest of its body
+
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(1.0)  # the processes stop accepting; ours is still being handled
+    writer.write(BOOKING[half:])
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    assert status_line.startswith(b"HTTP/1.1 202"), status_line
+    writer.close()
+
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert stderr.count('"ingress stopped"') == 2, stderr[-3000:]
+    (record,) = await read_topic(stack_settings, "webhooks.calcom", 1)
+    assert record.value == BOOKING
+    assert headers_of(record)["event_type"] == b"BOOKING_CREATED"
+    with pytest.raises(OSError):  # nothing listens any more
+        socket.create_connection((host, int(port)), timeout=1).close()
