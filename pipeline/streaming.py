@@ -18,6 +18,7 @@ from pipeline.settings import Settings
 def create_faust_app(settings: Settings, *, store: str | None = None) -> faust.App:
     url = f"http://{settings.worker_host}:{settings.worker_port}"
     datadir = Path(settings.data_dir).resolve() / f"worker-{settings.worker_port}"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -1,0 +1,129 @@
+"""Real Switchboard processes for integration tests: start, wait until they answer, stop.
+
+Every process gets the test's own settings through the environment (per-test database,
+topic prefix, consumer group, ports, data dir), writes its log to a file, and is stopped
+with SIGTERM (then SIGKILL) at the end. A process that dies or never gets ready fails the
+test with its log tail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.settings import Settings
+
+SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process load ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "RETELL_", "CALCOM_"))}
+    env.update(
+        SWITCHBOARD_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        SWITCHBOARD_DATABASE_URL=settings.database_url.reveal(),
+        RETELL_API_KEY=",".join(settings.secrets_for("retell")),
+        CALCOM_WEBHOOK_SECRET=",".join(settings.secrets_for("calcom")),
+        SWITCHBOARD_ANALYST_TOKENS=",".join(t.reveal() for t in settings.analyst_tokens),
+        SWITCHBOARD_INGRESS_HOST=settings.ingress_host,
+        SWITCHBOARD_INGRESS_PORT=str(settings.ingress_port),
+        SWITCHBOARD_WORKER_HOST=settings.worker_host,
+        SWITCHBOARD_WORKER_PORT=str(settings.worker_port),
+        SWITCHBOARD_DATA_DIR=str(settings.data_dir),
+        SWITCHBOARD_TOPIC_PREFIX=settings.topic_prefix,
+        SWITCHBOARD_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        SWITCHBOARD_CONSUMER_GROUP=settings.consumer_group,
+        SWITCHBOARD_ROUTING_REFRESH_S=str(settings.routing_refresh_s),
+        SWITCHBOARD_WORKER_BATCH_WITHIN_S=str(settings.worker_batch_within_s),
+    )
+    return env
+
+
+class Service:
+    def __init__(self, name: str, args: list[str], settings: Settings, ready_url: str, log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.settings = settings
+        self.ready_url = ready_url
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> Service:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [SWITCHBOARD, *self.args], env=settings_env(self.settings), stdout=log, stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            if self._answers():
+                return self
+            time.sleep(0.3)
+        raise AssertionError(f"{self.name} not ready after {timeout_s}s:\n{self.tail()}")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=2) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as exc:
+            return exc.code in (401, 404)  # the server is up and answering
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@contextmanager
+def running(*services: Service) -> Iterator[tuple[Service, ...]]:
+    started: list[Service] = []
+    try:
+        for service in services:
+            started.append(service.start())
+        yield services
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def worker(settings: Settings, log_dir: Path, name: str = "worker") -> Service:
+    url = f"http://{settings.worker_host}:{settings.worker_port}/healthz"
+    return Service(name, ["worker"], settings, url, log_dir)
+
+
+def ingress(settings: Settings, log_dir: Path, name: str = "ingress") -> Service:
+    url = f"http://{settings.ingress_host}:{settings.ingress_port}/readyz"
+    return Service(name, ["ingress"], settings, url, log_dir)
