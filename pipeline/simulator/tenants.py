@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -376,3 +376,20 @@ def load_tenants(conn: Connection) -> tuple[Company, ...]:
         )
         for row in conn.execute(select(companies).order_by(companies.c.id)).mappings()
     )
+
+
+def with_ids(items: Sequence[Company], first_company: int = 1, first_branch: int = 1) -> tuple[Company, ...]:
+    """The same tenants with ids assigned in order, as if imported into an empty database.
+
+    For tests and offline scenario generation, where no MySQL hands out ids.
+    """
+    out = []
+    branch_id = first_branch
+    for offset, company in enumerate(items):
+        company_id = first_company + offset
+        numbered = []
+        for branch in company.branches:
+            numbered.append(replace(branch, id=branch_id, company_id=company_id))
+            branch_id += 1
+        out.append(replace(company, id=company_id, branches=tuple(numbered)))
+    return tuple(out)
