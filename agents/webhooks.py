@@ -20,7 +20,8 @@ from sqlalchemy import Engine
 from agents.metrics import WorkerMetrics
 from pipeline import topics
 from pipeline.applier import Applier
-from pipeline.apply import BatchResult, DeadLetter
+from pipeline.apply import BatchResult
+from pipeline.deadletters import dlq_headers
 from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.records import WebhookRecord, decode_headers
 from pipeline.settings import Settings
@@ -48,26 +49,6 @@ def record_of(event: Any) -> WebhookRecord:
         headers=decode_headers(message.headers),
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
     )
-
-
-def dlq_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """The source record's headers plus where it came from and why it is here."""
-    record = letter.record
-    headers = {k: v for k, v in record.headers.items() if not k.startswith("dlq_")}
-    headers.update(
-        source_topic=record.topic,
-        source_partition=str(record.partition),
-        source_offset=str(record.offset),
-        error_class=letter.error_class,
-        reason=letter.reason,
-        detail=letter.detail[:500],
-        dead_lettered_at=str(int(time.time() * 1000)),
-    )
-    previous = record.headers.get("reason")
-    if previous and record.headers.get("source_topic"):
-        # A redriven record that failed again keeps its first reason visible too.
-        headers["previous_reason"] = previous
-    return [(k, v.encode()) for k, v in headers.items()]
 
 
 async def publish(outputs: Outputs, result: BatchResult, metrics: WorkerMetrics) -> None:

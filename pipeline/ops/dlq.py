@@ -1,0 +1,275 @@
+"""``switchboard dlq``: read, filter and redrive the dead letters on ``webhooks.dlq``.
+
+A dead letter is the source record (key, raw body, headers) plus headers naming its source
+coordinates and reason (:mod:`pipeline.deadletters`). Kafka is append-only, so one event
+can have several dead letters: the worker's, then one more for every redrive or replay
+that failed again (carrying ``previous_reason``). ``list`` and ``redrive`` therefore work
+on the **latest dead letter of each event** (by ``provider`` + ``event_id``), and look up
+the event's current ``webhook_events`` status: an event that is ``applied`` by now (a
+redrive, a replay, a fixed retry from the provider) is resolved.
+
+Redrive puts the latest dead letter of every matching, unresolved event back through the
+normal path: the record is rebuilt with its **source** topic/partition/offset (so
+``webhook_events`` keeps the original coordinates) and its original headers, and applied
+with the worker's :class:`~pipeline.applier.Applier`; snapshots and new dead letters are
+published like the worker's. Dedup is the apply path's: redriving an event that is applied
+already changes nothing. Running the same redrive twice applies nothing twice; an event
+that is still poison gets one more dead letter per run (the newest supersedes the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select, tuple_
+
+from pipeline import database, topics
+from pipeline.applier import Applier
+from pipeline.deadletters import DlqHeaders, parse_dlq_headers
+from pipeline.kafka_reader import Coordinates, Stretch, fetch
+from pipeline.models import webhook_events
+from pipeline.ops import NotFound
+from pipeline.ops.outputs import Outputs
+from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress
+from pipeline.ops.report import RunReport
+from pipeline.ops.stretch import read_stretch
+from pipeline.records import WebhookRecord
+from pipeline.settings import Settings
+
+RESOLVED = "applied"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """One record of the DLQ topic, with its headers read."""
+
+    record: WebhookRecord
+    info: DlqHeaders
+
+    @property
+    def partition(self) -> int:
+        return self.record.partition
+
+    @property
+    def offset(self) -> int:
+        return self.record.offset
+
+    @property
+    def position(self) -> str:
+        """``PARTITION:OFFSET``, what ``dlq show`` takes."""
+        return f"{self.record.partition}:{self.record.offset}"
+
+    @property
+    def provider(self) -> str | None:
+        return self.record.headers.get("provider")
+
+    @property
+    def event_id(self) -> str | None:
+        return self.record.headers.get("event_id")
+
+    @property
+    def event_type(self) -> str | None:
+        return self.record.headers.get("event_type")
+
+    @property
+    def source(self) -> str:
+        if not self.info.has_source:
+            return "-"
+        return f"{self.info.source_topic}/{self.info.source_partition}@{self.info.source_offset}"
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """The event this dead letter is about: ``(provider, event_id)``, else its source."""
+        if self.provider and self.event_id:
+            return self.provider, self.event_id
+        return "?", self.source if self.info.has_source else self.position
+
+    def source_record(self) -> WebhookRecord | None:
+        """The record as it was on its source topic: source coordinates, original key,
+        body and headers (the dead-letter headers stay, so a failure again can name the
+        previous reason). ``None`` when the headers do not say where it came from."""
+        info = self.info
+        if not info.has_source:
+            return None
+        assert info.source_topic is not None
+        assert info.source_partition is not None and info.source_offset is not None
+        return WebhookRecord(
+            topic=info.source_topic,
+            partition=info.source_partition,
+            offset=info.source_offset,
+            key=self.record.key,
+            value=self.record.value,
+            headers=dict(self.record.headers),
+            timestamp_ms=self.record.timestamp_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DlqFilter:
+    """``--since``, ``--reason``, ``--provider``, ``--event-type``, ``--event-id``: all that
+    are given must match (exactly; ``reason`` is the latest dead letter's reason)."""
+
+    since_ms: int | None = None
+    reason: str | None = None
+    provider: str | None = None
+    event_type: str | None = None
+    event_id: str | None = None
+
+    def matches(self, entry: DeadLetterEntry) -> bool:
+        if self.since_ms is not None:
+            stamp = entry.info.dead_lettered_at_ms or entry.record.timestamp_ms
+            if stamp is None or stamp < self.since_ms:
+                return False
+        checks = (
+            (self.reason, entry.info.reason),
+            (self.provider, entry.provider),
+            (self.event_type, entry.event_type),
+            (self.event_id, entry.event_id),
+        )
+        return all(wanted is None or wanted == actual for wanted, actual in checks)
+
+
+@dataclass
+class Listed:
+    entry: DeadLetterEntry
+    status: str | None  # the event's webhook_events status now; None: no row
+    copies: int = 1  # dead letters of this event read (the latest is shown)
+
+
+def latest_per_event(entries: Iterable[DeadLetterEntry]) -> list[tuple[DeadLetterEntry, int]]:
+    """The newest dead letter of each event (by dead-lettered time, then position), with
+    how many there were; in the order of the newest."""
+    best: dict[tuple[str, str], DeadLetterEntry] = {}
+    copies: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        key = entry.identity
+        copies[key] = copies.get(key, 0) + 1
+        current = best.get(key)
+        if current is None or _newness(entry) > _newness(current):
+            best[key] = entry
+    chosen = sorted(best.items(), key=lambda kv: _newness(kv[1]))
+    return [(entry, copies[key]) for key, entry in chosen]
+
+
+def _newness(entry: DeadLetterEntry) -> tuple[int, int, int]:
+    stamp = entry.info.dead_lettered_at_ms or entry.record.timestamp_ms or 0
+    return stamp, entry.partition, entry.offset
+
+
+async def read_dead_letters(
+    settings: Settings, since_ms: int | None = None
+) -> list[DeadLetterEntry]:
+    """Every record of the DLQ topic (from ``since_ms`` by record time, if given)."""
+    stretch = Stretch(from_time_ms=since_ms) if since_ms is not None else Stretch(from_offset=0)
+    out: list[DeadLetterEntry] = []
+    async for batch in read_stretch(settings.kafka_bootstrap, settings.topic(topics.DLQ), stretch):
+        out += [DeadLetterEntry(r, parse_dlq_headers(r.headers)) for r in batch]
+    return out
+
+
+def event_statuses(engine: Engine, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """``webhook_events.status`` of each ``(provider, event_id)`` that has a row."""
+    wanted = sorted(set(keys))
+    found: dict[tuple[str, str], str] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            query = select(
+                webhook_events.c.provider, webhook_events.c.event_id, webhook_events.c.status
+            ).where(tuple_(webhook_events.c.provider, webhook_events.c.event_id).in_(chunk))
+            found.update({(r.provider, r.event_id): r.status for r in conn.execute(query)})
+    return found
+
+
+async def list_dead_letters(
+    settings: Settings,
+    flt: DlqFilter = DlqFilter(),
+    *,
+    pending_only: bool = False,
+    engine: Engine | None = None,
+) -> list[Listed]:
+    """The latest dead letter of each event matching ``flt``, oldest first, with the
+    event's current status (``pending_only``: leave out events applied by now)."""
+    async with AsyncExitStack() as stack:
+        if engine is None:
+            engine = database.create_db_engine(settings, pool_size=1)
+            stack.callback(engine.dispose)
+        await asyncio.to_thread(database.check_database, engine)
+        entries = await read_dead_letters(settings, flt.since_ms)
+        latest = [(e, n) for e, n in latest_per_event(entries) if flt.matches(e)]
+        statuses = await asyncio.to_thread(
+            event_statuses, engine, [e.identity for e, _ in latest if e.identity[0] != "?"]
+        )
+    listed = [Listed(e, statuses.get(e.identity), n) for e, n in latest]
+    if pending_only:
+        listed = [item for item in listed if item.status != RESOLVED]
+    return listed
+
+
+async def show_dead_letter(settings: Settings, partition: int, offset: int) -> DeadLetterEntry:
+    """The dead letter at ``partition:offset`` of the DLQ topic; NotFound if none."""
+    topic = settings.topic(topics.DLQ)
+    found = []
+    stretch = Stretch(from_offset=offset, to_offset=offset)
+    async for batch in read_stretch(settings.kafka_bootstrap, topic, stretch, [partition]):
+        found += [r for r in batch if r.offset == offset]
+    if not found:
+        raise NotFound(f"no dead letter at {partition}:{offset} on {topic}")
+    return DeadLetterEntry(found[0], parse_dlq_headers(found[0].headers))
+
+
+@dataclass
+class RedriveReport(RunReport):
+    redriven: list[str] = field(default_factory=list)  # positions of the dead letters taken
+
+
+async def redrive(
+    settings: Settings,
+    flt: DlqFilter = DlqFilter(),
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    engine: Engine | None = None,
+    on_progress: Progress | None = None,
+) -> RedriveReport:
+    """Apply the latest dead letter of every matching, unresolved event again."""
+    report = RedriveReport(dry_run=dry_run)
+    async with AsyncExitStack() as stack:
+        if engine is None:
+            engine = database.create_db_engine(settings, pool_size=2)
+            stack.callback(engine.dispose)
+        listed = await list_dead_letters(settings, flt, engine=engine)
+        outputs = None
+        if not dry_run:
+            outputs = await stack.enter_async_context(Outputs(settings))
+        todo: list[tuple[DeadLetterEntry, WebhookRecord]] = []
+        for item in listed:
+            record = item.entry.source_record()
+            if item.status == RESOLVED:
+                report.skipped["event already applied"] += 1
+            elif record is None:
+                report.skipped["no source coordinates in its headers"] += 1
+            else:
+                todo.append((item.entry, record))
+        todo.sort(key=lambda pair: (pair[1].topic, pair[1].partition, pair[1].offset))
+
+        async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
+            return await fetch(settings.kafka_bootstrap, coords)
+
+        applier = Applier(engine, fetch=fetch_parked, dry_run=dry_run)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            records = [record for _, record in chunk]
+            result = await applier.apply(records)
+            if outputs is not None:
+                published = await outputs.publish(result)
+                report.dead_letters_published += published.dead_letters
+                report.snapshots_published += published.snapshots
+            report.add(len(records), result)
+            report.redriven += [entry.position for entry, _ in chunk]
+            if on_progress is not None:
+                on_progress(report, records[-1])
+    return report
