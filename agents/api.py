@@ -82,7 +82,8 @@ def register(
         return any(hmac.compare_digest(offered, t) for t in tokens)
 
     def ready() -> bool:
-        done = app.tables.recovery.completed.is_set() and not app.rebalancing
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        done = recovery.completed.is_set() and not app.rebalancing
         metrics.recovered.set(1 if done else 0)
         return done
 
@@ -110,10 +111,10 @@ def register(
             denied = guard(self, request, "summary")
             if denied is not None:
                 return denied
-            return await self._routed(request, company_id)
+            return await self._routed(request)
 
         @app.table_route(table=table, match_info="company_id")
-        async def _routed(self, request: Request, company_id: str) -> Response:
+        async def _routed(self: View, request: Request) -> Response:
             started = time.perf_counter()
             company = company_of(request)
             if company is None:
@@ -134,10 +135,10 @@ def register(
             denied = guard(self, request, "series")
             if denied is not None:
                 return denied
-            return await self._routed(request, company_id)
+            return await self._routed(request)
 
         @app.table_route(table=table, match_info="company_id")
-        async def _routed(self, request: Request, company_id: str) -> Response:
+        async def _routed(self: View, request: Request) -> Response:
             started = time.perf_counter()
             company = company_of(request)
             if company is None:

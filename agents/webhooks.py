@@ -119,7 +119,9 @@ def _agent(
     provider: str, applier: Applier, outputs: Outputs, metrics: WorkerMetrics, settings: Settings
 ) -> Any:
     async def apply_stream(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(
+        # noack_take: Faust must not ack a batch before it is applied (the typed StreamT
+        # protocol lacks the method; faust.Stream has it).
+        async for events in stream.noack_take(  # type: ignore[attr-defined]
             settings.worker_batch_size, settings.worker_batch_within_s
         ):
             started = time.perf_counter()

@@ -18,8 +18,10 @@ Database work runs in a thread: the event loop keeps serving Kafka and HTTP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Fetch = Callable[[list[Coordinates]], Awaitable[list[WebhookRecord]]]
 OnRetry = Callable[[str, float], None]
+T = TypeVar("T")
 
 
 class Applier:
@@ -57,9 +60,7 @@ class Applier:
         while result.created_uids and self.fetch is not None and not self.dry_run and rounds < 5:
             rounds += 1
             uids, result.created_uids = set(result.created_uids), set()
-            coords = await self._transient_retry(
-                lambda: store_parked(self.engine, uids)  # noqa: B023
-            )
+            coords = await self._transient_retry(functools.partial(store_parked, self.engine, uids))
             if not coords:
                 break
             parked = await self.fetch([Coordinates(*c) for c in coords])
@@ -71,7 +72,7 @@ class Applier:
         if not records:
             return BatchResult()
         try:
-            return await self._transient_retry(lambda: self._apply(records))
+            return await self._transient_retry(functools.partial(self._apply, records))
         except Exception:
             if len(records) == 1:
                 return self._internal_error(records[0])
@@ -79,7 +80,7 @@ class Applier:
         result = BatchResult()
         for record in records:
             try:
-                result.merge(await self._transient_retry(lambda r=record: self._apply([r])))
+                result.merge(await self._transient_retry(functools.partial(self._apply, [record])))
             except Exception:
                 result.merge(self._internal_error(record))
         return result
@@ -87,11 +88,11 @@ class Applier:
     def _apply(self, records: list[WebhookRecord]) -> BatchResult:
         return apply_batch(self.engine, records, dry_run=self.dry_run)
 
-    async def _transient_retry(self, work: Callable[[], object]) -> BatchResult:  # type: ignore[return]
+    async def _transient_retry(self, work: Callable[[], T]) -> T:
         delay = 0.2
         while True:
             try:
-                return await asyncio.to_thread(work)  # type: ignore[return-value]
+                return await asyncio.to_thread(work)
             except DatabaseUnavailable as exc:
                 log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
                 self.on_retry("database_unavailable", delay)

@@ -15,7 +15,18 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, literal_column, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from pipeline.aggregates import BucketKey, BucketSnapshot, Contribution
@@ -209,7 +220,7 @@ class CustomerBook:
         companies_ = sorted({r["company_id"] for _, r in new})
         phones = sorted({r["phone"] for _, r in new if r.get("phone")})
         emails = sorted({r["email"] for _, r in new if r.get("email") and not r.get("phone")})
-        match = []
+        match: list[ColumnElement[bool]] = []
         if phones:
             match.append(customers.c.phone.in_(phones))
         if emails:
@@ -348,7 +359,7 @@ def add_to_buckets(
     rows = []
     for key in keys:
         deltas = contribution[key]
-        row = {name: deltas.get(name, 0) for name in COUNTERS}
+        row: dict[str, Any] = {name: deltas.get(name, 0) for name in COUNTERS}
         row.update(
             company_id=key.company_id,
             granularity=key.granularity,

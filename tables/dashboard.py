@@ -27,7 +27,7 @@ MAX_SERIES_BUCKETS = {HOUR: 24 * 14, DAY: 400}
 Lookup = Callable[[str], dict[str, Any] | None]
 
 
-def define_table(app: faust.App, settings: Settings) -> faust.Table:
+def define_table(app: faust.App, settings: Settings) -> Any:
     return app.Table(
         TABLE_NAME,
         default=None,
@@ -113,7 +113,7 @@ def series(
     buckets = []
     for start in starts:
         value = lookup(table_key(BucketKey(company_id, granularity, start)))
-        entry = {"start": start.isoformat(timespec="seconds") + "Z"}
+        entry: dict[str, Any] = {"start": start.isoformat(timespec="seconds") + "Z"}
         entry.update(_render(_counters(value)))
         entry["version"] = int(value["v"]) if value else 0
         buckets.append(entry)
