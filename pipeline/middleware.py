@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from pipeline.errors import ClientError, KafkaUnavailable
 from pipeline.logs import correlation_id_var
@@ -26,7 +27,6 @@ from pipeline.metrics import IngressMetrics, event_type_label
 log = logging.getLogger("pipeline.ingress")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 @dataclass(slots=True)

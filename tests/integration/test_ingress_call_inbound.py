@@ -37,7 +37,9 @@ def seed(engine: Engine) -> dict[str, int]:
     with engine.begin() as conn:
 
         def add(table: Any, **values: Any) -> int:
-            return int(conn.execute(insert(table).values(**values)).inserted_primary_key[0])
+            key = conn.execute(insert(table).values(**values)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
         bayview = add(companies, name="Bayview Dental", timezone="America/Los_Angeles")
         other = add(companies, name="Other Co", timezone="Europe/Berlin")

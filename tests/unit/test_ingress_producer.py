@@ -60,7 +60,7 @@ async def test_producer_is_idempotent_with_acks_all() -> None:
     try:
         assert producer._sender._acks == -1
         assert producer._txn_manager is not None  # idempotence enabled
-        assert producer._message_accumulator._linger_time == pytest.approx(0.005)
+        assert producer._message_accumulator._linger_time == pytest.approx(0.002)
     finally:
         await producer.stop()
 
