@@ -378,7 +378,9 @@ def load_tenants(conn: Connection) -> tuple[Company, ...]:
     )
 
 
-def with_ids(items: Sequence[Company], first_company: int = 1, first_branch: int = 1) -> tuple[Company, ...]:
+def with_ids(
+    items: Sequence[Company], first_company: int = 1, first_branch: int = 1
+) -> tuple[Company, ...]:
     """The same tenants with ids assigned in order, as if imported into an empty database.
 
     For tests and offline scenario generation, where no MySQL hands out ids.

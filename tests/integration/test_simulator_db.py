@@ -341,3 +341,19 @@ def test_an_unreadable_expected_file_is_one_clear_error(
     path.write_bytes(orjson.dumps({"format": "something-else"}))
     result = run_cli(db_settings, "verify-run", str(path))
     assert result.exit_code == 1 and "is not a switchboard-expected/1 file" in result.output
+
+
+def test_a_lost_call_inbound_record_is_a_note_unless_strict(
+    db_settings: Settings, engine: Engine, run_file
+) -> None:
+    path, doc = run_file
+    materialize(engine, doc)
+    inbound = next(e for e in doc["events"] if e.get("best_effort"))
+    assert ":" not in inbound["event_id"]  # a call_inbound's event id is its call id
+    with engine.begin() as conn:
+        conn.execute(delete(webhook_events).where(webhook_events.c.event_id == inbound["event_id"]))
+    notes: list[str] = []
+    assert verify(db_settings, path, notes=notes) == []
+    assert notes == [f"event retell:{inbound['event_id']}"]
+    strict = verify(db_settings, path, strict_inbound=True)
+    assert [(d.field, d.expected, d.actual) for d in strict] == [("status", "applied", None)]
