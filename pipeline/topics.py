@@ -6,12 +6,15 @@ if a source topic and the table it feeds disagree). Internal topics are ``switch
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from pipeline.errors import KafkaUnavailable
+from pipeline.errors import KafkaUnavailable, SwitchboardError
 from pipeline.settings import Settings
 
 RETELL = "webhooks.retell"
@@ -33,11 +36,15 @@ class TopicReport:
     detail: str = ""
 
 
+# Room for the largest accepted body plus headers (and DLQ headers) in one record.
+RECORD_HEADROOM = 64 * 1024
+
+
 def _topic_configs(settings: Settings) -> dict[str, str]:
-    configs = {"min.insync.replicas": str(min(2, settings.topic_replication))}
-    if settings.topic_replication == 1:
-        configs["min.insync.replicas"] = "1"
-    return configs
+    return {
+        "min.insync.replicas": str(min(2, settings.topic_replication)),
+        "max.message.bytes": str(settings.max_body_bytes + RECORD_HEADROOM),
+    }
 
 
 async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[TopicReport]:
@@ -64,16 +71,25 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS)
                 )
                 for t in missing
             ]
-            try:
-                await admin.create_topics(new, timeout_ms=30_000)
-            except TopicAlreadyExistsError:
-                pass  # a concurrent `switchboard topics` won the race; validate below
-            existing.update(await _describe(admin, missing))
-            reports += [TopicReport(t, "created", existing.get(t, 0)) for t in missing]
+            # aiokafka returns per-topic errors in the response instead of raising them.
+            raced = _check_created(await admin.create_topics(new, timeout_ms=30_000))
+            existing.update(await _await_visible(admin, missing))
+            # A topic that a concurrent `switchboard topics` created is validated below.
+            missing = [t for t in missing if t not in raced]
+            reports += [
+                TopicReport(t, "created", existing.get(t, settings.topic_partitions))
+                for t in missing
+            ]
+        present = [t for t in full if t not in missing]
+        if present:
+            # Keep existing topics' configs in line with settings (idempotent).
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t, _topic_configs(settings)) for t in present]
+            )
         for topic in full:
             if topic in missing:
                 continue
-            count = existing[topic]
+            count = existing.get(topic, 0)
             if count != settings.topic_partitions:
                 reports.append(
                     TopicReport(
@@ -86,8 +102,47 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS)
             else:
                 reports.append(TopicReport(topic, "ok", count))
         return reports
+    except KafkaError as exc:  # the broker went away after answering the first request
+        raise KafkaUnavailable(f"Kafka failed at {settings.kafka_bootstrap}: {exc}") from exc
     finally:
         await admin.close()
+
+
+def _check_created(response: Any) -> set[str]:
+    """Topics that already existed (a concurrent run won the race); raise on any other error,
+    e.g. a replication factor larger than the cluster, which would otherwise pass silently."""
+    raced: set[str] = set()
+    failures: dict[str, list[str]] = {}  # one reason, the topics it stopped
+    for entry in response.topic_errors:
+        topic, code = entry[0], entry[1]
+        if code == 0:
+            continue
+        error = for_code(code)
+        if error is TopicAlreadyExistsError:
+            raced.add(topic)
+            continue
+        message = " ".join(str(entry[2]).split()) if len(entry) > 2 and entry[2] else ""
+        reason = error.__name__ + (f" ({message})" if message else "")
+        failures.setdefault(reason, []).append(topic)
+    if failures:
+        raise SwitchboardError(
+            "could not create topics: "
+            + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in failures.items())
+        )
+    return raced
+
+
+async def _await_visible(
+    admin: AIOKafkaAdminClient, topics: list[str], within_s: float = 10.0
+) -> dict[str, int]:
+    """Partition counts of just-created topics; metadata lags creation by a moment."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        found = await _describe(admin, topics)
+        if all(found.get(t) for t in topics) or loop.time() >= deadline:
+            return found
+        await asyncio.sleep(0.1)
 
 
 async def _describe(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:

@@ -87,11 +87,6 @@ async def test_one_call_is_one_partition(stack_settings: Settings, aiohttp_clien
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="webhooks.* topics need max.message.bytes above max_body_bytes (owner: topics.py); "
-    "the broker default (1048588) refuses a 1 MiB body plus key and headers",
-)
 async def test_body_at_the_size_limit_is_accepted_by_the_broker(
     stack_settings: Settings, aiohttp_client: Any
 ) -> None:
