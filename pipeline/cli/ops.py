@@ -356,8 +356,9 @@ def events_show(ctx: click.Context, provider: str, event_id: str, unmasked: bool
         for row in rows:
             click.echo(f"{table} (id {row['id']}):")
             click.echo(present.field_lines(row, unmasked=unmasked))
-    click.echo(f"body: {found.body_note}")
+    click.echo(f"kafka record: {found.body_note}")
     if found.record is not None:
-        click.echo("kafka headers:")
+        click.echo("headers:")
         click.echo(_headers_text(found.record, unmasked))
+        click.echo(f"body ({len(found.record.value)} bytes):")
         click.echo(present.body_text(found.record.value, unmasked=unmasked))

@@ -66,8 +66,8 @@ def scrub(value: Any, *, unmasked: bool = False, limit: int = TRANSCRIPT_CHARS) 
 
 def _transcript(value: Any, *, unmasked: bool, limit: int) -> Any:
     if isinstance(value, str):
-        shown = truncate(value, limit)
-        return shown if unmasked else mask_text(shown)
+        # Mask before cutting: a cut must not leave a number's head unmasked.
+        return truncate(value if unmasked else mask_text(value), limit)
     if isinstance(value, list | tuple):
         return f"[{len(value)} items not shown]"
     return scrub(value, unmasked=unmasked, limit=limit)
@@ -115,13 +115,17 @@ def field_lines(row: Mapping[str, Any], *, unmasked: bool = False, indent: str =
         shown = "NULL" if value is None else value
         if isinstance(shown, dict | list):
             shown = orjson.dumps(shown).decode()
+        elif isinstance(shown, str):
+            shown = shown.replace("\r", "\\r").replace("\n", "\\n")  # one line per field
         lines.append(f"{indent}{key.ljust(width)}  {shown}")
     return "\n".join(lines)
 
 
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat(timespec="milliseconds")
+        # MySQL DATETIMEs here are UTC without a zone: say so.
+        text = value.isoformat(timespec="milliseconds")
+        return text + "Z" if value.tzinfo is None else text
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, str) and value[:1] in "{[":

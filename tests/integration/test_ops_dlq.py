@@ -178,9 +178,10 @@ async def test_internal_error_is_redriven_and_applied_exactly_once(
     )
     totals = _day_totals(engine)
     assert totals["calls_total"] == calls and totals["calls_connected"] == calls
-    assert totals["sentiment_positive"] + totals["sentiment_neutral"] + totals[
-        "sentiment_negative"
-    ] == calls
+    assert (
+        totals["sentiment_positive"] + totals["sentiment_neutral"] + totals["sentiment_negative"]
+        == calls
+    )
     assert totals["duration_ms_total"] == sum(90_000 + i * 1_000 for i in range(calls))
     latest = await _latest_snapshots(stack_settings)
     assert sum(s.counters["calls_total"] for s in latest if s.key.granularity == "day") == calls
@@ -280,4 +281,3 @@ def test_cli_list_show_redrive(stack_settings: Settings, engine: Engine) -> None
     assert "published: 1 dead letter(s)" in out
     code, out, err = run("dlq", "list")
     assert "schema_violation  schema_violation" in out and out.splitlines()[1].endswith("2")
-
