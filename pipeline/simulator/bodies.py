@@ -82,6 +82,7 @@ def inbound_key(call_id: str) -> str:
 def call_steps(call: SimCall) -> list[tuple[int, Step]]:
     """One step per event of ``call``, with the time it happens."""
     out = []
+    final = final_fields(call)  # the same for call_ended and call_analyzed
     for event in call.events:
         if event.event == "call_inbound":
             body = dumps(
@@ -110,7 +111,7 @@ def call_steps(call: SimCall) -> list[tuple[int, Step]]:
                 routing=routing,
             )
         else:
-            body = dumps({"event": event.event, "call": call_object(call, event)})
+            body = dumps({"event": event.event, "call": call_object(call, event, final)})
             needs = inbound_key(call.call_id) if call.direction == "inbound" else None
             step = Step(
                 event.key,
@@ -130,7 +131,10 @@ def _agent_version(agent_id: str) -> int:
     return hashlib.sha256(agent_id.encode()).digest()[0] % 9 + 1
 
 
-def call_object(call: SimCall, event: CallEvent) -> dict[str, Any]:
+def call_object(
+    call: SimCall, event: CallEvent, final: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``call`` object of one event; ``final`` is ``final_fields(call)``, if at hand."""
     same = Random(call.call_id)  # details that must not change between a call's events
     name = event.event
     c: dict[str, Any] = {
@@ -164,7 +168,7 @@ def call_object(call: SimCall, event: CallEvent) -> dict[str, Any]:
         c["transcript"] = transcript_text(turns)
         c["transcript_with_tool_calls"] = _with_tool_calls(call, turns)
     if name in FINAL_EVENTS:
-        _final_fields(c, call, same)
+        c.update(final if final is not None else final_fields(call))
     if name == "call_analyzed":
         analysis: dict[str, Any] = {"call_summary": call.summary}
         if call.sentiment is not None:
@@ -176,7 +180,10 @@ def call_object(call: SimCall, event: CallEvent) -> dict[str, Any]:
     return c
 
 
-def _final_fields(c: dict[str, Any], call: SimCall, same: Random) -> None:
+def final_fields(call: SimCall) -> dict[str, Any]:
+    """What ``call_ended`` and ``call_analyzed`` add: end data, transcript, recording, cost."""
+    same = Random(f"{call.call_id}:final")
+    c: dict[str, Any] = {}
     c["end_timestamp"] = call.end_ms
     if call.duration_ms is not None:
         c["duration_ms"] = call.duration_ms
@@ -228,6 +235,7 @@ def _final_fields(c: dict[str, Any], call: SimCall, same: Random) -> None:
             c["llm_token_usage"] = {"average": sum(tokens) / 3, "num_requests": 3, "values": tokens}
     c["data_storage_setting"] = call.storage
     c["opt_in_signed_url"] = False
+    return c
 
 
 def _with_words(turns: tuple[Turn, ...], rng: Random) -> list[dict[str, Any]]:
@@ -236,7 +244,7 @@ def _with_words(turns: tuple[Turn, ...], rng: Random) -> list[dict[str, Any]]:
     for turn in turns:
         words = []
         for word in turn.content.split():
-            end = clock + rng.randint(15, 45) / 100
+            end = clock + 0.15 + rng.random() * 0.3
             words.append({"word": word, "start": round(clock, 2), "end": round(end, 2)})
             clock = end + 0.05
         clock += 0.8

@@ -137,8 +137,9 @@ class _Builder:
             return self.rng.choice(pool)
         # One new customer in twenty is someone another company already knows: the same
         # phone, two tenants, two customer rows.
-        others = [p for cid, ps in self.people.items() if cid != company.id for p in ps]
-        if others and self.rng.random() < 0.05:
+        known_elsewhere = any(ps for cid, ps in self.people.items() if cid != company.id)
+        if known_elsewhere and self.rng.random() < 0.05:
+            others = [p for cid, ps in self.people.items() if cid != company.id for p in ps]
             shared = self.rng.choice(others)
             if shared not in pool:
                 pool.append(shared)
