@@ -278,6 +278,7 @@ def summarize(scenario: Scenario, outcomes: list[Outcome], elapsed: float) -> Su
 
 def write_json(path: Path, doc: Any) -> None:
     """Write atomically, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     tmp.replace(path)
