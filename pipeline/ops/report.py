@@ -86,6 +86,12 @@ class RunReport:
             return [
                 f"{verb}: nothing (no row would change)" if self.dry_run else f"{verb}: nothing"
             ]
+        if self.dry_run and self.batches > 1:
+            lines.append(
+                f"  (an upper bound over {self.batches} rolled-back batches: a row that several"
+                " batches write is counted in each; a --batch-size above the stretch's size"
+                " makes it exact)"
+            )
         return [f"{verb}:", *lines]
 
     def totals_by_table(self) -> dict[str, Counter[str]]:

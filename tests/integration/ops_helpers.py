@@ -105,7 +105,11 @@ def booking_bodies(i: int, created_ms: int) -> list[bytes]:
         no_show["createdAt"] = later
         no_show["payload"].update(bookingUid=uid, bookingId=50_000 + i)
         bodies.append(orjson.dumps(no_show))
-    return bodies
+    # One patient per booking: the fixtures' shared attendee email would make every
+    # booking's customer the same person (email is the customer fallback key).
+    return [
+        b.replace(b"dana.reyes@example.com", f"patient{i:04d}@example.com".encode()) for b in bodies
+    ]
 
 
 def headers_for(provider: str, body: bytes, received_at_ms: int) -> list[tuple[str, bytes]]:
