@@ -88,6 +88,29 @@ def _secrets(raw: str | None) -> tuple[Secret, ...]:
     return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
 
 
+def _bootstrap_problem(raw: str) -> str | None:
+    """Why ``raw`` is not a comma list of ``host[:port]`` (IPv6 as ``[addr]:port``), or None.
+
+    aiokafka parses the list only when it connects, and a bad port there is a bare
+    ``ValueError`` traceback; catching it here turns it into one config line.
+    """
+    for entry in (part.strip() for part in raw.split(",")):
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else None
+            if rest and port is None:
+                return f"has a malformed address {entry!r}"
+        elif entry.count(":") == 1:
+            host, _, port = entry.partition(":")
+        else:  # a bare host, or a bare IPv6 address: aiokafka uses port 9092
+            host, port = entry, None
+        if not host:
+            return f"has an entry without a host: {entry!r}"
+        if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"has a bad port in {entry!r} (want 1-65535)"
+    return None
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build :class:`Settings` from ``environ``; raise one ConfigError naming every bad variable."""
     problems: list[str] = []
@@ -130,6 +153,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         values[attr] = value
 
     text("SWITCHBOARD_KAFKA_BOOTSTRAP", "kafka_bootstrap")
+    bootstrap = values.get("kafka_bootstrap")
+    if isinstance(bootstrap, str) and (problem := _bootstrap_problem(bootstrap)):
+        del values["kafka_bootstrap"]
+        problems.append(f"SWITCHBOARD_KAFKA_BOOTSTRAP {problem}")
     raw_url = environ.get("SWITCHBOARD_DATABASE_URL")
     if raw_url is not None:
         try:
@@ -137,8 +164,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         except Exception:  # noqa: BLE001 - any parse failure is one config problem
             problems.append("SWITCHBOARD_DATABASE_URL is not a valid SQLAlchemy URL")
         else:
+            # Never quote the URL itself in a problem: it carries the password.
             if not url.drivername.startswith(("mysql", "mariadb")):
                 problems.append("SWITCHBOARD_DATABASE_URL must be a mysql+pymysql:// URL")
+            elif url.port is not None and not 1 <= url.port <= 65535:
+                problems.append("SWITCHBOARD_DATABASE_URL has a port outside 1-65535")
             else:
                 values["database_url"] = Secret(raw_url)
     values["retell_api_keys"] = _secrets(environ.get("RETELL_API_KEY"))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -36,7 +39,8 @@ def migrate(ctx: click.Context, revision: str) -> None:
 def topics_command(ctx: click.Context) -> None:
     """Create the Kafka topics of SPEC §4, or validate them if they exist (idempotent)."""
     settings = settings_from(ctx)
-    reports = asyncio.run(topics.ensure_topics(settings))
+    with _quiet("aiokafka"):
+        reports = asyncio.run(topics.ensure_topics(settings))
     bad = False
     for report in reports:
         line = f"{report.name:40} {report.action:9} partitions={report.partitions}"
@@ -46,3 +50,19 @@ def topics_command(ctx: click.Context) -> None:
         bad = bad or report.action == "mismatch"
     if bad:
         raise SwitchboardError("some topics disagree with the configured partition count")
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Mute a library logger for a one-shot command whose failure we report ourselves.
+
+    These commands configure no logging, so aiokafka's connection errors would reach
+    stderr through logging's last-resort handler, as extra lines before our one-line reason.
+    """
+    logger = logging.getLogger(logger_name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
