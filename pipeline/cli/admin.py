@@ -30,7 +30,9 @@ def migrate(ctx: click.Context, revision: str) -> None:
     except Exception as exc:
         if database.is_transient(exc):
             raise DatabaseUnavailable(f"MySQL unreachable: {exc.__class__.__name__}") from exc
-        raise
+        # A permission error, a broken revision...: one line, no traceback, no URL.
+        reason = " ".join(str(getattr(exc, "orig", exc)).split())[:200]
+        raise SwitchboardError(f"migration failed: {exc.__class__.__name__}: {reason}") from exc
     click.echo(f"database migrated to {revision}")
 
 
