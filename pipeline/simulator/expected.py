@@ -20,7 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline.models import COUNTERS, DECIMAL_COUNTERS
-from pipeline.simulator.bodies import FINAL_EVENTS, METADATA_TRIGGERS, TRANSFER_CARRIERS
+from pipeline.simulator.bodies import FINAL_EVENTS, TRANSFER_CARRIERS
+from pipeline.simulator.booking_bodies import METADATA_TRIGGERS
 from pipeline.simulator.model import (
     Company,
     SimBooking,

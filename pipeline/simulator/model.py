@@ -214,6 +214,8 @@ class Scenario:
 # ---- time helpers ------------------------------------------------------------------------
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MINUTE = 60_000
+HOUR = 60 * MINUTE
 
 
 def utc(ms: int) -> datetime:
