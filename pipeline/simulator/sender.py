@@ -190,6 +190,11 @@ class Sender:
             outcome.mismatch = (
                 f"routed to company/branch {got[0]}/{got[1]}, expected {company_id}/{branch_id}"
             )
+        agent = orjson.loads(step.body)["call_inbound"]["agent_id"]  # the branch's agent
+        if inbound.get("override_agent_id") not in (None, agent):
+            outcome.mismatch = (
+                f"override_agent_id {inbound.get('override_agent_id')}, expected {agent}"
+            )
         return metadata if isinstance(metadata, dict) else None
 
     def _headers(self, step: Step, body: bytes) -> dict[str, str]:

@@ -45,6 +45,7 @@ class FakeIngress:
         flaky_every: int = 5,
         always_503: set[str] = frozenset(),
         accept_anything: bool = False,
+        misroute: bool = False,
     ) -> None:
         self.numbers = {
             b.phone_number: b
@@ -56,6 +57,7 @@ class FakeIngress:
         self.flaky_every = flaky_every
         self.always_503 = always_503
         self.accept_anything = accept_anything
+        self.misroute = misroute
         self.seen: dict[str, int] = defaultdict(int)  # body sha → requests
         self.bodies: dict[str, list[bytes]] = defaultdict(list)  # event_id → bodies accepted
         self.signatures: dict[str, list[str]] = defaultdict(list)
@@ -105,7 +107,7 @@ class FakeIngress:
                         "dynamic_variables": {"branch_name": branch.name},
                         "metadata": {
                             "company_id": str(branch.company_id),
-                            "branch_id": str(branch.id),
+                            "branch_id": str(branch.id + self.misroute),
                             "correlation_id": str(uuid.uuid4()),
                         },
                     }
@@ -218,3 +220,15 @@ async def test_pacing_keeps_the_rate(aiohttp_server) -> None:
     elapsed = time.monotonic() - began
     last_slot = scenario.deliveries[-1].slot
     assert elapsed >= last_slot / rate * 0.95
+
+
+async def test_a_wrong_routing_answer_is_reported(aiohttp_server) -> None:
+    scenario = make_scenario(calls=10, bad_share=0.0)
+    fake = FakeIngress(scenario, flaky_every=10**9, misroute=True)
+    server = await aiohttp_server(fake.app())
+    config = SendConfig(url=str(server.make_url("")), rate=0, concurrency=8)
+    summary = summarize(scenario, await Sender(scenario, SECRETS, config).run(), 1.0)
+    inbound = sum(1 for s in scenario.steps.values() if s.event_type == "call_inbound")
+    assert inbound and not summary.ok
+    assert len(summary.inbound_mismatches) >= inbound
+    assert all("expected" in line for line in summary.inbound_mismatches)
