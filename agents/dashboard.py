@@ -1,4 +1,5 @@
-"""The dashboard agent: bucket snapshots → the dashboard table (highest version wins),
+"""The dashboard agent: bucket snapshots → the dashboard table (highest version wins; a
+forced snapshot from ``reconcile --fix`` replaces, a forced tombstone drops the bucket),
 and the retention timer that expires buckets past SPEC §6's windows."""
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def register(
                 log.error("ignoring malformed snapshot: %s", exc.__class__.__name__)
                 continue
             key = snapshots.table_key(snapshot.key)
+            if snapshots.is_tombstone(snapshot, force):
+                if key in table:
+                    del table[key]
+                    metrics.snapshots.labels("dropped").inc()
+                continue
             if snapshots.newer(table.get(key), snapshot, force):
                 table[key] = snapshots.table_value(snapshot)
                 metrics.snapshots.labels("kept").inc()

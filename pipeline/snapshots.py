@@ -80,5 +80,12 @@ def newer(stored: dict[str, Any] | None, incoming: BucketSnapshot, force: bool =
     return force or stored is None or int(stored.get("v", -1)) < incoming.version
 
 
+def is_tombstone(snapshot: BucketSnapshot, force: bool) -> bool:
+    """A forced version-0 snapshot: ``reconcile --fix`` saying MySQL has no row for this
+    bucket, so the table must drop whatever it holds for it (a restored database, say).
+    The apply path never sends version 0: its rows start at version 1."""
+    return force and snapshot.version == 0
+
+
 def expire_message(before: datetime) -> bytes:
     return orjson.dumps({EXPIRE: before.isoformat(timespec="seconds")})

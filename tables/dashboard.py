@@ -27,16 +27,31 @@ MAX_SERIES_BUCKETS = {HOUR: 24 * 14, DAY: 400}
 Lookup = Callable[[str], dict[str, Any] | None]
 
 
+class RawKeyTable(faust.Table):
+    """A table whose ``str`` keys are serialized raw (UTF-8), in its store and changelog.
+
+    faust.Table serializes every key type but ``bytes`` as JSON (``b'"2"'``), and
+    ``table_route`` hashes the route key (the company id, ``"2"``) with the changelog's
+    serializer; the snapshot topic that fills the table is keyed ``b"2"``. With JSON keys
+    the two hash to different partitions, so the API would route a company to a worker
+    that does not hold it (tests/unit/test_dashboard_routing.py).
+    """
+
+    def _serializer_from_type(self, typ: Any) -> Any:
+        return "raw" if typ is str else super()._serializer_from_type(typ)
+
+
 def define_table(app: faust.App, settings: Settings) -> Any:
-    return app.Table(
-        TABLE_NAME,
+    table = RawKeyTable(
+        app,
+        name=TABLE_NAME,
         default=None,
-        # The app's defaults serialize keys raw (str → UTF-8, the same bytes as the snapshot
-        # topic's company keys, which table_route relies on) and values as JSON.
-        key_type=str,
+        key_type=str,  # values stay JSON
         partitions=settings.topic_partitions,
         help="Dashboard buckets: latest snapshot (highest version) per company bucket.",
+        beacon=app.tables.beacon,
     )
+    return app.tables.add(table)
 
 
 def _counters(value: dict[str, Any] | None) -> dict[str, Any]:
