@@ -59,13 +59,29 @@ def _error(view: View, status: int, code: str, detail: str) -> Response:
     return view.json({"error": code, "detail": detail}, status=status)
 
 
+# Series bounds: far enough for any real question; the date arithmetic of bucket starts
+# must never reach datetime's limits (an OverflowError would be a 500).
+EARLIEST, LATEST = datetime(1970, 1, 1), datetime(2200, 1, 1)
+
+
 def _parse_time(raw: str | None) -> datetime | None:
+    """ISO-8601 → naive UTC (no offset: UTC); ValueError when unparseable or out of bounds.
+
+    ``2026-11-28T10:00:00+01:00`` pasted unencoded into a URL arrives with a space for the
+    ``+`` (form encoding); in a ``T`` timestamp a space can only be that, so it is put back.
+    """
     if raw is None:
         return None
-    parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    text = raw.strip()
+    if "T" in text and " " in text:
+        text = text.replace(" ", "+")
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).replace(tzinfo=None)
+    naive = parsed.astimezone(UTC).replace(tzinfo=None)
+    if not EARLIEST <= naive <= LATEST:
+        raise ValueError("out of bounds")
+    return naive
 
 
 def register(
@@ -150,8 +166,10 @@ def register(
             try:
                 start = _parse_time(request.query.get("from"))
                 end = _parse_time(request.query.get("to"))
-            except ValueError:
-                return _error(self, 400, "bad_request", "from/to must be ISO-8601 times")
+            except (ValueError, OverflowError):
+                return _error(
+                    self, 400, "bad_request", "from/to must be ISO-8601 times, years 1970-2200"
+                )
             default_span = timedelta(hours=24) if granularity == HOUR else timedelta(days=30)
             end = end or now
             start = start or end - default_span
