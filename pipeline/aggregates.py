@@ -117,7 +117,8 @@ def call_counters(
         _add(out, keys, deltas)
     if analyzed:
         deltas = {}
-        if row.get("successful") is True:
+        # Truthy, not ``is True``: a row read with plain SQL carries MySQL's 1/0.
+        if row.get("successful"):
             deltas["calls_successful"] = 1
         sentiment = (row.get("sentiment") or "").lower()
         if sentiment in ("positive", "neutral", "negative"):
