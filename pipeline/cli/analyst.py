@@ -1,0 +1,164 @@
+"""Analyst commands: ``dashboard`` (the summary of SPEC §6 as a table) and ``reconcile``
+(recount the buckets from MySQL rows, report drift, ``--fix`` it). docs/analyst.md."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import click
+
+from pipeline import database, reconcile
+from pipeline.aggregates import DAY, HOUR
+from pipeline.analyst_api import AnalystClient, default_token, default_url
+from pipeline.cli import cli, settings_from
+from pipeline.drift import Scope
+from pipeline.models import COUNTERS
+
+WINDOWS = ("last_hour", "today", "last_7_days", "last_30_days")
+DERIVED = ("avg_duration_s", "booking_conversion")
+
+
+def _client(ctx: click.Context, url: str | None, token: str | None) -> AnalystClient:
+    settings = settings_from(ctx)
+    token = token or default_token(settings)
+    if not token:
+        raise click.UsageError("no analyst token: pass --token or set SWITCHBOARD_ANALYST_TOKENS")
+    return AnalystClient(url or default_url(settings), token)
+
+
+@cli.command()
+@click.argument("company_id", type=click.IntRange(min=1))
+@click.option(
+    "--worker-url", help="Analyst API base URL (default http://SWITCHBOARD_WORKER_HOST:PORT)."
+)
+@click.option("--token", help="Bearer token (default: the first of SWITCHBOARD_ANALYST_TOKENS).")
+@click.pass_context
+def dashboard(
+    ctx: click.Context, company_id: int, worker_url: str | None, token: str | None
+) -> None:
+    """Print a company's dashboard summary: last hour, today, last 7 and 30 days."""
+    client = _client(ctx, worker_url, token)
+    body = client.summary(company_id)
+    for line in summary_table(body):
+        click.echo(line)
+
+
+def summary_table(body: dict[str, Any]) -> list[str]:
+    windows = body.get("windows") or {}
+    header = f"company {body.get('company_id')}  as of {body.get('as_of')}"
+    names = [*COUNTERS, *DERIVED]
+    width = max(len(n) for n in names) + 2
+    lines = [header, "", f"{'':{width}}" + "".join(f"{w:>14}" for w in WINDOWS)]
+    for name in names:
+        if name == DERIVED[0]:
+            lines.append("")
+        cells = "".join(f"{_cell(name, windows.get(w, {}).get(name)):>14}" for w in WINDOWS)
+        lines.append(f"{name:{width}}{cells}")
+    return lines
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name == "booking_conversion":
+        return f"{float(value):.1%}"
+    if name == "avg_duration_s":
+        return f"{float(value):.1f}"
+    if isinstance(value, float):  # cost_cents_total: cents with fractions
+        return format(Decimal(repr(value)).quantize(Decimal("0.01")), "f")
+    return str(value)
+
+
+def _parse_time(raw: str | None, name: str) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{raw!r} is not an ISO-8601 time", param_hint=name) from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+@cli.command("reconcile")
+@click.option(
+    "--company",
+    "company_ids",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Company id (repeatable).",
+)
+@click.option("--all", "all_companies", is_flag=True, help="Every company.")
+@click.option("--from", "start", help="ISO time; default: as far back as retention keeps buckets.")
+@click.option("--to", "end", help="ISO time (exclusive); default: now + 1 day.")
+@click.option(
+    "--granularity", type=click.Choice(["hour", "day", "both"]), default="both", show_default=True
+)
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Rewrite drifting dashboard_buckets rows and re-publish every bucket of the range.",
+)
+@click.option("--worker-url", help="Also compare the analyst API (the Faust table) at this URL.")
+@click.option(
+    "--token", help="Bearer token for --worker-url (default: first SWITCHBOARD_ANALYST_TOKENS)."
+)
+@click.option(
+    "--converge-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="With --fix and --worker-url: seconds to wait for the API to show the fix.",
+)
+@click.pass_context
+def reconcile_command(
+    ctx: click.Context,
+    company_ids: tuple[int, ...],
+    all_companies: bool,
+    start: str | None,
+    end: str | None,
+    granularity: str,
+    fix: bool,
+    worker_url: str | None,
+    token: str | None,
+    converge_timeout: float,
+) -> None:
+    """Recount dashboard buckets from MySQL rows and report (or --fix) drift.
+
+    Exit status: 0 when nothing drifts (or --fix succeeded), 1 when drift was found
+    without --fix or the fix did not converge.
+    """
+    if bool(company_ids) == all_companies:
+        raise click.UsageError("give --company ID (repeatable) or --all")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    since = _parse_time(start, "--from")
+    until = _parse_time(end, "--to") or now + timedelta(days=1)
+    if since is not None and since >= until:
+        raise click.BadParameter("--from must be before --to", param_hint="--from")
+    granularities = (HOUR, DAY) if granularity == "both" else (granularity,)
+    scope = Scope(granularities, since, until, now)
+    settings = settings_from(ctx)
+    client = _client(ctx, worker_url, token) if worker_url else None
+    options = reconcile.Options(
+        company_ids=company_ids or None,
+        scope=scope,
+        fix=fix,
+        client=client,
+        converge_s=converge_timeout,
+    )
+    engine = database.create_db_engine(settings, pool_size=2)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL + 1)  # we report failures ourselves
+    try:
+        database.check_database(engine)
+        report = reconcile.run(settings, engine, options)
+    finally:
+        engine.dispose()
+    for line in reconcile.render(report):
+        click.echo(line)
+    if not report.ok:
+        sys.exit(1)
