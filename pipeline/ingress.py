@@ -152,19 +152,33 @@ def webhook_handler(provider: Provider, secrets: tuple[str, ...]) -> Handler:
     return handle
 
 
+# A call_inbound record is retried for this long (Kafka slow or briefly down) before it is
+# given up, logged and counted; the routing answer never waits for it.
+INBOUND_RECORD_DEADLINE_S = 60.0
+
+
 async def publish_in_background(
     app: web.Application, topic: str, envelope: Envelope, body: bytes, headers: Headers
 ) -> None:
-    """Record a ``call_inbound`` after its answer; a failure is logged and counted only."""
-    try:
-        await publish(app, topic, envelope, body, headers)
-    except Exception as exc:  # noqa: BLE001 - nothing may escape a fire-and-forget task
-        app[METRICS].background_failures.inc()
-        log.warning(
-            "call_inbound record not written to Kafka: %s",
-            type(exc).__name__,
-            extra={"event_id": envelope.event_id},
-        )
+    """Record a ``call_inbound`` after its answer, retrying with backoff (SPEC §3: the event
+    is still written to Kafka); only past the deadline is a failure logged and counted."""
+    deadline = asyncio.get_running_loop().time() + INBOUND_RECORD_DEADLINE_S
+    delay = 0.1
+    while True:
+        try:
+            await publish(app, topic, envelope, body, headers)
+            return
+        except Exception as exc:  # noqa: BLE001 - nothing may escape a fire-and-forget task
+            if asyncio.get_running_loop().time() + delay > deadline:
+                app[METRICS].background_failures.inc()
+                log.warning(
+                    "call_inbound record not written to Kafka: %s",
+                    type(exc).__name__,
+                    extra={"event_id": envelope.event_id},
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def spawn(app: web.Application, coro: Awaitable[None]) -> None:

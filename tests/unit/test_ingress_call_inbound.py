@@ -55,7 +55,7 @@ async def start(aiohttp_client: Any, router: Any, publisher: FakePublisher | Non
 async def settle(client: TestClient) -> None:
     tasks = list(client.app[BACKGROUND])
     if tasks:
-        await asyncio.wait(tasks, timeout=2)
+        await asyncio.wait(tasks, timeout=5)
 
 
 async def test_fixture_is_routed_to_its_branch(aiohttp_client: Any) -> None:
@@ -135,8 +135,9 @@ async def test_branch_without_agent_omits_the_override(aiohttp_client: Any) -> N
     assert body["call_inbound"]["metadata"]["company_id"] == "7"
 
 
-async def test_answer_does_not_wait_for_kafka(aiohttp_client: Any) -> None:
+async def test_answer_does_not_wait_for_kafka(aiohttp_client: Any, monkeypatch: Any) -> None:
     """A hung broker: the routing answer is still immediate; the failure is only counted."""
+    monkeypatch.setattr("pipeline.ingress.INBOUND_RECORD_DEADLINE_S", 0.5)
     publisher = FakePublisher(mode="hang")
     client, _, registry = await start(
         aiohttp_client, FakeRouter(routes={CALLED: route()}), publisher, ack_budget_s=0.2
@@ -150,7 +151,8 @@ async def test_answer_does_not_wait_for_kafka(aiohttp_client: Any) -> None:
     assert failures == 1.0
 
 
-async def test_kafka_down_does_not_change_the_answer(aiohttp_client: Any) -> None:
+async def test_kafka_down_does_not_change_the_answer(aiohttp_client: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr("pipeline.ingress.INBOUND_RECORD_DEADLINE_S", 0.5)
     client, _, registry = await start(
         aiohttp_client, FakeRouter(routes={CALLED: route()}), FakePublisher(mode="down")
     )
@@ -250,3 +252,18 @@ async def test_failing_caller_lookup_answers_without_context(
     assert status == 200
     assert "customer_name" not in body["call_inbound"]["dynamic_variables"]
     assert body["call_inbound"]["override_agent_id"] == "agent_bayview"
+
+
+async def test_inbound_record_is_retried_until_kafka_takes_it(aiohttp_client: Any) -> None:
+    """SPEC §3: the call_inbound event is still written to Kafka: a broker that is down for
+    a moment delays the record, never loses it."""
+    publisher = FakePublisher(mode="down")
+    client, _, registry = await start(aiohttp_client, FakeRouter(routes={CALLED: route()}), publisher)
+    status, _, _ = await post(client, inbound())
+    assert status == 200
+    await asyncio.sleep(0.4)
+    assert publisher.records == []
+    publisher.mode = "ok"
+    await settle(client)
+    assert len(publisher.records) == 1
+    assert registry.get_sample_value("switchboard_ingress_call_inbound_publish_failures_total") == 0.0  # fmt: skip
