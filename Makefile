@@ -91,6 +91,7 @@ lint: venv
 
 demo: venv stack-up migrate topics
 	@$(DEMO) start
+	@$(DEMO) traffic
 
 demo-stop:
 	@$(DEMO) stop

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Background Switchboard processes for `make demo` / `make demo-stop`.
 #
-# Usage: scripts/demo.sh start|stop|status
+# Usage: scripts/demo.sh start|traffic|stop|status
 #
 #   start   start `switchboard ingress` and `switchboard worker` in the background (the
 #           stack must be up and migrated; `make demo` does that first), wait until the
 #           ingress answers /healthz and the worker's web port accepts connections
+#   traffic seed tenants, simulate a busy day through the ingress, verify-run it against
+#           MySQL and the analyst API, print a dashboard and where to look next
 #   stop    SIGTERM both (SIGKILL after DEMO_STOP_TIMEOUT seconds), remove the pid files
 #   status  print whether each is running
 #
@@ -29,6 +31,7 @@ DEMO_STOP_TIMEOUT=${DEMO_STOP_TIMEOUT:-30}
 export RETELL_API_KEY=${RETELL_API_KEY:-demo-retell-key}
 export CALCOM_WEBHOOK_SECRET=${CALCOM_WEBHOOK_SECRET:-demo-calcom-secret}
 export SWITCHBOARD_ANALYST_TOKENS=${SWITCHBOARD_ANALYST_TOKENS:-demo-analyst-token}
+export SWITCHBOARD_ROUTING_REFRESH_S=${SWITCHBOARD_ROUTING_REFRESH_S:-2}
 INGRESS_HOST=${SWITCHBOARD_INGRESS_HOST:-127.0.0.1}
 INGRESS_PORT=${SWITCHBOARD_INGRESS_PORT:-8080}
 WORKER_HOST=${SWITCHBOARD_WORKER_HOST:-127.0.0.1}
@@ -140,6 +143,42 @@ Switchboard demo is running.
 EOF
 }
 
+# A busy day through the running demo: tenants, signed traffic, the check, a dashboard.
+cmd_traffic() {
+    local seed=${DEMO_SEED:-$(date +%s)} calls=${DEMO_CALLS:-400} rate=${DEMO_RATE:-60}
+    local expected=$VAR_DIR/expected-$seed.json api=http://$WORKER_HOST:$WORKER_PORT
+    local token=${SWITCHBOARD_ANALYST_TOKENS%%,*}
+    say "seeding ${DEMO_COMPANIES:-5} companies with their branches (tenants seed --seed 1)"
+    "$BIN" tenants seed --companies "${DEMO_COMPANIES:-5}" --seed 1 --output "$VAR_DIR/tenants.json"
+    # The demo's ingress reloads its routing cache every 2 s: new branches route at once.
+    sleep 3
+    say "simulating $calls calls and their bookings at $rate deliveries/s (seed $seed, 3% bad traffic)"
+    "$BIN" simulate --seed "$seed" --calls "$calls" --rate "$rate" --bad-share 0.03 \
+        --expected "$expected"
+    say "verifying MySQL and the analyst API against $expected"
+    "$BIN" verify-run "$expected" --api-url "$api" --token "$token" --timeout 180
+    local company
+    company=$("$PY" -c '
+import json, os, sys
+from sqlalchemy import create_engine, text
+names = [c["name"] for c in json.load(open(sys.argv[1]))["companies"]]
+url = os.environ.get("SWITCHBOARD_DATABASE_URL", "mysql+pymysql://switchboard:switchboard@127.0.0.1:3306/switchboard")
+with create_engine(url).connect() as conn:
+    print(conn.execute(text("SELECT id FROM companies WHERE name = :n"), {"n": names[0]}).scalar())
+' "$VAR_DIR/tenants.json")
+    say "dashboard of company $company"
+    "$BIN" dashboard "$company" --worker-url "$api" --token "$token"
+    echo
+    echo "Where to look next:"
+    echo "  analyst API   curl -H 'Authorization: Bearer $token' $api/api/v1/companies/$company/summary"
+    echo "                curl -H 'Authorization: Bearer $token' '$api/api/v1/companies/$company/series?granularity=hour'"
+    echo "  metrics       curl http://$INGRESS_HOST:$INGRESS_PORT/metrics ; curl $api/metrics"
+    echo "  one event     $BIN events show retell <event_id>   (SELECT event_id FROM webhook_events LIMIT 5)"
+    echo "  dead letters  $BIN dlq list"
+    echo "  recount       $BIN reconcile --all"
+    echo "  more traffic  scripts/demo.sh traffic        stop: make demo-stop"
+}
+
 cmd_stop() {
     local name
     # The ingress first, so nothing new arrives while the worker drains.
@@ -162,6 +201,7 @@ cmd_status() {
 
 case ${1:-} in
 start) cmd_start ;;
+traffic) cmd_traffic ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 *)
