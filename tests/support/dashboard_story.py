@@ -259,13 +259,13 @@ class Story:
         first: list[WebhookRecord] = []
         for call in self.calls:
             for body, at in call.bodies():
-                first.append(_record("retell", body, at, next(offsets)))
+                first.append(story_record("retell", body, at, next(offsets)))
         for booking in self.bookings:
             for body, at in booking.early_bodies():
-                first.append(_record("calcom", body, at, next(offsets)))
+                first.append(story_record("calcom", body, at, next(offsets)))
         rng.shuffle(first)
         late = [
-            _record("calcom", body, at, next(offsets))
+            story_record("calcom", body, at, next(offsets))
             for booking in self.bookings
             for body, at in booking.late_bodies()
         ]
@@ -344,7 +344,7 @@ class Story:
         }
 
 
-def _record(provider: str, body: bytes, at: datetime, offset: int) -> WebhookRecord:
+def story_record(provider: str, body: bytes, at: datetime, offset: int) -> WebhookRecord:
     return record(provider, body, received_at_ms=ms(at) + 1500, offset=offset)
 
 
