@@ -7,11 +7,19 @@ fallback, which calls ``AIOKafkaConsumer.force_metadata_update()``, a method the
 does not have (it is the client's) → ``AttributeError``. Until ``kafka_reader`` is fixed
 (one line: ``await consumer._client.force_metadata_update()``), the ops commands read
 through this function, which has the same signature and reuses ``kafka_reader``'s bounds
-and record conversion; switching back is one import.
+and record conversion.
+
+It also never stops short in silence: ``read_stretch`` ends a partition at the first fetch
+that returns nothing within 5 s, so a broker that is slow or restarting makes a replay
+report success over fewer records than the stretch holds. Here an empty fetch is retried;
+the fetch position is consulted (it moves past offsets that hold no record, such as
+transaction markers and compacted-away records); and a partition that makes no progress
+for ``STALL_S`` raises :class:`KafkaUnavailable` instead.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable
 
 from aiokafka import TopicPartition
@@ -20,6 +28,9 @@ from pipeline import kafka_reader
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka_reader import Stretch, to_record
 from pipeline.records import WebhookRecord
+
+#: Seconds a partition may make no progress before the read fails (never stops short).
+STALL_S = 60.0
 
 
 async def read_stretch(
@@ -52,14 +63,24 @@ async def read_stretch(
                 continue
             consumer.seek(tp, first)
             position = first
+            progress_at = time.monotonic()
             while position <= last:
-                batch = await consumer.getmany(tp, timeout_ms=5_000, max_records=batch_size)
+                batch = await consumer.getmany(tp, timeout_ms=1_000, max_records=batch_size)
                 messages = batch.get(tp, [])
-                if not messages:
-                    break
-                records = [to_record(m) for m in messages if m.offset <= last]
-                position = messages[-1].offset + 1
-                if records:
-                    yield records
+                if messages:
+                    records = [to_record(m) for m in messages if m.offset <= last]
+                    position = messages[-1].offset + 1
+                    progress_at = time.monotonic()
+                    if records:
+                        yield records
+                    continue
+                moved = await consumer.position(tp)
+                if moved > position:
+                    position, progress_at = moved, time.monotonic()
+                elif time.monotonic() - progress_at > STALL_S:
+                    raise KafkaUnavailable(
+                        f"reading {tp.topic} partition {tp.partition} stalled at offset "
+                        f"{position} (the stretch ends at {last}); nothing after it was read"
+                    )
     finally:
         await consumer.stop()

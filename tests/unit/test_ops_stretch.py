@@ -1,0 +1,133 @@
+"""Reading a stretch never stops short in silence: empty fetches are retried, gaps in the
+offsets (transaction markers, compaction) are stepped over, and a partition that makes no
+progress fails loudly. Driven with a fake consumer: no broker needed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from pipeline import kafka_reader
+from pipeline.errors import KafkaUnavailable
+from pipeline.kafka_reader import Stretch
+from pipeline.ops import stretch
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = b"k"
+    value: bytes = b"{}"
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = 0
+
+
+class FakeConsumer:
+    """One partition of topic ``t`` holding ``offsets``; fetches return nothing
+    ``empty_fetches`` times first (a slow or restarting broker)."""
+
+    def __init__(self, offsets: Iterable[int], end: int, *, empty_fetches: int = 0) -> None:
+        self.offsets = sorted(offsets)
+        self.end = end
+        self.empty_fetches = empty_fetches
+        self.next = 0
+        self.stopped = False
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {0} if topic == "t" else None
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        pass
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.end for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.next = offset
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.next
+
+    async def getmany(
+        self, tp: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Message]]:
+        if self.empty_fetches > 0:
+            self.empty_fetches -= 1
+            return {}
+        found = [o for o in self.offsets if o >= self.next][:max_records]
+        if not found:
+            # Like the real fetcher: past records that are not messages, the position moves.
+            self.next = self.end
+            return {}
+        self.next = found[-1] + 1
+        return {tp: [Message("t", 0, o) for o in found]}
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, consumer: FakeConsumer) -> None:
+    async def start(c: Any, bootstrap: str) -> None:
+        return None
+
+    monkeypatch.setattr(kafka_reader, "_consumer", lambda bootstrap: consumer)
+    monkeypatch.setattr(kafka_reader, "_start", start)
+
+
+async def _offsets(stretch_: Stretch, batch_size: int = 500) -> list[int]:
+    out = []
+    async for batch in stretch.read_stretch("x:1", "t", stretch_, batch_size=batch_size):
+        out += [r.offset for r in batch]
+    return out
+
+
+async def test_empty_fetches_are_retried_not_taken_for_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = FakeConsumer(range(10), 10, empty_fetches=3)
+    _install(monkeypatch, consumer)
+    assert await _offsets(Stretch(from_offset=0), batch_size=4) == list(range(10))
+    assert consumer.stopped
+
+
+async def test_gaps_at_the_end_of_the_stretch_are_stepped_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Offsets 5 and 6 hold transaction markers: no message, but the position moves on.
+    consumer = FakeConsumer([0, 1, 2, 3, 4], 7)
+    _install(monkeypatch, consumer)
+    assert await _offsets(Stretch(from_offset=2, to_offset=6)) == [2, 3, 4]
+
+
+async def test_a_partition_without_progress_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = FakeConsumer(range(10), 10, empty_fetches=10**9)
+    _install(monkeypatch, consumer)
+    monkeypatch.setattr(stretch, "STALL_S", 0.05)
+    with pytest.raises(KafkaUnavailable, match="stalled at offset 0 .the stretch ends at 9."):
+        await _offsets(Stretch(from_offset=0))
+    assert consumer.stopped
+
+
+async def test_unknown_topic_and_absent_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = FakeConsumer(range(3), 3)
+    _install(monkeypatch, consumer)
+
+    class Client:
+        async def force_metadata_update(self) -> bool:
+            return True
+
+    consumer._client = Client()  # type: ignore[attr-defined]
+    with pytest.raises(KafkaUnavailable, match="topic nope does not exist"):
+        async for _ in stretch.read_stretch("x:1", "nope", Stretch(from_offset=0)):
+            pass
+    got = [b async for b in stretch.read_stretch("x:1", "t", Stretch(from_offset=0), [5])]
+    assert got == []
