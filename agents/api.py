@@ -14,17 +14,20 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import faust
 from faust.web import Request, Response, View
 from sqlalchemy import Engine, select
 
 from agents.metrics import WorkerMetrics
 from pipeline.aggregates import DAY, HOUR
+from pipeline.errors import DatabaseUnavailable
 from pipeline.models import companies
 from pipeline.settings import Settings
 from tables import dashboard
 
 TZ_TTL_S = 300.0
+ROUTE_TIMEOUT_S = 10.0  # a request forwarded to the owning worker
 
 
 class Timezones:
@@ -47,11 +50,14 @@ class Timezones:
 
         try:
             tz = await asyncio.to_thread(load)
-        except Exception:
+        except Exception as exc:
             if hit:
                 return hit[1]  # MySQL down: the last known timezone is still right
-            raise
-        self.cache[company_id] = (time.monotonic(), tz)
+            raise DatabaseUnavailable("company timezone unavailable") from exc
+        if tz is not None:
+            # Unknown ids are not cached: a company created a minute later must not be
+            # read in UTC for the next five minutes.
+            self.cache[company_id] = (time.monotonic(), tz)
         return tz
 
 
@@ -91,11 +97,11 @@ def register(
     timezones = Timezones(engine)
 
     def authorized(request: Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110)
             return False
-        offered = header[len("Bearer ") :].strip().encode()
-        return any(hmac.compare_digest(offered, t) for t in tokens)
+        raw = offered.strip().encode()
+        return any(hmac.compare_digest(raw, t) for t in tokens)
 
     def ready() -> bool:
         recovery = app.tables.recovery  # type: ignore[attr-defined]
@@ -114,6 +120,24 @@ def register(
             return response
         return None
 
+    def unavailable(view: View, route: str, code: str, detail: str) -> Response:
+        metrics.api_requests.labels(route, "503").inc()
+        response = _error(view, 503, code, detail)
+        response.headers["Retry-After"] = "2"  # type: ignore[attr-defined]
+        return response
+
+    async def routed(view: View, request: Request, handler: Any, route: str) -> Response:
+        """The owner answers; when it is dead or hung (until the group notices and
+        rebalances) the answer is a 503 to retry, not Faust's bare 500."""
+        try:
+            return await asyncio.wait_for(handler(request), ROUTE_TIMEOUT_S)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return unavailable(
+                view, route, "owner_unavailable", "the worker owning this company is not answering"
+            )
+        except DatabaseUnavailable:
+            return unavailable(view, route, "database_unavailable", "MySQL is unavailable")
+
     def company_of(request: Request) -> int | None:
         raw = request.match_info["company_id"]
         return int(raw) if raw.isdigit() else None
@@ -127,7 +151,7 @@ def register(
             denied = guard(self, request, "summary")
             if denied is not None:
                 return denied
-            return await self._routed(request)
+            return await routed(self, request, self._routed, "summary")
 
         @app.table_route(table=table, match_info="company_id")
         async def _routed(self: View, request: Request) -> Response:
@@ -151,7 +175,7 @@ def register(
             denied = guard(self, request, "series")
             if denied is not None:
                 return denied
-            return await self._routed(request)
+            return await routed(self, request, self._routed, "series")
 
         @app.table_route(table=table, match_info="company_id")
         async def _routed(self: View, request: Request) -> Response:
