@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -179,7 +179,7 @@ def _appointment_rows(
 def _stream(conn: Connection, query: Any) -> Iterator[Mapping[str, Any]]:
     """Rows in chunks from a server-side cursor: memory stays flat however many rows."""
     result = conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_CHUNK))
-    yield from result.mappings()
+    yield from cast(Iterator[Mapping[str, Any]], result.mappings())
 
 
 def read_truth(
@@ -212,7 +212,7 @@ def read_stored(
     for row in conn.execute(query).mappings():
         key = BucketKey(int(row["company_id"]), row["granularity"], row["bucket_start"])
         if scope.contains(key, timezone):
-            out[key] = Stored(drift.normalized(row), int(row["version"]))
+            out[key] = Stored(drift.normalized(cast(Mapping[str, Any], row)), int(row["version"]))
     return out
 
 

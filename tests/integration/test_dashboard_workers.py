@@ -54,6 +54,7 @@ from tests.support.processes import (
     WorkerProcess,
     eventually,
     free_port,
+    http_get,
     running_worker,
 )
 
@@ -241,7 +242,6 @@ def test_replaying_applied_batches_changes_nothing(world: World, pair: Pair) -> 
     for batch in world.story.batches():
         result = apply_batch(world.engine, batch)
         assert {o.status for o in result.outcomes} == {"already_applied"}
-        assert result.snapshots == []
     assert _rows(world.engine) == before  # counters and versions
     _assert_api_matches_story(pair.first, world.story)
 
@@ -250,6 +250,17 @@ def test_worker_killed_with_sigkill_comes_back_with_the_same_numbers(
     world: World, pair: Pair
 ) -> None:
     pair.first.kill()  # SIGKILL: no commit, no goodbye to the group
+    # Until the group notices (session timeout), the survivor still routes some companies
+    # to the dead worker: those answers must be a JSON 503 to retry, never a bare 500.
+    # The story's companies cover all three partitions, and each worker owns at least one.
+    statuses = []
+    for tenant in TENANTS:
+        answer = pair.second.summary(tenant.company_id)
+        statuses.append(answer.status)
+        assert answer.status in (200, 503), (tenant.company_id, answer)
+        if answer.status == 503:
+            assert answer.body["error"] in ("owner_unavailable", "recovering")
+    assert 503 in statuses
     pair.first.start()
     pair.first.wait_ready()
     for worker in (pair.first, pair.second):
@@ -299,6 +310,18 @@ def test_api_errors(world: World, pair: Pair) -> None:
     company = LA.company_id
     assert worker.get(f"/api/v1/companies/{company}/summary", token=None).status == 401
     assert worker.get(f"/api/v1/companies/{company}/summary", token="wrong").status == 401
+    lower = http_get(
+        f"{worker.url}/api/v1/companies/{company}/summary",
+        None,
+        headers={"Authorization": f"bearer {TOKEN}"},
+    )
+    assert lower.status == 200  # the scheme is case-insensitive
+    basic = http_get(
+        f"{worker.url}/api/v1/companies/{company}/summary",
+        None,
+        headers={"Authorization": f"Basic {TOKEN}"},
+    )
+    assert basic.status == 401
     assert worker.get(f"/api/v1/companies/{company}/series", token=None).status == 401
     unknown = worker.summary(999)
     assert unknown.status == 404 and unknown.body["error"] == "not_found"

@@ -80,9 +80,11 @@ class Answer:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-def http_get(url: str, token: str | None = None, timeout: float = 10.0) -> Answer:
+def http_get(
+    url: str, token: str | None = None, timeout: float = 10.0, headers: dict[str, str] | None = None
+) -> Answer:
     """GET ``url``; any HTTP status is an Answer (errors included), never an exception."""
-    request = urllib.request.Request(url)
+    request = urllib.request.Request(url, headers=headers or {})
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
