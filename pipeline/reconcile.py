@@ -468,7 +468,8 @@ def _converge(
 def render(report: Report) -> list[str]:
     scope = report.scope
     lines = [
-        f"reconcile: {len(report.companies)} companies, {'+'.join(scope.granularities)} buckets "
+        f"reconcile: {_plural(len(report.companies), 'company', 'companies')}, "
+        f"{'+'.join(scope.granularities)} buckets "
         f"starting {_since(scope)} until {iso(scope.end)} (retention: hour 14 d, day 400 d)"
     ]
     lines += _company_lines(report.companies, "before the fix" if report.fixed else "")
@@ -492,6 +493,10 @@ def render(report: Report) -> list[str]:
             checked = "MySQL and the analyst API agree" if report.converged else "MySQL agrees"
             lines.append(f"after the fix: no drift ({checked} with the recount)")
     return lines
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _since(scope: Scope) -> str:

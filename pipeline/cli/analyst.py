@@ -13,7 +13,7 @@ import click
 
 from pipeline import database, reconcile
 from pipeline.aggregates import DAY, HOUR
-from pipeline.analyst_api import AnalystClient, default_token, default_url
+from pipeline.analyst_api import AnalystApiError, AnalystClient, default_token, default_url
 from pipeline.cli import cli, settings_from
 from pipeline.drift import Scope
 from pipeline.models import COUNTERS
@@ -42,7 +42,14 @@ def dashboard(
 ) -> None:
     """Print a company's dashboard summary: last hour, today, last 7 and 30 days."""
     client = _client(ctx, worker_url, token)
-    body = client.summary(company_id)
+    try:
+        body = client.summary(company_id)
+    except AnalystApiError as exc:
+        if exc.status != 404:
+            raise
+        raise AnalystApiError(
+            f"no data for company {company_id} in the last 30 days (HTTP 404)", status=404
+        ) from exc
     for line in summary_table(body):
         click.echo(line)
 
