@@ -27,6 +27,7 @@ from pipeline.settings import Settings
 from tables import dashboard
 
 TZ_TTL_S = 300.0
+UNKNOWN_TTL_S = 10.0
 ROUTE_TIMEOUT_S = 10.0  # a request forwarded to the owning worker
 
 
@@ -39,7 +40,7 @@ class Timezones:
 
     async def get(self, company_id: int) -> str | None:
         hit = self.cache.get(company_id)
-        if hit and time.monotonic() - hit[0] < TZ_TTL_S:
+        if hit and time.monotonic() - hit[0] < (TZ_TTL_S if hit[1] is not None else UNKNOWN_TTL_S):
             return hit[1]
 
         def load() -> str | None:
@@ -51,13 +52,12 @@ class Timezones:
         try:
             tz = await asyncio.to_thread(load)
         except Exception as exc:
-            if hit:
+            if hit and hit[1] is not None:
                 return hit[1]  # MySQL down: the last known timezone is still right
             raise DatabaseUnavailable("company timezone unavailable") from exc
-        if tz is not None:
-            # Unknown ids are not cached: a company created a minute later must not be
-            # read in UTC for the next five minutes.
-            self.cache[company_id] = (time.monotonic(), tz)
+        # An unknown id is remembered briefly only: a company created a minute later must
+        # not be read in UTC (wrong local days) for the next five minutes.
+        self.cache[company_id] = (time.monotonic(), tz)
         return tz
 
 
