@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipeline import aggregates, store
-from pipeline.aggregates import BucketSnapshot, Contribution
+from pipeline.aggregates import BucketKey, BucketSnapshot, Contribution
 from pipeline.database import is_transient
 from pipeline.errors import DatabaseUnavailable, MalformedPayload, PoisonEvent, SchemaViolation
 from pipeline.facts import BookingFacts, CallFacts, booking_facts, call_facts
@@ -227,6 +227,9 @@ class Batch:
         self.now = now
         self.result = BatchResult()
         self.contribution: Contribution = {}
+        # Buckets of already-applied events: republished (unchanged) so that a batch
+        # redelivered after a crash between commit and publish heals the table.
+        self.revisited: set[BucketKey] = set()
 
     # --- load --------------------------------------------------------------------------
 
@@ -393,6 +396,11 @@ class Batch:
             after["customer_id"] = customer_id
         self.calls[facts.call_id] = after
         if not new:
+            ended, analyzed = self._call_flags(facts.call_id)
+            tz = self.timezones.get(after["company_id"])
+            self.revisited |= set(
+                aggregates.call_counters(after, ended=ended, analyzed=analyzed, timezone=tz)
+            )
             return
         flags_before = self._call_flags(facts.call_id)
         if facts.event_type in ("call_ended", "call_analyzed"):
@@ -426,6 +434,9 @@ class Batch:
             if after.get("customer_id") is None and customer_id is not None:
                 after["customer_id"] = customer_id
             self.appts[uid] = after
+            if not new:
+                tz = self.timezones.get(after["company_id"])
+                self.revisited |= set(aggregates.appointment_counters(after, timezone=tz))
             if new:
                 tz = self.timezones.get(after["company_id"])
                 aggregates.combine(
@@ -508,6 +519,8 @@ class Batch:
             self.result.snapshots = store.add_to_buckets(
                 self.conn, self.contribution, self.now, changes
             )
+        if revisited := sorted(self.revisited - set(self.contribution)):
+            self.result.snapshots += store.read_buckets(self.conn, revisited)
 
 
 def _retell_routing(

@@ -266,12 +266,6 @@ async def _read_snapshots(settings: Settings) -> list[dict]:
         await consumer.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply_batch publishes snapshots only for events new to webhook_events, so a batch "
-    "redelivered after a crash between its commit and its snapshots' flush republishes nothing "
-    "(DESIGN invariant 4 says it heals that); until then reconcile --fix heals the table",
-)
 def test_a_redelivered_batch_republishes_the_buckets_it_touched(
     loaded: tuple[Settings, Engine, Story],
 ) -> None:
