@@ -5,7 +5,7 @@ bucket; and the table's keys route like the snapshot topic's (table_route)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -83,3 +83,17 @@ def test_table_route_hashes_company_ids_like_the_snapshot_topic(company_id: int)
     assert partitioner(routed, partitions, partitions) == partitioner(
         company_key(company_id), partitions, partitions
     )
+
+
+def test_an_expire_message_drops_only_that_companys_buckets_past_retention() -> None:
+    from pipeline.snapshots import expire_message
+
+    now = datetime(2026, 11, 28, 16)
+    old_hour = BucketKey(7, "hour", now - timedelta(days=14, hours=1))
+    kept_hour = BucketKey(7, "hour", now - timedelta(days=13))
+    old_day = BucketKey(7, "day", now - timedelta(days=401))
+    other = BucketKey(8, "hour", now - timedelta(days=20))  # another company: not asked
+    messages = [encode(snap(1, 1, k)) for k in (old_hour, kept_hour, old_day, other)]
+    messages.append(expire_message(now))
+    stored = asyncio.run(feed(messages))
+    assert set(stored) == {table_key(kept_hour), table_key(other)}
