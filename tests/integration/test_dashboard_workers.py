@@ -239,10 +239,23 @@ def test_both_workers_answer_for_every_company(world: World, pair: Pair) -> None
 
 def test_replaying_applied_batches_changes_nothing(world: World, pair: Pair) -> None:
     before = _rows(world.engine)
+    republished = []
     for batch in world.story.batches():
         result = apply_batch(world.engine, batch)
         assert {o.status for o in result.outcomes} == {"already_applied"}
+        republished += result.snapshots
     assert _rows(world.engine) == before  # counters and versions
+    # A replay republishes its buckets as they stand (what heals a lost publish): same
+    # versions, so the table keeps what it has.
+    for snapshot in republished:
+        row = before[snapshot.key.as_tuple()]
+        assert snapshot.version == row["version"]
+        assert snapshot.counters["calls_total"] == row["calls_total"]
+    asyncio.run(
+        publish_snapshots(
+            world.settings.kafka_bootstrap, world.settings.topic(topics.SNAPSHOTS), republished
+        )
+    )
     _assert_api_matches_story(pair.first, world.story)
 
 
