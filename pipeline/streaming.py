@@ -32,6 +32,10 @@ def create_faust_app(settings: Settings, *, store: str | None = None) -> faust.A
         producer_acks=-1,
         producer_linger_ms=5,
         broker_commit_every=1000,
+        # A crashed worker's partitions (and its companies in the analyst API) move to the
+        # others after this, not after Faust's default 60 s.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=2 * settings.worker_batch_size,
         datadir=str(datadir),
