@@ -8,8 +8,11 @@ may import upward into ``agents``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -31,6 +34,21 @@ class SwitchboardGroup(click.Group):
             detail = getattr(exc, "detail", None) or str(exc)
             click.echo(f"switchboard: {detail}", err=True)
             sys.exit(1)
+
+
+@contextmanager
+def quiet_kafka() -> Iterator[None]:
+    """These commands configure no logging (their output is the point), so aiokafka's
+    reconnect errors would reach stderr through logging's last-resort handler; a broker
+    that stays away is reported by us in one line. Restored afterwards: the command may
+    run inside another process (tests' CliRunner)."""
+    logger = logging.getLogger("aiokafka")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def settings_from(ctx: click.Context) -> Settings:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
 from pipeline import database, topics
-from pipeline.cli import cli, settings_from
+from pipeline.cli import cli, quiet_kafka, settings_from
 from pipeline.errors import DatabaseUnavailable, SwitchboardError
 
 
@@ -41,7 +38,7 @@ def migrate(ctx: click.Context, revision: str) -> None:
 def topics_command(ctx: click.Context) -> None:
     """Create the Kafka topics of SPEC §4, or validate them if they exist (idempotent)."""
     settings = settings_from(ctx)
-    with _quiet("aiokafka"):
+    with quiet_kafka():
         reports = asyncio.run(topics.ensure_topics(settings))
     bad = False
     for report in reports:
@@ -52,19 +49,3 @@ def topics_command(ctx: click.Context) -> None:
         bad = bad or report.action == "mismatch"
     if bad:
         raise SwitchboardError("some topics disagree with the configured partition count")
-
-
-@contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """Mute a library logger for a one-shot command whose failure we report ourselves.
-
-    These commands configure no logging, so aiokafka's connection errors would reach
-    stderr through logging's last-resort handler, as extra lines before our one-line reason.
-    """
-    logger = logging.getLogger(logger_name)
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)

@@ -9,7 +9,6 @@ operator allowed to see them) and transcripts truncated (:mod:`pipeline.ops.pres
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli import cli, settings_from
+from pipeline.cli import cli, quiet_kafka, settings_from
 from pipeline.ops import BadArguments, arguments, present
 from pipeline.ops.dlq import DlqFilter, list_dead_letters, redrive, show_dead_letter
 from pipeline.ops.lineage import lineage
@@ -35,21 +34,6 @@ def usage() -> Iterator[None]:
         yield
     except BadArguments as exc:
         raise click.UsageError(str(exc)) from exc
-
-
-@contextmanager
-def quiet_kafka() -> Iterator[None]:
-    """These commands configure no logging (their output is the point), so aiokafka's
-    reconnect errors would reach stderr through logging's last-resort handler; a broker
-    that stays away is reported by us in one line. Restored afterwards: the command may
-    run inside another process (tests' CliRunner)."""
-    logger = logging.getLogger("aiokafka")
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
 
 
 class ProgressLines:
