@@ -6,10 +6,9 @@ booking, as the providers' progressively filled objects do.
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import zlib
 
 import orjson
 
