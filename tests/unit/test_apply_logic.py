@@ -14,7 +14,14 @@ from pipeline import aggregates
 from pipeline.errors import SchemaViolation
 from pipeline.facts import booking_facts, call_facts, parse_iso
 from pipeline.merge import merge_booking, merge_call
-from pipeline.tenancy import Attribution, Branch, Directory, Unroutable, attribute_booking, attribute_retell
+from pipeline.tenancy import (
+    Attribution,
+    Branch,
+    Directory,
+    Unroutable,
+    attribute_booking,
+    attribute_retell,
+)
 from tests.support.events import booking, call_events, no_show
 
 T0 = datetime(2026, 1, 7, 13, 0)
