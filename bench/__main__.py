@@ -1,0 +1,120 @@
+"""``python -m bench [--quick] [--no-write] [--only NAME,...] [--json PATH]``
+
+Runs the benchmarks (apply, ingress, dashboard), each against its baseline in the same
+run, prints progress and numbers, and writes ``docs/benchmarks.md``. ``--quick`` runs a
+smoke-sized version of each (seconds, not minutes; its numbers mean little). Needs the
+local stack (``scripts/stack.sh up``): Kafka and MariaDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import apply_bench, dashboard_bench, harness, ingress_bench, report
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
+NAMES = ("apply", "ingress", "dashboard")
+
+FULL = {
+    "apply_calls": 400,
+    "ingress": ingress_bench.Plan(
+        requests=6000, concurrency=64, high_concurrency=256, baseline_requests=400, warmup=200
+    ),
+    "dashboard": dashboard_bench.Plan(
+        calls=25_000, companies=4, requests=300, in_process_reads=5000
+    ),
+}
+QUICK = {
+    "apply_calls": 40,
+    "ingress": ingress_bench.Plan(
+        requests=300, concurrency=50, high_concurrency=200, baseline_requests=60, warmup=30
+    ),
+    "dashboard": dashboard_bench.Plan(calls=300, companies=2, requests=30, in_process_reads=200),
+}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-sized runs")
+    parser.add_argument("--no-write", action="store_true", help="do not write the report")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="report path")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write headline numbers as JSON"
+    )
+    parser.add_argument(
+        "--only", default=",".join(NAMES), help=f"comma list of {', '.join(NAMES)} (default: all)"
+    )
+    args = parser.parse_args(argv)
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in NAMES]
+    if unknown or not chosen:
+        parser.error(f"--only: unknown {unknown}; choose from {', '.join(NAMES)}")
+    args.chosen = chosen
+    return args
+
+
+def _command(argv: list[str]) -> str:
+    python = Path(sys.executable)
+    try:
+        shown = str(python.relative_to(REPO))
+    except ValueError:
+        shown = str(python)
+    return " ".join([shown, "-m", "bench", *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse(argv)
+    plan = QUICK if args.quick else FULL
+    base = harness.base_settings()
+    started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    began = time.perf_counter()
+    facts = harness.machine_facts(base)
+    print(
+        f"bench: {'quick' if args.quick else 'full'} run of {', '.join(args.chosen)}; {facts}",
+        flush=True,
+    )
+
+    apply = ingress = dashboard = None
+    if "apply" in args.chosen:
+        print("bench: 1. apply throughput", flush=True)
+        apply = apply_bench.run(base, calls=plan["apply_calls"])  # type: ignore[arg-type]
+    if "ingress" in args.chosen:
+        print("bench: 2. ingress", flush=True)
+        ingress = ingress_bench.run(base, plan["ingress"])  # type: ignore[arg-type]
+    if "dashboard" in args.chosen:
+        print("bench: 3. dashboard read", flush=True)
+        dashboard = dashboard_bench.run(base, plan["dashboard"])  # type: ignore[arg-type]
+
+    seconds = time.perf_counter() - began
+    facts["load average at end"] = harness.load_average()
+    ctx = report.Context(
+        started=started_at,
+        command=_command(argv),
+        quick=args.quick,
+        seconds=seconds,
+        facts=facts,
+        revision=harness.git_revision(REPO),
+    )
+    text = report.markdown(ctx, apply, ingress, dashboard)
+    if args.json is not None:
+        numbers = report.summary(apply, ingress, dashboard)
+        numbers["seconds"] = seconds
+        args.json.write_text(json.dumps(numbers, indent=2, default=str))
+    if args.no_write:
+        print(text)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"bench: wrote {args.output} ({seconds:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

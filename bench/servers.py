@@ -1,0 +1,96 @@
+"""The processes a benchmark runs against: ``switchboard ingress``, ``switchboard worker``
+and the baseline server, each with the run's settings in its environment.
+
+The ingress and the worker are started with ``tests/support/services.py``, the same harness
+the end-to-end tests use; the baseline server is a Python module, so it gets a small
+subclass that starts ``python -m bench.baseline_server`` instead of the console script.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pipeline.settings import Settings
+from tests.support import services
+from tests.support.services import Service, settings_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ingress(settings: Settings, log_dir: Path, processes: int = 1) -> Service:
+    url = f"http://{settings.ingress_host}:{settings.ingress_port}/readyz"
+    args = ["ingress"]  # default log level (info): one JSON line per accepted webhook
+    if processes > 1:
+        args += ["--processes", str(processes)]
+    return Service(f"ingress-{processes}p", args, settings, url, log_dir)
+
+
+def worker(settings: Settings, log_dir: Path) -> Service:
+    return services.worker(settings, log_dir)
+
+
+class BaselineServer(Service):
+    """``python -m bench.baseline_server --port N``, started and stopped like a Service."""
+
+    def __init__(self, settings: Settings, port: int, log_dir: Path) -> None:
+        super().__init__("baseline", [], settings, f"http://127.0.0.1:{port}/healthz", log_dir)
+        self.port = port
+
+    def start(self, timeout_s: float = 30.0) -> BaselineServer:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.baseline_server", "--port", str(self.port)],
+            env=settings_env(self.settings), stdout=log, stderr=log, cwd=REPO,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"baseline exited with {self.proc.returncode}:\n{self.tail()}")
+            if self._answers():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"baseline not ready after {timeout_s}s:\n{self.tail()}")
+
+
+def wait_all_ready(url: str, *, in_a_row: int = 10, timeout_s: float = 30.0) -> None:
+    """``in_a_row`` fresh connections answered 200: with SO_REUSEPORT each new connection
+    may reach another process, so this is how to know that all of them are up."""
+    deadline = time.monotonic() + timeout_s
+    streak = 0
+    while streak < in_a_row:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} not steadily ready after {timeout_s}s")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                streak = streak + 1 if response.status == 200 else 0
+        except (urllib.error.URLError, OSError):
+            streak = 0
+            time.sleep(0.2)
+
+
+def group_cpu_seconds(leader_pid: int) -> float | None:
+    """User+system CPU seconds of every live process in ``leader_pid``'s process group (a
+    Service starts its process in a new session, so the group is the server and any
+    processes it spawned: both ingress processes of ``--processes 2``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    found = False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == leader_pid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+            found = True
+    return total / ticks if found else None

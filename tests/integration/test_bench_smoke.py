@@ -1,0 +1,58 @@
+"""The benchmarks still run: ``python -m bench --quick --no-write`` completes on the real
+stack and every benchmark produces numbers.
+
+Deliberately no thresholds on the numbers: speed is measured by ``make bench`` and
+reported in docs/benchmarks.md, never asserted by a timed test. What can be false here is
+that a benchmark crashed, measured nothing (no 2xx, no events applied), or compared two
+read paths that disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_completes_and_produces_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    report = tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-write", "--output", str(report),
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not report.exists()  # --no-write: the report goes to stdout only
+    assert "## 1. Apply throughput" in done.stdout
+    numbers = json.loads(out.read_text())
+
+    apply = numbers["apply"]
+    assert apply["events"] > 0
+    assert set(apply["events_per_s"]) == {"500", "50", "1"}
+    assert all(_number(v) for v in apply["events_per_s"].values())
+
+    runs = numbers["ingress"]
+    assert {(r["target"], r["processes"], r["phase"]) for r in runs} == {
+        (target, processes, phase)
+        for target, processes in (("ingress", 1), ("ingress", 2), ("baseline", 1))
+        for phase in ("normal", "high")
+    }
+    for r in runs:
+        assert r["ok"] > 0 and _number(r["rps"]) and _number(r["p50_ms"]), r
+    high = [r for r in runs if r["target"] == "ingress" and r["phase"] == "high"]
+    assert all(r["concurrency"] >= 200 for r in high)
+
+    dashboard = numbers["dashboard"]
+    assert set(dashboard["agreement"].values()) == {"same"}, dashboard["agreement"]
+    reads = dashboard["reads"]
+    assert set(reads) == {"table_http", "sql_http", "sql_direct", "table_direct"}
+    assert all(r["count"] > 0 and _number(r["p50_ms"]) for r in reads.values())
