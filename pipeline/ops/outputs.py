@@ -6,10 +6,11 @@ back go to the snapshot topic, keyed by company, so the dashboard tables catch u
 producer is idempotent with ``acks=all``, and every send is awaited before the next batch
 is applied, so a command that returns success has made all of it durable.
 
-If Kafka fails after MySQL committed, the command stops with one line saying so. Dead
-letters heal by running the same command again (a dead-lettered event is dead-lettered
-again). Snapshots do not: a re-run finds the events already applied and touches no bucket,
-so the line says to run ``switchboard reconcile --fix``, which republishes from MySQL.
+If Kafka fails after MySQL committed, the command stops with one line saying so. Running
+the same replay again heals both: a dead-lettered event is dead-lettered again, and the
+apply path republishes the (unchanged) buckets of already-applied events. A redrive run
+again skips the events it applied, so after a failed redrive ``switchboard reconcile
+--fix`` republishes their buckets from MySQL.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ class Outputs:
         except KafkaError as exc:
             raise KafkaUnavailable(
                 "Kafka failed after MySQL committed a batch "
-                f"({exc.__class__.__name__}); re-run the same command for dead letters, "
-                "and run `switchboard reconcile --fix` for the dashboard snapshots"
+                f"({exc.__class__.__name__}); run the same command again (after a redrive, "
+                "also `switchboard reconcile --all --fix` for the dashboard)"
             ) from exc
         self.published.dead_letters += len(result.dead_letters)
         self.published.snapshots += len(result.snapshots)

@@ -15,6 +15,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine, text
 
+from pipeline import snapshots, topics
+from pipeline.aggregates import BucketKey, BucketSnapshot
 from pipeline.applier import Applier
 from pipeline.kafka_reader import Coordinates, Stretch
 from pipeline.ops.arguments import format_ms
@@ -187,6 +189,18 @@ async def read_all(settings: Settings, name: str) -> list[Any]:
     async for batch in read_stretch(settings.kafka_bootstrap, topic, Stretch(from_offset=0)):
         out += batch
     return out
+
+
+async def latest_snapshots(settings: Settings) -> list[BucketSnapshot]:
+    """The snapshot with the highest version of every bucket on the snapshot topic (what
+    the dashboard table keeps), checking each is keyed by its company."""
+    best: dict[BucketKey, BucketSnapshot] = {}
+    for record in await read_all(settings, topics.SNAPSHOTS):
+        snapshot, _ = snapshots.decode(record.value)
+        assert record.key == snapshots.company_key(snapshot.key.company_id)
+        if snapshot.key not in best or best[snapshot.key].version < snapshot.version:
+            best[snapshot.key] = snapshot
+    return list(best.values())
 
 
 def fingerprint(engine: Engine) -> dict[str, tuple[int, int]]:

@@ -23,7 +23,6 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 
 import pipeline.applier
-from pipeline import snapshots
 from pipeline.cli import cli, register_commands
 from pipeline.kafka_reader import Coordinates, Stretch
 from pipeline.ops.arguments import format_ms
@@ -39,6 +38,7 @@ from tests.integration.ops_helpers import (
     cli_env,
     fingerprint,
     headers_for,
+    latest_snapshots,
     produce,
     produce_raw,
     produce_traffic,
@@ -183,7 +183,7 @@ async def test_internal_error_is_redriven_and_applied_exactly_once(
         == calls
     )
     assert totals["duration_ms_total"] == sum(90_000 + i * 1_000 for i in range(calls))
-    latest = await _latest_snapshots(stack_settings)
+    latest = await latest_snapshots(stack_settings)
     assert sum(s.counters["calls_total"] for s in latest if s.key.granularity == "day") == calls
 
     settled = fingerprint(engine)
@@ -201,16 +201,6 @@ def _day_totals(engine: Engine) -> Counter[str]:
             {k: int(v) for k, v in row.items() if k.startswith(("calls_", "sentiment_", "dur"))}
         )
     return totals
-
-
-async def _latest_snapshots(settings: Settings) -> list[Any]:
-    best: dict[Any, Any] = {}
-    for record in await read_all(settings, "switchboard-bucket-snapshots"):
-        snapshot, _ = snapshots.decode(record.value)
-        assert record.key == snapshots.company_key(snapshot.key.company_id)
-        if snapshot.key not in best or best[snapshot.key].version < snapshot.version:
-            best[snapshot.key] = snapshot
-    return list(best.values())
 
 
 def test_cli_list_show_redrive(stack_settings: Settings, engine: Engine) -> None:
