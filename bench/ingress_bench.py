@@ -120,7 +120,9 @@ def _load(
     requests = _requests(bodies, count)
     pid = server.proc.pid if server.proc is not None else None
     before = servers.group_cpu_seconds(pid) if pid else None
+    machine = servers.machine_ticks()
     result = asyncio.run(loadgen.run(base_url, requests, concurrency, deadline_s=150))
+    result.machine_busy = servers.busy_percent(machine, servers.machine_ticks())
     after = servers.group_cpu_seconds(pid) if pid else None
     if before is not None and after is not None:
         result.server_cpu_s = after - before
@@ -130,7 +132,8 @@ def _load(
         f"= {result.rps:,.0f} req/s  p50 {latency.p50:.1f} ms  p99 {latency.p99:.1f} ms  "
         f"errors: {result.describe_errors()}  CPU: server "
         f"{result.cpu_percent(result.server_cpu_s):.0f}%, load generator "
-        f"{result.cpu_percent(result.client_cpu_s):.0f}% of a core",
+        f"{result.cpu_percent(result.client_cpu_s):.0f}% of a core; machine "
+        f"{result.machine_busy if result.machine_busy is not None else float('nan'):.0f}% busy",
         flush=True,
     )
     return result

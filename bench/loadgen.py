@@ -41,6 +41,7 @@ class LoadResult:
     not_sent: int = 0
     client_cpu_s: float = 0.0  # CPU time this process (the generator) used during the run
     server_cpu_s: float | None = None  # filled in by the caller when it can measure it
+    machine_busy: float | None = None  # % of all cores busy during the run (caller)
 
     @property
     def completed(self) -> int:

@@ -140,7 +140,8 @@ def _row(run: Run, ratio: str) -> str:
     return (
         f"| {target} | {r.concurrency} | {r.requests} | {r.ok} | {_n(r.rps)} | "
         f"{_n(lat.p50, 1)} | {_n(lat.p99, 1)} | {r.non_2xx} | {ratio} | "
-        f"{_n(r.cpu_percent(r.server_cpu_s))}% | {_n(r.cpu_percent(r.client_cpu_s))}% |"
+        f"{_n(r.cpu_percent(r.server_cpu_s))}% | {_n(r.cpu_percent(r.client_cpu_s))}% | "
+        f"{_n(r.machine_busy) if r.machine_busy is not None else 'n/a'}% |"
     )
 
 
@@ -172,10 +173,11 @@ def _ingress(r: IngressResult) -> list[str]:
         "requests not sent before the deadline. CPU columns: CPU time over the run's wall "
         "time, in % of one core, of the server's processes (both ingress processes with "
         "`--processes 2`; the baseline's MariaDB work is not in it) and of the load "
-        "generator.",
+        'generator; "machine busy": how busy both cores were during the run, everything '
+        "included (broker, MariaDB, other work).",
         "",
-        "| target | concurrency | requests | 2xx | req/s | p50 ms | p99 ms | non-2xx | req/s vs baseline | server CPU | load generator CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | concurrency | requests | 2xx | req/s | p50 ms | p99 ms | non-2xx | req/s vs baseline | server CPU | load generator CPU | machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for phase in ("normal", "high"):
         base = r.find("baseline", phase)
@@ -215,25 +217,33 @@ def _ingress(r: IngressResult) -> list[str]:
         )
     if one and two:
         gain = two.result.rps / one.result.rps if one.result.rps else float("nan")
-        verdict = (
-            "so a second process bought little here"
-            if gain < 1.25
-            else "so the second process helped"
-        )
+        if gain < 0.95:
+            verdict = "so a second process did not help here (it was slower)"
+        elif gain < 1.25:
+            verdict = "so a second process bought little here"
+        else:
+            verdict = "so the second process helped"
         server = one.result.cpu_percent(one.result.server_cpu_s)
         client = one.result.cpu_percent(one.result.client_cpu_s)
-        text.append(
-            f"Two processes: {_n(two.result.rps)} req/s ({_ratio(gain)} one process), {verdict}. "
-            f"In the one-process run the ingress used {_n(server)}% of a core and the load "
-            f"generator {_n(client)}%"
-            + (
-                ", so the load generator (Python, on the same 2 cores as the servers, the "
-                "Kafka broker and MariaDB) was the limit, and these req/s are a lower bound "
-                "on what the ingress can take"
-                if client >= 80
-                else ", with the Kafka broker and MariaDB on the same 2 cores"
+        busy = two.result.machine_busy
+        sentence = (
+            f"Two processes: {_n(two.result.rps)} req/s ({_ratio(gain)} one process), "
+            f"{verdict}. In the one-process run the ingress used {_n(server)}% of a core"
+            + (" (CPU-bound)" if server >= 85 else "")
+            + f" and the load generator {_n(client)}%"
+        )
+        if busy is not None:
+            sentence += (
+                f"; during the two-process run both cores together were {_n(busy)}% busy"
+                + (
+                    " (load generator, both ingress processes, the Kafka broker and MariaDB "
+                    "share them), so there was no idle core for the second process to use"
+                    if busy >= 85
+                    else ""
+                )
             )
-            + "; this machine cannot show the multi-core scaling `--processes` is for."
+        text.append(
+            sentence + ". This machine cannot show the multi-core scaling `--processes` is for."
         )
     if high:
         bad = sum(x.result.non_2xx for x in high)
