@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -47,6 +48,13 @@ def build_worker(
         return web.bytes(
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
+
+    page = (Path(__file__).parent / "static" / "dashboard.html").read_bytes()
+
+    @app.page("/dashboard")
+    async def dashboard_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """A page for people: it asks for a token and calls the analyst API from the browser."""
+        return web.bytes(page, content_type="text/html")
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
