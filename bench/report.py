@@ -216,32 +216,46 @@ def _ingress(r: IngressResult) -> list[str]:
             "loop serializes them, and its latency is the queue in front of it."
         )
     if one and two:
-        gain = two.result.rps / one.result.rps if one.result.rps else float("nan")
-        if gain < 0.95:
-            verdict = "so a second process did not help here (it was slower)"
-        elif gain < 1.25:
-            verdict = "so a second process bought little here"
+        gains = []
+        for phase in ("normal", "high"):
+            a = next(
+                (
+                    x
+                    for x in r.runs
+                    if x.target == "ingress" and x.processes == 1 and x.phase == phase
+                ),
+                None,
+            )
+            b = next((x for x in r.runs if x.processes == 2 and x.phase == phase), None)
+            if a and b and a.result.rps:
+                gains.append((b.result.concurrency, b.result.rps, b.result.rps / a.result.rps))
+        mean = sum(g for _, _, g in gains) / len(gains) if gains else float("nan")
+        if mean < 0.95:
+            verdict = "so a second process did not help here"
+        elif mean < 1.25:
+            verdict = "so a second process bought little here, within the noise of one run"
         else:
             verdict = "so the second process helped"
         server = one.result.cpu_percent(one.result.server_cpu_s)
         client = one.result.cpu_percent(one.result.client_cpu_s)
         busy = two.result.machine_busy
         sentence = (
-            f"Two processes: {_n(two.result.rps)} req/s ({_ratio(gain)} one process), "
-            f"{verdict}. In the one-process run the ingress used {_n(server)}% of a core"
+            "Two processes: "
+            + " and ".join(
+                f"{_n(rps)} req/s at concurrency {c} ({_ratio(g)} one process)"
+                for c, rps, g in gains
+            )
+            + f", {verdict}. In the one-process run the ingress used {_n(server)}% of a core"
             + (" (CPU-bound)" if server >= 85 else "")
             + f" and the load generator {_n(client)}%"
         )
         if busy is not None:
-            sentence += (
-                f"; during the two-process run both cores together were {_n(busy)}% busy"
-                + (
+            sentence += f"; during the two-process run both cores together were {_n(busy)}% busy"
+            if busy >= 85 and mean < 1.25:
+                sentence += (
                     " (load generator, both ingress processes, the Kafka broker and MariaDB "
                     "share them), so there was no idle core for the second process to use"
-                    if busy >= 85
-                    else ""
                 )
-            )
         text.append(
             sentence + ". This machine cannot show the multi-core scaling `--processes` is for."
         )
