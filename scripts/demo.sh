@@ -170,6 +170,7 @@ with create_engine(url).connect() as conn:
     "$BIN" dashboard "$company" --worker-url "$api" --token "$token"
     echo
     echo "Where to look next:"
+    echo "  dashboard     http://$WORKER_HOST:$WORKER_PORT/dashboard?company=$company#token=$token   (open in a browser)"
     echo "  analyst API   curl -H 'Authorization: Bearer $token' $api/api/v1/companies/$company/summary"
     echo "                curl -H 'Authorization: Bearer $token' '$api/api/v1/companies/$company/series?granularity=hour'"
     echo "  metrics       curl http://$INGRESS_HOST:$INGRESS_PORT/metrics ; curl $api/metrics"
