@@ -25,3 +25,7 @@ class BadArguments(SwitchboardError):
 
 class NotFound(SwitchboardError):
     """The thing asked for (an event, a dead letter) does not exist."""
+
+
+class RecordsGone(SwitchboardError):
+    """Records of the stretch were deleted (retention) while they were being read."""

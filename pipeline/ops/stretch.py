@@ -14,7 +14,10 @@ that returns nothing within 5 s, so a broker that is slow or restarting makes a 
 report success over fewer records than the stretch holds. Here an empty fetch is retried;
 the fetch position is consulted (it moves past offsets that hold no record, such as
 transaction markers and compacted-away records); and a partition that makes no progress
-for ``STALL_S`` raises :class:`KafkaUnavailable` instead.
+for ``STALL_S`` raises :class:`KafkaUnavailable` instead; records deleted under the
+reader (retention reaching the stretch) raise :class:`~pipeline.ops.RecordsGone`. One
+partition is assigned at a time, so the fetcher never works on a partition we are not
+reading.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from pipeline import kafka_reader
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka_reader import Stretch, to_record
+from pipeline.ops import RecordsGone
 from pipeline.records import WebhookRecord
 
 #: Seconds a partition may make no progress before the read fails (never stops short).
@@ -54,33 +59,60 @@ async def read_stretch(
         tps = [TopicPartition(topic, p) for p in chosen if p in available]
         if not tps:
             return
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
+        try:
+            starts = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"reading {topic} failed: {exc.__class__.__name__}") from exc
         for tp in tps:
-            first, last = await kafka_reader._bounds(consumer, tp, stretch, starts[tp], ends[tp])
+            # One partition assigned at a time: the fetcher works only where we read.
+            consumer.assign([tp])
+            try:
+                first, last = await kafka_reader._bounds(
+                    consumer, tp, stretch, starts[tp], ends[tp]
+                )
+            except KafkaError as exc:
+                raise KafkaUnavailable(f"reading {topic} failed: {exc.__class__.__name__}") from exc
             if first > last:
                 continue
             consumer.seek(tp, first)
-            position = first
-            progress_at = time.monotonic()
-            while position <= last:
-                batch = await consumer.getmany(tp, timeout_ms=1_000, max_records=batch_size)
-                messages = batch.get(tp, [])
-                if messages:
-                    records = [to_record(m) for m in messages if m.offset <= last]
-                    position = messages[-1].offset + 1
-                    progress_at = time.monotonic()
-                    if records:
-                        yield records
-                    continue
-                moved = await consumer.position(tp)
-                if moved > position:
-                    position, progress_at = moved, time.monotonic()
-                elif time.monotonic() - progress_at > STALL_S:
-                    raise KafkaUnavailable(
-                        f"reading {tp.topic} partition {tp.partition} stalled at offset "
-                        f"{position} (the stretch ends at {last}); nothing after it was read"
-                    )
+            async for records in _partition(consumer, tp, first, last, batch_size):
+                yield records
     finally:
         await consumer.stop()
+
+
+async def _partition(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, last: int, batch_size: int
+) -> AsyncIterator[list[WebhookRecord]]:
+    position = first
+    progress_at = time.monotonic()
+    where = f"{tp.topic} partition {tp.partition}"
+    while position <= last:
+        try:
+            batch = await consumer.getmany(tp, timeout_ms=1_000, max_records=batch_size)
+        except OffsetOutOfRangeError as exc:
+            raise RecordsGone(
+                f"{where}: offset {position} is gone (deleted by retention while reading?); "
+                "run the command again to replay what is left"
+            ) from exc
+        except KafkaError as exc:
+            raise KafkaUnavailable(
+                f"reading {where} failed at offset {position}: {exc.__class__.__name__}"
+            ) from exc
+        messages = batch.get(tp, [])
+        if messages:
+            records = [to_record(m) for m in messages if m.offset <= last]
+            position = messages[-1].offset + 1
+            progress_at = time.monotonic()
+            if records:
+                yield records
+            continue
+        moved = await consumer.position(tp)
+        if moved > position:
+            position, progress_at = moved, time.monotonic()
+        elif time.monotonic() - progress_at > STALL_S:
+            raise KafkaUnavailable(
+                f"reading {where} stalled at offset {position} (the stretch ends at {last}); "
+                "nothing after it was read"
+            )

@@ -8,6 +8,7 @@ worker's headers: what the Faust agents do, without Faust (the worker has its ow
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -36,8 +37,11 @@ TABLES = (
     "webhook_events",
     "dashboard_buckets",
 )
-BASE_MS = 1_767_792_000_000  # 2026-01-07T13:20:00Z
 HOUR_MS = 3_600_000
+# Two days ago, on the hour. Record timestamps are the receive times, and the broker's
+# retention (7 days) deletes segments whose records look older than that right away: a
+# fixed date in the past makes records vanish in the middle of a test.
+BASE_MS = (int(time.time() * 1000) // HOUR_MS - 48) * HOUR_MS
 TRANSCRIPT = "Agent: Good morning, Bayview Dental.\nUser: my number is +14155550142. " * 20
 
 

@@ -219,6 +219,8 @@ def test_cli_list_show_redrive(stack_settings: Settings, engine: Engine) -> None
 
     def run(*args: str) -> tuple[int, str, str]:
         result = runner.invoke(cli, list(args), prog_name="switchboard", env=env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception  # a crash, not a reported failure: show its traceback
         return result.exit_code, result.stdout, result.stderr
 
     code, out, err = run("dlq", "list")

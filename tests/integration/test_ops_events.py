@@ -88,6 +88,8 @@ def test_cli_events_show_masks_truncates_and_fails_in_one_line(
 
     def run(*args: str) -> tuple[int, str, str]:
         result = runner.invoke(cli, list(args), prog_name="switchboard", env=env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception  # a crash, not a reported failure: show its traceback
         return result.exit_code, result.stdout, result.stderr
 
     code, out, err = run("events", "show", "retell", f"call_ended:{call_id(1)}")

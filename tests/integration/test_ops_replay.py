@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
@@ -52,6 +53,12 @@ async def _applied_traffic(settings: Settings, engine: Engine) -> dict[str, int]
         assert first.counts["dead_lettered"] == 0 and first.counts["unroutable"] == 0, first
         assert first.counts["applied"] == first.read
     return {f"webhooks.{p}": len(c) for p, c in produced.items()}
+
+
+def pacific(millis: int) -> str:
+    """An ISO time with a -08:00 offset (the command must honour offsets)."""
+    zone = timezone(timedelta(hours=-8))
+    return datetime.fromtimestamp(millis / 1000, zone).isoformat(timespec="seconds")
 
 
 def _buckets(engine: Engine) -> list[dict[str, object]]:
@@ -153,6 +160,8 @@ def test_cli_replay_time_range_partitions_and_dry_run(
 
     def run(*args: str) -> tuple[int, str, str]:
         result = runner.invoke(cli, list(args), prog_name="switchboard", env=env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception  # a crash, not a reported failure: show its traceback
         return result.exit_code, result.stdout, result.stderr
 
     doomed = [call_id(i) for i in (8, 9, 10, 11)]
@@ -181,7 +190,7 @@ def test_cli_replay_time_range_partitions_and_dry_run(
     # Calls 8 to 10 only (--to-time is inclusive), with an offset timezone.
     code, out, err = run(
         "replay", "--topic", "retell", "--from-time", format_ms(call_start_ms(8)),
-        "--to-time", "2026-01-07T07:06:00-08:00",  # 15:06Z: call 10 started 15:00Z
+        "--to-time", pacific(call_start_ms(10) + 6 * 60_000),  # call 11 starts 4 min later
     )  # fmt: skip
     assert code == 0, err
     assert "read 12, applied 0, already applied 12" in out

@@ -131,3 +131,22 @@ async def test_unknown_topic_and_absent_partitions(monkeypatch: pytest.MonkeyPat
             pass
     got = [b async for b in stretch.read_stretch("x:1", "t", Stretch(from_offset=0), [5])]
     assert got == []
+
+
+async def test_records_deleted_under_the_reader_fail_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka.errors import OffsetOutOfRangeError
+
+    from pipeline.ops import RecordsGone
+
+    consumer = FakeConsumer(range(10), 10)
+
+    async def gone(tp: TopicPartition, timeout_ms: int, max_records: int) -> Any:
+        raise OffsetOutOfRangeError({tp: 0})
+
+    consumer.getmany = gone  # type: ignore[method-assign]
+    _install(monkeypatch, consumer)
+    with pytest.raises(RecordsGone, match="t partition 0: offset 0 is gone") as caught:
+        await _offsets(Stretch(from_offset=0))
+    assert "\n" not in str(caught.value) and consumer.stopped
