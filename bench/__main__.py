@@ -2,7 +2,8 @@
 
 Runs the benchmarks (apply, ingress, dashboard), each against its baseline in the same
 run, prints progress and numbers, and writes ``docs/benchmarks.md``. ``--quick`` runs a
-smoke-sized version of each (seconds, not minutes; its numbers mean little). Needs the
+smoke-sized version of each (seconds, not minutes; its numbers mean little) and prints its
+report rather than replace ``docs/benchmarks.md``, unless ``--output`` says where to write. Needs the
 local stack (``scripts/stack.sh up``): Kafka and MariaDB.
 """
 
@@ -43,7 +44,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke-sized runs")
     parser.add_argument("--no-write", action="store_true", help="do not write the report")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="report path")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="report path (default docs/benchmarks.md; a --quick run writes one only when "
+        "given this, so it never replaces the full report)",
+    )
     parser.add_argument(
         "--json", type=Path, default=None, help="also write headline numbers as JSON"
     )
@@ -107,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         numbers = report.summary(apply, ingress, dashboard)
         numbers["seconds"] = seconds
         args.json.write_text(json.dumps(numbers, indent=2, default=str))
-    if args.no_write:
+    output = args.output or (None if args.quick else DEFAULT_OUTPUT)
+    if args.no_write or output is None:
         print(text)
     else:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        print(f"bench: wrote {args.output} ({seconds:.0f} s)", flush=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(f"bench: wrote {output} ({seconds:.0f} s)", flush=True)
     return 0
 
 
