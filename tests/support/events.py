@@ -41,7 +41,7 @@ def call_events(call_id: str, *, start_ms: int, to_number: str = BRANCH_NUMBER,
         {"role": "user", "content": "I'd like to book a cleaning.", "words": []},
         {"role": "agent", "content": "Thursday at 10:30 works.", "words": []},
     ]
-    final_transcript = "\n".join(f"{t['role'].capitalize()}: {t['content']}" for t in turns)
+    final_transcript = "\n".join(f"{str(t['role']).capitalize()}: {t['content']}" for t in turns)
     ended = dict(
         base, call_status="ended" if connected else "not_connected",
         end_timestamp=end_ms, duration_ms=95_000 if connected else 0,
