@@ -1,13 +1,14 @@
-"""Reading webhook records back from Kafka: by coordinates, or a stretch of a topic.
+"""Reading webhook records back from Kafka by coordinates, and the bounds of a stretch.
 
-Used by un-parking, ``events show``, ``dlq`` and ``replay``. A plain, group-less aiokafka
+Used by un-parking, ``events show``, ``dlq`` and ``replay`` (whose stretch reader, with
+stall detection, is :mod:`pipeline.ops.stretch`). A plain, group-less aiokafka
 consumer with manual assignment: reading never moves any consumer group's offsets.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -92,45 +93,7 @@ class Stretch:
     to_time_ms: int | None = None  # inclusive
 
 
-async def read_stretch(
-    bootstrap: str, topic: str, stretch: Stretch, partitions: Iterable[int] | None = None,
-    batch_size: int = 500,
-) -> AsyncIterator[list[WebhookRecord]]:
-    """Batches of records of ``topic`` within ``stretch``, partition by partition."""
-    consumer = _consumer(bootstrap)
-    await _start(consumer, bootstrap)
-    try:
-        available = consumer.partitions_for_topic(topic)
-        if available is None:
-            await consumer.force_metadata_update()  # type: ignore[attr-defined]
-            available = consumer.partitions_for_topic(topic)
-        if not available:
-            raise KafkaUnavailable(f"topic {topic} does not exist")
-        chosen = sorted(set(partitions) if partitions is not None else available)
-        tps = [TopicPartition(topic, p) for p in chosen if p in available]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            first, last = await _bounds(consumer, tp, stretch, starts[tp], ends[tp])
-            if first > last:
-                continue
-            consumer.seek(tp, first)
-            position = first
-            while position <= last:
-                batch = await consumer.getmany(tp, timeout_ms=5_000, max_records=batch_size)
-                messages = batch.get(tp, [])
-                if not messages:
-                    break
-                records = [to_record(m) for m in messages if m.offset <= last]
-                position = messages[-1].offset + 1
-                if records:
-                    yield records
-    finally:
-        await consumer.stop()
-
-
-async def _bounds(consumer: AIOKafkaConsumer, tp: TopicPartition, stretch: Stretch,
+async def bounds(consumer: AIOKafkaConsumer, tp: TopicPartition, stretch: Stretch,
                   start: int, end: int) -> tuple[int, int]:
     first, last = start, end - 1
     if stretch.from_offset is not None:

@@ -142,7 +142,13 @@ class CustomerBook:
         if phone and (company_id, phone) in self.by_phone:
             return self.by_phone[(company_id, phone)]
         if email:
-            for handle in self.by_email.get((company_id, email), []):
+            # Several customers may share an email (a family): choose by the rows' content,
+            # never by which was loaded or created first, so a replay picks the same one.
+            candidates = sorted(
+                self.by_email.get((company_id, email), []),
+                key=lambda h: (self.rows[h].get("phone") is not None, self.rows[h].get("phone") or ""),
+            )
+            for handle in candidates:
                 if not phone or self.rows[handle].get("phone") is None:
                     return handle
         return None

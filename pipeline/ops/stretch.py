@@ -1,17 +1,8 @@
-"""Reading a stretch of a topic: :func:`pipeline.kafka_reader.read_stretch`, with its
-metadata fallback working.
+"""Reading a stretch of a topic for replay and redrive, never stopping short in silence.
 
-Why this copy exists: with aiokafka 0.14 a group-less consumer with nothing assigned has no
-metadata for any topic right after ``start()``, so ``read_stretch`` always takes its
-fallback, which calls ``AIOKafkaConsumer.force_metadata_update()``, a method the consumer
-does not have (it is the client's) → ``AttributeError``. Until ``kafka_reader`` is fixed
-(one line: ``await consumer._client.force_metadata_update()``), the ops commands read
-through this function, which has the same signature and reuses ``kafka_reader``'s bounds
-and record conversion.
-
-It also never stops short in silence: ``read_stretch`` ends a partition at the first fetch
-that returns nothing within 5 s, so a broker that is slow or restarting makes a replay
-report success over fewer records than the stretch holds. Here an empty fetch is retried;
+A naive reader ends a partition at the first fetch that returns nothing, so a broker that
+is slow or restarting makes a replay report success over fewer records than the stretch
+holds. Here an empty fetch is retried;
 the fetch position is consulted (it moves past offsets that hold no record, such as
 transaction markers and compacted-away records); and a partition that makes no progress
 for ``STALL_S`` raises :class:`KafkaUnavailable` instead; records deleted under the
@@ -68,7 +59,7 @@ async def read_stretch(
             # One partition assigned at a time: the fetcher works only where we read.
             consumer.assign([tp])
             try:
-                first, last = await kafka_reader._bounds(
+                first, last = await kafka_reader.bounds(
                     consumer, tp, stretch, starts[tp], ends[tp]
                 )
             except KafkaError as exc:
