@@ -53,7 +53,9 @@ async def _start(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
         await consumer.start()
     except KafkaError as exc:
         await consumer.stop()
-        raise KafkaUnavailable(f"Kafka unreachable at {bootstrap}: {exc.__class__.__name__}") from exc
+        raise KafkaUnavailable(
+            f"Kafka unreachable at {bootstrap}: {exc.__class__.__name__}"
+        ) from exc
 
 
 async def fetch(bootstrap: str, coordinates: Iterable[Coordinates]) -> list[WebhookRecord]:
@@ -93,8 +95,9 @@ class Stretch:
     to_time_ms: int | None = None  # inclusive
 
 
-async def bounds(consumer: AIOKafkaConsumer, tp: TopicPartition, stretch: Stretch,
-                  start: int, end: int) -> tuple[int, int]:
+async def bounds(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, stretch: Stretch, start: int, end: int
+) -> tuple[int, int]:
     first, last = start, end - 1
     if stretch.from_offset is not None:
         first = max(first, stretch.from_offset)

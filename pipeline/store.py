@@ -146,7 +146,10 @@ class CustomerBook:
             # never by which was loaded or created first, so a replay picks the same one.
             candidates = sorted(
                 self.by_email.get((company_id, email), []),
-                key=lambda h: (self.rows[h].get("phone") is not None, self.rows[h].get("phone") or ""),
+                key=lambda h: (
+                    self.rows[h].get("phone") is not None,
+                    self.rows[h].get("phone") or "",
+                ),
             )
             for handle in candidates:
                 if not phone or self.rows[handle].get("phone") is None:
@@ -184,8 +187,12 @@ class CustomerBook:
                     continue
                 for seen in (row.get("first_seen_at"), row.get("last_seen_at")):
                     merged = merge(
-                        merged, company_id=company_id, phone=None, email=None,
-                        name=row.get("name"), seen_at=seen,
+                        merged,
+                        company_id=company_id,
+                        phone=None,
+                        email=None,
+                        name=row.get("name"),
+                        seen_at=seen,
                     )
                 self.by_email[(company_id, email)].remove(other)
                 del self.rows[other]
@@ -421,7 +428,9 @@ def parked_coordinates(conn: Connection, uids: Iterable[str]) -> list[tuple[str,
         for uid in uids
     ]
     query = select(
-        webhook_events.c.kafka_topic, webhook_events.c.kafka_partition, webhook_events.c.kafka_offset
+        webhook_events.c.kafka_topic,
+        webhook_events.c.kafka_partition,
+        webhook_events.c.kafka_offset,
     ).where(
         webhook_events.c.provider == "calcom",
         webhook_events.c.status == "unroutable",

@@ -47,7 +47,9 @@ def _topic_configs(settings: Settings) -> dict[str, str]:
     }
 
 
-async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[TopicReport]:
+async def ensure_topics(
+    settings: Settings, names: tuple[str, ...] = ALL_TOPICS
+) -> list[TopicReport]:
     """Create missing topics; report existing ones whose partition count differs."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
@@ -84,7 +86,10 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS)
         if present:
             # Keep existing topics' configs in line with settings (idempotent).
             await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, t, _topic_configs(settings)) for t in present]
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, t, _topic_configs(settings))
+                    for t in present
+                ]
             )
         for topic in full:
             if topic in missing:

@@ -123,7 +123,9 @@ def upgrade() -> None:
         sa.Column("last_event_at", DT, nullable=True),
         *_timestamps(),
         sa.PrimaryKeyConstraint("id", name="pk_calls"),
-        sa.ForeignKeyConstraint(["company_id"], ["companies.id"], name="fk_calls_company_id_companies"),
+        sa.ForeignKeyConstraint(
+            ["company_id"], ["companies.id"], name="fk_calls_company_id_companies"
+        ),
         sa.ForeignKeyConstraint(["branch_id"], ["branches.id"], name="fk_calls_branch_id_branches"),
         sa.ForeignKeyConstraint(
             ["customer_id"], ["customers.id"], name="fk_calls_customer_id_customers"

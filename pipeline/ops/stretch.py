@@ -59,9 +59,7 @@ async def read_stretch(
             # One partition assigned at a time: the fetcher works only where we read.
             consumer.assign([tp])
             try:
-                first, last = await kafka_reader.bounds(
-                    consumer, tp, stretch, starts[tp], ends[tp]
-                )
+                first, last = await kafka_reader.bounds(consumer, tp, stretch, starts[tp], ends[tp])
             except KafkaError as exc:
                 raise KafkaUnavailable(f"reading {topic} failed: {exc.__class__.__name__}") from exc
             if first > last:

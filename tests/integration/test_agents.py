@@ -44,8 +44,12 @@ def engine(db_settings: Settings) -> Iterator[Engine]:
         eng.dispose()
 
 
-async def drive(settings: Settings, engine: Engine, deliveries: list[tuple[str, bytes]]) -> tuple[Sent, Sent]:
-    worker = build_worker(settings.with_(worker_batch_within_s=0.01), store="memory://", engine=engine)
+async def drive(
+    settings: Settings, engine: Engine, deliveries: list[tuple[str, bytes]]
+) -> tuple[Sent, Sent]:
+    worker = build_worker(
+        settings.with_(worker_batch_within_s=0.01), store="memory://", engine=engine
+    )
     app = worker.app
     app.finalize()
     app.conf.store = "memory://"
@@ -88,7 +92,9 @@ def test_agent_applies_acks_and_publishes_snapshots(db_settings: Settings, engin
     assert sum(s.counters["appointments_booked"] for s in kept if s.key.granularity == "hour") == 1
 
 
-def test_agent_dead_letters_poison_with_reason_and_source(db_settings: Settings, engine: Engine) -> None:
+def test_agent_dead_letters_poison_with_reason_and_source(
+    db_settings: Settings, engine: Engine
+) -> None:
     poison = b'{"event":"call_ended","call":{"call_id":"c1","duration_ms":"long"}}'
     deliveries = [("retell", poison), ("retell", fixture_bytes("retell", "call_started.json"))]
     dlq, _ = asyncio.run(drive(db_settings, engine, deliveries))
@@ -101,4 +107,7 @@ def test_agent_dead_letters_poison_with_reason_and_source(db_settings: Settings,
     assert headers["source_offset"].isdigit()
     with engine.connect() as conn:
         statuses = {r.event_id: r.status for r in conn.execute(select(webhook_events))}
-    assert statuses == {"call_ended:c1": "dead_lettered", "call_started:call_5f2c9e81d4a04b7a9e3b11c0a7d2e6f4": "applied"}
+    assert statuses == {
+        "call_ended:c1": "dead_lettered",
+        "call_started:call_5f2c9e81d4a04b7a9e3b11c0a7d2e6f4": "applied",
+    }

@@ -61,7 +61,9 @@ def run(engine: Engine, deliveries: list[int], batch_sizes: list[int]) -> dict:
     records = []
     for offset, index in enumerate(deliveries):
         provider, body = EVENTS[index]
-        records.append(log.add(record(provider, body, received_at_ms=received[index], offset=offset)))
+        records.append(
+            log.add(record(provider, body, received_at_ms=received[index], offset=offset))
+        )
     applier = Applier(engine, fetch=log.fetch)
 
     async def go() -> None:
@@ -87,11 +89,22 @@ def test_reference_run_is_what_the_rulebook_says(reference: dict) -> None:
     appts = reference["appointments"]
     assert appts["bk_1"]["status"] == "no_show" and appts["bk_1"]["call_id"] == "call_A"
     assert appts["bk_2"]["status"] == "rescheduled" and appts["bk_2"]["booked_at"] is not None
-    assert appts["bk_3"]["status"] == "cancelled" and appts["bk_3"]["rescheduled_from_uid"] == "bk_2"
+    assert (
+        appts["bk_3"]["status"] == "cancelled" and appts["bk_3"]["rescheduled_from_uid"] == "bk_2"
+    )
     assert len(reference["customers"]) == 1, "phone, email-only and call sightings are one person"
     assert all(e[3] == "applied" for e in reference["webhook_events"])
-    totals = [sum(v[i] for k, v in reference["dashboard_buckets"].items() if k[1] == "day") for i in range(17)]
-    calls_total, booked, cancelled, rescheduled, no_show = totals[0], totals[13], totals[14], totals[15], totals[16]
+    totals = [
+        sum(v[i] for k, v in reference["dashboard_buckets"].items() if k[1] == "day")
+        for i in range(17)
+    ]
+    calls_total, booked, cancelled, rescheduled, no_show = (
+        totals[0],
+        totals[13],
+        totals[14],
+        totals[15],
+        totals[16],
+    )
     assert (calls_total, booked, cancelled, rescheduled, no_show) == (2, 2, 1, 1, 1)
 
 
@@ -101,7 +114,9 @@ def test_reference_run_is_what_the_rulebook_says(reference: dict) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
-def test_any_order_any_duplicates_any_batching(tenant_engine: Engine, reference: dict, data: st.DataObject) -> None:
+def test_any_order_any_duplicates_any_batching(
+    tenant_engine: Engine, reference: dict, data: st.DataObject
+) -> None:
     copies = data.draw(st.lists(st.integers(1, 3), min_size=len(EVENTS), max_size=len(EVENTS)))
     deliveries = [i for i, n in enumerate(copies) for _ in range(n)]
     deliveries = data.draw(st.permutations(deliveries))
@@ -109,7 +124,9 @@ def test_any_order_any_duplicates_any_batching(tenant_engine: Engine, reference:
     assert run(tenant_engine, list(deliveries), sizes) == reference
 
 
-def test_no_show_before_its_booking_is_parked_then_applied(tenant_engine: Engine, reference: dict) -> None:
+def test_no_show_before_its_booking_is_parked_then_applied(
+    tenant_engine: Engine, reference: dict
+) -> None:
     """The no-show update names only its booking; delivered first, in its own batch, it is
     parked as unroutable and applied when the booking arrives."""
     no_show_first = [8] + [i for i in range(len(EVENTS)) if i != 8]

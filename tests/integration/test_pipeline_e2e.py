@@ -62,7 +62,9 @@ async def post_all(settings: Settings, deliveries: list[tuple[str, bytes]]) -> l
     statuses = []
     async with aiohttp.ClientSession() as session:
         for name, body in deliveries:
-            async with session.post(f"{base}/webhooks/{name}", data=body, headers=signed(name, body)) as r:
+            async with session.post(
+                f"{base}/webhooks/{name}", data=body, headers=signed(name, body)
+            ) as r:
                 statuses.append(r.status)
     return statuses
 
@@ -99,7 +101,9 @@ def fixtures() -> list[tuple[str, bytes]]:
     return out
 
 
-def test_every_fixture_lands_in_its_rows(pipeline_settings: Settings, tenant_engine: Engine, stack: tuple) -> None:
+def test_every_fixture_lands_in_its_rows(
+    pipeline_settings: Settings, tenant_engine: Engine, stack: tuple
+) -> None:
     deliveries = fixtures()
     statuses = asyncio.run(post_all(pipeline_settings, deliveries))
     assert all(s in (200, 202) for s in statuses), statuses
@@ -160,7 +164,9 @@ def test_poison_goes_to_the_dlq_and_its_neighbours_are_applied(
         rows = {r.event_id: (r.status, r.error) for r in conn.execute(select(webhook_events))}
     assert rows["call_ended:call_poison"][0] == "dead_lettered"
     assert "start_timestamp" in rows["call_ended:call_poison"][1]
-    assert sum(1 for s, _ in rows.values() if s == "applied") == len(deliveries) - 2  # poison + chat
+    assert (
+        sum(1 for s, _ in rows.values() if s == "applied") == len(deliveries) - 2
+    )  # poison + chat
     letters = asyncio.run(read_topic(pipeline_settings, "webhooks.dlq", 1))
     assert len(letters) == 1
     headers = {k: v.decode() for k, v in letters[0].headers}
@@ -192,7 +198,9 @@ def test_mariadb_down_for_20s_mid_stream_loses_nothing(
     time.sleep(2)
     by_status = {}
     with tenant_engine.connect() as conn:
-        for row in conn.execute(select(webhook_events.c.status, func.count()).group_by(webhook_events.c.status)):
+        for row in conn.execute(
+            select(webhook_events.c.status, func.count()).group_by(webhook_events.c.status)
+        ):
             by_status[row[0]] = row[1]
     assert by_status == {"applied": distinct(events)}
     worker = stack[1]

@@ -33,7 +33,9 @@ def live(stack_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, E
     engine = database.create_db_engine(settings, pool_size=2)
     with engine.begin() as conn:
         tenants.import_tenants(conn, tenants.generate(3, seed=11))
-    with services.running(services.ingress(settings, tmp_path), services.worker(settings, tmp_path)):
+    with services.running(
+        services.ingress(settings, tmp_path), services.worker(settings, tmp_path)
+    ):
         yield settings, engine
     engine.dispose()
 
@@ -44,8 +46,12 @@ def simulate_and_verify(settings: Settings, tmp_path: Path, scenario: ScenarioCo
         settings,
         SimulationConfig(
             scenario=scenario,
-            send=SendConfig(url=f"http://{settings.ingress_host}:{settings.ingress_port}",
-                            rate=0, concurrency=16, progress_every_s=60),
+            send=SendConfig(
+                url=f"http://{settings.ingress_host}:{settings.ingress_port}",
+                rate=0,
+                concurrency=16,
+                progress_every_s=60,
+            ),
             expected_path=expected,
         ),
     )
@@ -55,15 +61,23 @@ def simulate_and_verify(settings: Settings, tmp_path: Path, scenario: ScenarioCo
     return verify(settings, expected, api_url=api, token=TOKEN, timeout=120)
 
 
-def test_a_simulated_day_verifies_with_zero_differences(live: tuple[Settings, Engine], tmp_path: Path) -> None:
+def test_a_simulated_day_verifies_with_zero_differences(
+    live: tuple[Settings, Engine], tmp_path: Path
+) -> None:
     settings, _ = live
-    differences = simulate_and_verify(settings, tmp_path, ScenarioConfig(seed=5, calls=60, bad_share=0.05))
+    differences = simulate_and_verify(
+        settings, tmp_path, ScenarioConfig(seed=5, calls=60, bad_share=0.05)
+    )
     assert differences == []
 
 
-def test_heavy_retries_and_reordering_still_verify(live: tuple[Settings, Engine], tmp_path: Path) -> None:
+def test_heavy_retries_and_reordering_still_verify(
+    live: tuple[Settings, Engine], tmp_path: Path
+) -> None:
     settings, _ = live
-    scenario = ScenarioConfig(seed=6, calls=60, duplicate_share=0.6, reorder_share=0.9, reorder_window=40)
+    scenario = ScenarioConfig(
+        seed=6, calls=60, duplicate_share=0.6, reorder_share=0.9, reorder_window=40
+    )
     assert simulate_and_verify(settings, tmp_path, scenario) == []
 
 
@@ -75,8 +89,11 @@ def test_verify_notices_a_lost_row(live: tuple[Settings, Engine], tmp_path: Path
         settings,
         SimulationConfig(
             scenario=ScenarioConfig(seed=8, calls=10),
-            send=SendConfig(url=f"http://{settings.ingress_host}:{settings.ingress_port}", rate=0,
-                            progress_every_s=60),
+            send=SendConfig(
+                url=f"http://{settings.ingress_host}:{settings.ingress_port}",
+                rate=0,
+                progress_every_s=60,
+            ),
             expected_path=expected,
         ),
     )

@@ -11,8 +11,14 @@ from pipeline.records import WebhookRecord
 _offsets = itertools.count()
 
 
-def record(provider: str, body: bytes, *, received_at_ms: int = 1_767_792_000_000,
-           partition: int = 0, offset: int | None = None) -> WebhookRecord:
+def record(
+    provider: str,
+    body: bytes,
+    *,
+    received_at_ms: int = 1_767_792_000_000,
+    partition: int = 0,
+    offset: int | None = None,
+) -> WebhookRecord:
     envelope = get(provider).parse(body)
     return WebhookRecord(
         topic=f"webhooks.{provider}",

@@ -33,7 +33,11 @@ def free_port() -> int:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process load ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "RETELL_", "CALCOM_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SWITCHBOARD_", "RETELL_", "CALCOM_"))
+    }
     env.update(
         SWITCHBOARD_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         SWITCHBOARD_DATABASE_URL=settings.database_url.reveal(),
@@ -55,7 +59,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class Service:
-    def __init__(self, name: str, args: list[str], settings: Settings, ready_url: str, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], settings: Settings, ready_url: str, log_dir: Path
+    ) -> None:
         self.name = name
         self.args = args
         self.settings = settings
@@ -66,13 +72,18 @@ class Service:
     def start(self, timeout_s: float = 60.0) -> Service:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [SWITCHBOARD, *self.args], env=settings_env(self.settings), stdout=log, stderr=log,
+            [SWITCHBOARD, *self.args],
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=log,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
             if self._answers():
                 return self
             time.sleep(0.3)

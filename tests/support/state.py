@@ -21,7 +21,9 @@ VOLATILE = {"id", "created_at", "updated_at"}
 def db_state(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         people = {r.id: (r.company_id, r.phone, r.email) for r in conn.execute(select(customers))}
-        call_ids = {r.id: r.retell_call_id for r in conn.execute(select(calls.c.id, calls.c.retell_call_id))}
+        call_ids = {
+            r.id: r.retell_call_id for r in conn.execute(select(calls.c.id, calls.c.retell_call_id))
+        }
         customer_rows = sorted(
             (r.company_id, r.phone or "", r.email or "", r.name, r.first_seen_at, r.last_seen_at)
             for r in conn.execute(select(customers))

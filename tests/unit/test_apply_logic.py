@@ -57,8 +57,17 @@ def test_schema_violations_are_poison(call: dict) -> None:
 
 
 def test_outbound_calls_belong_to_the_calling_branch() -> None:
-    facts = call_facts("call_started", {"call": {"call_id": "c", "direction": "outbound",
-                                                  "from_number": "+1000", "to_number": "+2000"}})
+    facts = call_facts(
+        "call_started",
+        {
+            "call": {
+                "call_id": "c",
+                "direction": "outbound",
+                "from_number": "+1000",
+                "to_number": "+2000",
+            }
+        },
+    )
     assert facts.business_number == "+1000" and facts.customer_number == "+2000"
 
 
@@ -68,7 +77,11 @@ def test_status_only_moves_forward_and_analysis_fills_whatever_came_first() -> N
     a = merge_call(merge_call(merge_call(None, analyzed, T0), ended, T0), started, T0)
     b = merge_call(merge_call(merge_call(None, started, T0), ended, T0), analyzed, T0)
     assert a == b
-    assert a["status"] == "ended" and a["sentiment"] == "Positive" and a["last_event_type"] == "call_analyzed"
+    assert (
+        a["status"] == "ended"
+        and a["sentiment"] == "Positive"
+        and a["last_event_type"] == "call_analyzed"
+    )
 
 
 def test_longest_transcript_wins() -> None:
@@ -86,8 +99,9 @@ def booking_of(body: bytes):
 
 def test_booking_lifecycle_in_any_order() -> None:
     created = booking_of(booking("BOOKING_CREATED", "b1", created_ms=1_767_790_800_000))
-    cancelled = booking_of(booking("BOOKING_CANCELLED", "b1", created_ms=1_767_790_900_000,
-                                   cancellationReason="ill"))
+    cancelled = booking_of(
+        booking("BOOKING_CANCELLED", "b1", created_ms=1_767_790_900_000, cancellationReason="ill")
+    )
     one = merge_booking(merge_booking(None, created), cancelled)
     two = merge_booking(merge_booking(None, cancelled), created)
     assert one == two and one["status"] == "cancelled" and one["cancellation_reason"] == "ill"
@@ -103,25 +117,51 @@ def test_no_show_keeps_the_earliest_mark_and_unmarking_changes_nothing() -> None
 
 def test_day_buckets_are_local_midnights_in_utc() -> None:
     # 07:30Z and 08:30Z on Jan 7 are Jan 6 and Jan 7 in Los Angeles (UTC-8).
-    assert aggregates.day_start(datetime(2026, 1, 7, 7, 30), "America/Los_Angeles") == datetime(2026, 1, 6, 8)
-    assert aggregates.day_start(datetime(2026, 1, 7, 8, 30), "America/Los_Angeles") == datetime(2026, 1, 7, 8)
-    assert aggregates.day_start(datetime(2026, 7, 7, 8, 30), "America/Los_Angeles") == datetime(2026, 7, 7, 7)
-    assert aggregates.day_start(datetime(2026, 1, 7, 23, 30), "Asia/Tokyo") == datetime(2026, 1, 7, 15)
+    assert aggregates.day_start(datetime(2026, 1, 7, 7, 30), "America/Los_Angeles") == datetime(
+        2026, 1, 6, 8
+    )
+    assert aggregates.day_start(datetime(2026, 1, 7, 8, 30), "America/Los_Angeles") == datetime(
+        2026, 1, 7, 8
+    )
+    assert aggregates.day_start(datetime(2026, 7, 7, 8, 30), "America/Los_Angeles") == datetime(
+        2026, 7, 7, 7
+    )
+    assert aggregates.day_start(datetime(2026, 1, 7, 23, 30), "Asia/Tokyo") == datetime(
+        2026, 1, 7, 15
+    )
     assert aggregates.day_start(datetime(2026, 1, 7, 23, 30), "Not/AZone") == datetime(2026, 1, 7)
 
 
 def test_call_counters_follow_spec_rules() -> None:
-    row = {"company_id": 1, "direction": "inbound", "started_at": T0, "duration_ms": 1000,
-           "cost_cents": Decimal("1.5"), "disconnection_reason": "voicemail_reached",
-           "successful": True, "sentiment": "Unknown"}
+    row = {
+        "company_id": 1,
+        "direction": "inbound",
+        "started_at": T0,
+        "duration_ms": 1000,
+        "cost_cents": Decimal("1.5"),
+        "disconnection_reason": "voicemail_reached",
+        "successful": True,
+        "sentiment": "Unknown",
+    }
     counted = aggregates.call_counters(row, ended=True, analyzed=True, timezone="UTC")
     hour = counted[aggregates.BucketKey(1, "hour", T0)]
-    assert hour == {"calls_total": 1, "calls_inbound": 1, "calls_connected": 1, "calls_voicemail": 1,
-                    "duration_ms_total": 1000, "cost_cents_total": Decimal("1.5"), "calls_successful": 1}
+    assert hour == {
+        "calls_total": 1,
+        "calls_inbound": 1,
+        "calls_connected": 1,
+        "calls_voicemail": 1,
+        "duration_ms_total": 1000,
+        "cost_cents_total": Decimal("1.5"),
+        "calls_successful": 1,
+    }
     assert aggregates.call_counters(row, ended=False, analyzed=False, timezone="UTC") == {}
 
 
-@given(st.lists(st.sampled_from(["booked_at", "cancelled_at", "rescheduled_at", "no_show_at"]), unique=True))
+@given(
+    st.lists(
+        st.sampled_from(["booked_at", "cancelled_at", "rescheduled_at", "no_show_at"]), unique=True
+    )
+)
 def test_difference_of_counters_adds_back_up(marks: list[str]) -> None:
     before = {"company_id": 1}
     after = dict(before, **{m: T0 for m in marks})
@@ -149,12 +189,18 @@ def test_attribution_never_guesses() -> None:
     assert attribute_retell("+9999", "agent_a", None, d) == Attribution(10, 1)
     assert attribute_retell("+9999", None, None, d) == Unroutable("no_branch_for_number")
     # metadata must name a branch of the company it claims
-    assert attribute_retell(None, None, {"company_id": "20", "branch_id": "1"}, d) == Unroutable("no_business_number")
-    assert attribute_retell(None, None, {"company_id": "10", "branch_id": "1"}, d) == Attribution(10, 1)
+    assert attribute_retell(None, None, {"company_id": "20", "branch_id": "1"}, d) == Unroutable(
+        "no_business_number"
+    )
+    assert attribute_retell(None, None, {"company_id": "10", "branch_id": "1"}, d) == Attribution(
+        10, 1
+    )
 
 
 def test_ambiguous_agent_ids_do_not_attribute() -> None:
-    d = directory(Branch(1, 10, "+1000", "shared", None, True), Branch(2, 20, "+2000", "shared", None, True))
+    d = directory(
+        Branch(1, 10, "+1000", "shared", None, True), Branch(2, 20, "+2000", "shared", None, True)
+    )
     assert isinstance(attribute_retell("+9999", "shared", None, d), Unroutable)
 
 

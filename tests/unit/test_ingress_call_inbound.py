@@ -258,7 +258,9 @@ async def test_inbound_record_is_retried_until_kafka_takes_it(aiohttp_client: An
     """SPEC §3: the call_inbound event is still written to Kafka: a broker that is down for
     a moment delays the record, never loses it."""
     publisher = FakePublisher(mode="down")
-    client, _, registry = await start(aiohttp_client, FakeRouter(routes={CALLED: route()}), publisher)
+    client, _, registry = await start(
+        aiohttp_client, FakeRouter(routes={CALLED: route()}), publisher
+    )
     status, _, _ = await post(client, inbound())
     assert status == 200
     await asyncio.sleep(0.4)
