@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipeline import database, topics
 from pipeline.settings import Secret, Settings, load_settings
+from tests.support.databases import create_scratch_database, drop_scratch_database, server_url
 
 PREFIX = "switchboard_bench_"
 RETELL_KEY = "bench-retell-key"
@@ -43,50 +44,20 @@ def base_settings() -> Settings:
     )
 
 
-def _server_url(settings: Settings) -> str:
-    url = make_url(settings.database_url.reveal())
-    return url.set(database="").render_as_string(hide_password=False)
-
-
 def create_database(settings: Settings) -> Settings:
     """A fresh, migrated ``switchboard_bench_<hex>`` database; settings pointing at it."""
-    name = f"{PREFIX}{uuid.uuid4().hex[:10]}"
-    server = create_engine(_server_url(settings), isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    finally:
-        server.dispose()
-    url = make_url(settings.database_url.reveal()).set(database=name)
-    scoped = settings.with_(database_url=Secret(url.render_as_string(hide_password=False)))
-    try:
-        database.migrate(scoped)
-    except BaseException:
-        drop_database(scoped)
-        raise
-    return scoped
+    return create_scratch_database(settings, PREFIX)
 
 
 def drop_database(settings: Settings, *, retry_for_s: float = 60.0) -> None:
     """Drop a bench database; retried for a while, because other suites on this machine
     restart MariaDB in their fault tests, and a bench database must not be left behind."""
-    name = make_url(settings.database_url.reveal()).database
-    if not (name and name.startswith(PREFIX)):
-        raise ValueError(f"refusing to drop {name!r}: not a bench database")
-    deadline = time.monotonic() + retry_for_s
-    while True:
-        server = create_engine(_server_url(settings), isolation_level="AUTOCOMMIT")
-        try:
-            with server.connect() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-            return
-        except DBAPIError:
-            if time.monotonic() > deadline:
-                print(f"bench: could not drop database {name}; drop it by hand", flush=True)
-                raise
-            time.sleep(2.0)
-        finally:
-            server.dispose()
+    try:
+        drop_scratch_database(settings, PREFIX, retry_for_s=retry_for_s)
+    except DBAPIError:
+        name = make_url(settings.database_url.reveal()).database
+        print(f"bench: could not drop database {name}; drop it by hand", flush=True)
+        raise
 
 
 @contextmanager
@@ -197,7 +168,7 @@ def machine_facts(settings: Settings) -> dict[str, str]:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
-    engine = create_engine(_server_url(settings))
+    engine = create_engine(server_url(settings))
     try:
         with engine.connect() as conn:
             facts["mariadb"] = str(conn.execute(text("SELECT VERSION()")).scalar())

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from pipeline import database, topics
 from pipeline.settings import Secret, Settings, load_settings
+from tests.support.databases import create_scratch_database, drop_scratch_database
 
 TEST_PARTITIONS = 3
 
@@ -27,35 +27,16 @@ def base_settings() -> Settings:
     return load_settings(os.environ)
 
 
-def _server_url(settings: Settings) -> str:
-    url = make_url(settings.database_url.reveal())
-    return url.set(database="").render_as_string(hide_password=False)
+TEST_DB_PREFIX = "switchboard_test_"
 
 
 def create_test_database(settings: Settings) -> Settings:
     """A fresh, migrated database; returns settings pointing at it."""
-    name = f"switchboard_test_{uuid.uuid4().hex[:10]}"
-    server = create_engine(_server_url(settings), isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    finally:
-        server.dispose()
-    url = make_url(settings.database_url.reveal()).set(database=name)
-    scoped = settings.with_(database_url=Secret(url.render_as_string(hide_password=False)))
-    database.migrate(scoped)
-    return scoped
+    return create_scratch_database(settings, TEST_DB_PREFIX)
 
 
 def drop_test_database(settings: Settings) -> None:
-    name = make_url(settings.database_url.reveal()).database
-    assert name and name.startswith("switchboard_test_")
-    server = create_engine(_server_url(settings), isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        server.dispose()
+    drop_scratch_database(settings, TEST_DB_PREFIX, retry_for_s=30.0)
 
 
 async def delete_topics(settings: Settings) -> None:
