@@ -114,20 +114,23 @@ class CustomerBook:
         emails = sorted({e for _, _, e in keys if e})
         if not companies_:
             return
-        match = []
-        if phones:
-            match.append(customers.c.phone.in_(phones))
-        if emails:
-            match.append(customers.c.email.in_(emails))
-        query = (
-            select(customers)
-            .where(customers.c.company_id.in_(companies_), or_(*match))
-            .order_by(customers.c.id)
-            .with_for_update()
-        )
-        for row in conn.execute(query).mappings():
-            self.before[row["id"]] = dict(row)
-            self._index(row["id"], dict(row))
+        # One lookup per index, (company_id, phone) and (company_id, email): an OR of the two
+        # would let MySQL scan every customer of the company.
+        found: dict[int, Row] = {}
+        for column, values in (("phone", phones), ("email", emails)):
+            if not values:
+                continue
+            query = (
+                select(customers)
+                .where(customers.c.company_id.in_(companies_), customers.c[column].in_(values))
+                .order_by(customers.c.id)
+                .with_for_update()
+            )
+            for row in conn.execute(query).mappings():
+                found[row["id"]] = dict(row)
+        for customer_id in sorted(found):
+            self.before[customer_id] = dict(found[customer_id])
+            self._index(customer_id, dict(found[customer_id]))
 
     def _index(self, handle: int, row: Row) -> None:
         self.rows[handle] = row
