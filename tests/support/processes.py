@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
+from tests.support.services import SWITCHBOARD, free_port, settings_env
 
-SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
 TOKEN_FALLBACK = "test-analyst-token"
 # Faust's own settings, read from the environment (faust.types.settings): a dead member is
 # dropped from the group after 10 s instead of 60 s.
@@ -42,35 +41,20 @@ FAST_GROUP_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def worker_env(settings: Settings, *, port: int, data_dir: Path, group: str) -> dict[str, str]:
     """The environment that makes ``switchboard worker`` load ``settings``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SWITCHBOARD_", "RETELL_", "CALCOM_", "BROKER_"))
-    }
-    env.update(FAST_GROUP_ENV)
-    env.update(
-        SWITCHBOARD_DATABASE_URL=settings.database_url.reveal(),
-        SWITCHBOARD_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        SWITCHBOARD_TOPIC_PREFIX=settings.topic_prefix,
-        SWITCHBOARD_TOPIC_PARTITIONS=str(settings.topic_partitions),
-        SWITCHBOARD_CONSUMER_GROUP=group,
-        SWITCHBOARD_WORKER_HOST="127.0.0.1",
-        SWITCHBOARD_WORKER_PORT=str(port),
-        SWITCHBOARD_DATA_DIR=str(data_dir),
-        SWITCHBOARD_ANALYST_TOKENS=",".join(t.reveal() for t in settings.analyst_tokens)
-        or TOKEN_FALLBACK,
-        SWITCHBOARD_WORKER_BATCH_WITHIN_S="0.05",
-        RETELL_API_KEY=",".join(settings.secrets_for("retell")) or "test-retell-key",
-        CALCOM_WEBHOOK_SECRET=",".join(settings.secrets_for("calcom")) or "test-calcom-secret",
+    scoped = settings.with_(
+        worker_host="127.0.0.1",
+        worker_port=port,
+        data_dir=data_dir,
+        consumer_group=group,
+        worker_batch_within_s=0.05,
     )
+    env = settings_env(scoped)
+    env.update(FAST_GROUP_ENV)
+    env["SWITCHBOARD_ANALYST_TOKENS"] = env["SWITCHBOARD_ANALYST_TOKENS"] or TOKEN_FALLBACK
+    env["RETELL_API_KEY"] = env["RETELL_API_KEY"] or "test-retell-key"
+    env["CALCOM_WEBHOOK_SECRET"] = env["CALCOM_WEBHOOK_SECRET"] or "test-calcom-secret"
     return env
 
 
