@@ -114,10 +114,7 @@ def register(
             metrics.api_requests.labels(route, "401").inc()
             return _error(view, 401, "unauthorized", "a valid bearer token is required")
         if not ready():
-            metrics.api_requests.labels(route, "503").inc()
-            response = _error(view, 503, "recovering", "tables are recovering; retry shortly")
-            response.headers["Retry-After"] = "2"  # type: ignore[attr-defined]
-            return response
+            return unavailable(view, route, "recovering", "tables are recovering; retry shortly")
         return None
 
     def unavailable(view: View, route: str, code: str, detail: str) -> Response:
