@@ -67,6 +67,13 @@ class WorkerMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "switchboard_worker_consumer_lag",
+            "Records on the partition not yet committed by this worker's group (end offset "
+            "minus committed offset), per webhook topic partition this worker owns.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.recovered = Gauge(
             "switchboard_worker_tables_recovered",
             "1 when table recovery has completed and the analyst API answers.",

@@ -49,6 +49,19 @@ def build_worker(
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
+    webhook_topics = {settings.topic(name) for name in topics.WEBHOOK_TOPICS}
+
+    @app.timer(interval=5.0)
+    async def measure_lag() -> None:
+        """Backlog per owned partition, from Faust's monitor (end vs committed offsets)."""
+        monitor = app.monitor
+        owned = app.consumer.assignment()
+        metrics.consumer_lag.clear()
+        for tp, end in list(monitor.tp_end_offsets.items()):
+            if tp.topic in webhook_topics and tp in owned:
+                committed = monitor.tp_committed_offsets.get(tp) or 0
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - committed))
+
     page = (Path(__file__).parent / "static" / "dashboard.html").read_bytes()
 
     @app.page("/dashboard")

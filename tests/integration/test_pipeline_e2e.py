@@ -117,6 +117,29 @@ def test_every_fixture_lands_in_its_rows(
     assert call["transfer_destination"] == "+14155550111"
     assert state["appointments"]["mG7qT2xZr9KpL4vN8sWb1c"]["call_id"] == call["retell_call_id"]
     assert state["appointments"]["Zr4Kp8sN2cVq7tLm1xWb0e"]["status"] == "rejected"
+    assert_lag_drains(pipeline_settings)
+
+
+def assert_lag_drains(settings: Settings, timeout_s: float = 30.0) -> None:
+    """The worker's backlog gauge covers the webhook partitions it owns and goes to 0."""
+    import urllib.request
+
+    url = f"http://{settings.worker_host}:{settings.worker_port}/metrics"
+    topic = settings.topic("webhooks.retell")
+    deadline = time.monotonic() + timeout_s
+    samples: list[str] = []
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        samples = [
+            line
+            for line in text.splitlines()
+            if line.startswith("switchboard_worker_consumer_lag{") and topic in line
+        ]
+        if samples and all(line.endswith(" 0.0") for line in samples):
+            return
+        time.sleep(1)
+    raise AssertionError(f"consumer lag did not drain to 0: {samples}")
 
 
 def comparable(state: dict) -> dict:
