@@ -1,4 +1,4 @@
-"""The analyst API on the worker's web server (SPEC §6).
+"""The analyst API on the worker's web server (docs/analyst.md).
 
 Bearer tokens; 503 until table recovery has finished (Faust's web answers before that);
 requests for a company are routed to the worker that owns the company's partition
@@ -20,7 +20,7 @@ from faust.web import Request, Response, View
 from sqlalchemy import Engine, select
 
 from agents.metrics import WorkerMetrics
-from pipeline.aggregates import DAY, HOUR
+from pipeline.dashboard.aggregates import DAY, HOUR
 from pipeline.errors import DatabaseUnavailable
 from pipeline.models import companies
 from pipeline.settings import Settings

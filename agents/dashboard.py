@@ -1,6 +1,6 @@
 """The dashboard agent: bucket snapshots → the dashboard table (highest version wins; a
 forced snapshot from ``reconcile --fix`` replaces, a forced tombstone drops the bucket),
-and the retention timer that expires buckets past SPEC §6's windows."""
+and the retention timer that expires buckets past docs/analyst.md's windows."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import orjson
 from sqlalchemy import Engine, delete
 
 from agents.metrics import WorkerMetrics
-from pipeline import snapshots
-from pipeline.aggregates import DAY, HOUR, RETENTION, expired
+from pipeline.dashboard import snapshots
+from pipeline.dashboard.aggregates import DAY, HOUR, RETENTION, expired
 from pipeline.models import dashboard_buckets
 from pipeline.settings import Settings
 

@@ -1,7 +1,7 @@
 """The apply agents: ``webhooks.retell`` and ``webhooks.calcom`` → MySQL, exactly once.
 
 Thin on purpose. Each agent takes batches per stream (``noack_take``), hands them to the
-:class:`~pipeline.applier.Applier` (which never raises for a record and retries transient
+:class:`~pipeline.apply.applier.Applier` (which never raises for a record and retries transient
 failures while the stream waits), publishes dead letters and bucket snapshots, and only
 then acks the batch. Nothing reaches Faust's exception handling: Faust would ack and lose.
 """
@@ -19,13 +19,13 @@ from sqlalchemy import Engine
 
 from agents.metrics import WorkerMetrics
 from pipeline import topics
-from pipeline.applier import Applier
-from pipeline.apply import BatchResult
-from pipeline.deadletters import dlq_headers
+from pipeline.apply.applier import Applier
+from pipeline.apply.batch import BatchResult
+from pipeline.apply.deadletters import dlq_headers
+from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.records import WebhookRecord, decode_headers
 from pipeline.settings import Settings
-from pipeline.snapshots import company_key, encode
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,9 @@ def build_worker(
         for tp, end in list(monitor.tp_end_offsets.items()):
             if tp.topic in webhook_topics and tp in owned:
                 committed = monitor.tp_committed_offsets.get(tp) or 0
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - committed))
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, end - committed)
+                )
 
     page = (Path(__file__).parent / "static" / "dashboard.html").read_bytes()
 
@@ -77,7 +79,7 @@ def build_worker(
 
 
 def _app(settings: Settings, store: str | None) -> faust.App:
-    from pipeline.streaming import create_faust_app
+    from agents.app import create_faust_app
 
     return create_faust_app(settings, store=store)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, event
 
 from bench import harness, workload
-from pipeline.apply import apply_batch
+from pipeline.apply.batch import apply_batch
 from pipeline.settings import Settings
 
 DAY_MS = 86_400_000

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from bench import old_summary
 from pipeline import database, providers
-from pipeline.apply import apply_batch
+from pipeline.apply.batch import apply_batch
 from pipeline.errors import InvalidSignature, MalformedPayload
 from pipeline.records import WebhookRecord
 from pipeline.settings import Settings, load_settings

@@ -4,7 +4,7 @@ Setup: a fresh database with a few companies; calls spread over the last 30 days
 ``call_ended`` and ``call_analyzed``) plus bookings and cancellations, loaded with
 ``apply_batch`` in batches of 500; the bucket snapshots those transactions return (the
 latest version of each bucket) are published to this run's snapshot topic, and a real
-``switchboard worker`` (started with ``tests/support/services.py``) reads them into its
+``switchboard worker`` (started with ``testbed/services.py``) reads them into its
 dashboard table, as it would have after applying the events itself.
 
 Then, before anything is timed, every company's summary from the worker's API is compared
@@ -37,13 +37,13 @@ from sqlalchemy import Engine, text
 
 from bench import harness, loadgen, old_summary, servers, workload
 from bench.harness import ANALYST_TOKEN, Latency
-from pipeline.aggregates import BucketKey, BucketSnapshot
-from pipeline.apply import apply_batch
+from pipeline.apply.batch import apply_batch
+from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot
+from pipeline.dashboard.snapshots import company_key, encode, table_key, table_value
 from pipeline.settings import Settings
-from pipeline.snapshots import company_key, encode, table_key, table_value
 from pipeline.topics import SNAPSHOTS
 from tables import dashboard
-from tests.support.services import Service, free_port, running
+from testbed.services import Service, free_port, running
 
 DAY_MS = 86_400_000
 LOAD_BATCH = 500

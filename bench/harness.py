@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipeline import database, topics
 from pipeline.settings import Secret, Settings, load_settings
-from tests.support.databases import create_scratch_database, drop_scratch_database, server_url
+from testbed.databases import create_scratch_database, drop_scratch_database, server_url
 
 PREFIX = "switchboard_bench_"
 RETELL_KEY = "bench-retell-key"

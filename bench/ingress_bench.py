@@ -27,7 +27,7 @@ from pathlib import Path
 from bench import harness, loadgen, servers, workload
 from bench.loadgen import LoadResult, Request
 from pipeline.settings import Settings
-from tests.support.services import Service, free_port, running
+from testbed.services import Service, free_port, running
 
 DAY_MS = 86_400_000
 

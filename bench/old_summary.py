@@ -1,7 +1,7 @@
 """The dashboard summary computed the old way: aggregate queries over ``calls`` and
 ``appointments`` on every read (the baseline of the dashboard benchmark).
 
-It answers the same question as ``tables.dashboard.summary`` (SPEC §6: the current hour,
+It answers the same question as ``tables.dashboard.summary`` (docs/analyst.md: the current hour,
 today in the company's time zone, the last 7 and 30 local days) with the same window
 starts and the same counting rules (docs/data-model.md), so the two can be checked against
 each other before they are timed. The windows are computed exactly as the table reader
@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from pipeline.aggregates import day_start, derived, empty_counters, hour_start
+from pipeline.dashboard.aggregates import day_start, derived, empty_counters, hour_start
 from pipeline.models import COUNTERS
 
 WINDOWS = ("last_hour", "today", "last_7_days", "last_30_days")
@@ -101,7 +101,7 @@ TIMEZONE_SQL = text("SELECT timezone FROM companies WHERE id = :company")
 
 
 def summary(conn: Connection, company_id: int, now: datetime) -> dict[str, Any] | None:
-    """The SPEC §6 summary body, by scanning rows; None when the company has no data."""
+    """The docs/analyst.md summary body, by scanning rows; None when the company has no data."""
     timezone = conn.execute(TIMEZONE_SQL, {"company": company_id}).scalar()
     params: dict[str, Any] = {"company": company_id, **window_starts(now, timezone)}
     calls = conn.execute(CALLS_SQL, params).mappings().first()

@@ -81,7 +81,7 @@ def _apply(r: ApplyResult, facts: dict[str, str]) -> list[str]:
         "",
         f"{base.events} synthetic events ({mix}) from {r.calls} calls across "
         f"{r.companies} companies / {r.branches} branches, applied with "
-        "`pipeline.apply.apply_batch`. Each variant starts from a fresh migrated database "
+        "`pipeline.apply.batch.apply_batch`. Each variant starts from a fresh migrated database "
         "with the same tenants; only the `apply_batch` calls are timed. Baseline: batches "
         "of 1, one transaction per event (the N+1 pattern).",
         "",

@@ -1,7 +1,7 @@
 """The processes a benchmark runs against: ``switchboard ingress``, ``switchboard worker``
 and the baseline server, each with the run's settings in its environment.
 
-The ingress and the worker are started with ``tests/support/services.py``, the same harness
+The ingress and the worker are started with ``testbed/services.py``, the same harness
 the end-to-end tests use; the baseline server is a Python module, so it gets a small
 subclass that starts ``python -m bench.baseline_server`` instead of the console script.
 """
@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.settings import Settings
-from tests.support import services
-from tests.support.services import Service, settings_env
+from testbed import services
+from testbed.services import Service, settings_env
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ of the connected calls book an appointment (``BOOKING_CREATED``), and some of th
 cancelled later. Repeat customers come from a per-company pool, so customer upserts hit
 existing rows as they do in production.
 
-Bodies come from ``tests/support/events.py``, the same consistent bodies the tests use; a
+Bodies come from ``testbed/events.py``, the same consistent bodies the tests use; a
 benchmark whose events were all unroutable or poison would measure nothing, so
 :func:`seed_tenants` puts the matching companies and branches in the database.
 """
@@ -22,8 +22,8 @@ from sqlalchemy import Engine, insert
 
 from pipeline.models import branches, companies
 from pipeline.records import WebhookRecord
-from tests.support.events import booking, call_events
-from tests.support.records import record
+from testbed.events import booking, call_events
+from testbed.records import record
 
 TIMEZONES = ("America/Los_Angeles", "America/New_York", "Europe/Berlin", "Australia/Sydney")
 SENTIMENTS = ("Positive", "Positive", "Neutral", "Negative", "Unknown")

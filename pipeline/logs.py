@@ -5,7 +5,7 @@ Only entry points call :func:`configure_logging`; library modules just use
 a request (the producer, the routing cache) logs it without having it passed down, and a
 background task created inside the request inherits it (asyncio copies the context).
 
-DESIGN invariant 7: secrets and PII stay out of logs. Callers must never log bodies,
+docs/architecture.md, invariant 7: secrets and PII stay out of logs. Callers must never log bodies,
 transcripts or secrets; phone numbers go through :func:`mask_phone`. As a second line of
 defence the formatter masks anything that looks like an E.164 number in the message and in
 string extras, so one careless ``log.info("... %s", to_number)`` does not leak a caller.

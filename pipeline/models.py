@@ -1,4 +1,4 @@
-"""The MySQL schema of SPEC §5, as SQLAlchemy Core tables.
+"""The MySQL schema of docs/data-model.md, as SQLAlchemy Core tables.
 
 Core, not ORM: the worker writes in multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``
 batches, and every persistence function takes the connection as its first argument.
@@ -137,7 +137,7 @@ calls = Table(
     Column("summary", Text, nullable=True),
     Column("transcript", MEDIUMTEXT, nullable=True),
     Column("recording_url", String(2048), nullable=True),
-    # Beyond SPEC §5: kept so that `reconcile` can recount calls_transferred from rows.
+    # Beyond docs/data-model.md: kept so that `reconcile` can recount calls_transferred from rows.
     Column("transfer_destination", String(255), nullable=True),
     # Retell's combined_cost is in cents with fractions (21.4): keep them, never round.
     Column("cost_cents", Numeric(14, 4), nullable=True),
@@ -160,7 +160,7 @@ appointments = Table(
     Column("branch_id", BigInteger, ForeignKey("branches.id"), nullable=True),
     Column("customer_id", BigInteger, ForeignKey("customers.id"), nullable=True),
     Column("call_id", BigInteger, ForeignKey("calls.id"), nullable=True),
-    # Beyond SPEC §5: metadata.retell_call_id as sent, so call_id links whatever the order.
+    # Beyond docs/data-model.md: metadata.retell_call_id as sent, so call_id links whatever the order.
     Column("retell_call_id", String(128), nullable=True),
     Column("status", String(16), nullable=False),
     Column("starts_at", DT, nullable=True),

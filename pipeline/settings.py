@@ -55,7 +55,7 @@ class Settings:
     worker_port: int = 6066
     analyst_tokens: tuple[Secret, ...] = ()
     data_dir: Path = Path("./var")
-    # Beyond SPEC §2: tuning knobs with safe defaults (documented in the README).
+    # Beyond the README's configuration table: tuning knobs with safe defaults (documented in the README).
     topic_partitions: int = 12
     topic_replication: int = 1
     max_body_bytes: int = 1024 * 1024

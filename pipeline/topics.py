@@ -1,4 +1,4 @@
-"""Kafka topics of SPEC §4: their names, and an idempotent create-or-validate.
+"""Kafka topics of docs/architecture.md: their names, and an idempotent create-or-validate.
 
 External topics are created before any worker starts (Faust raises ``PartitionsMismatch``
 if a source topic and the table it feeds disagree). Internal topics are ``switchboard-*``.

@@ -49,7 +49,7 @@ MARIADB_CNF=/etc/mysql/mariadb.conf.d/99-switchboard.cnf
 MARIADB_START_TIMEOUT=${MARIADB_START_TIMEOUT:-120}
 MARIADB_STOP_TIMEOUT=${MARIADB_STOP_TIMEOUT:-120}
 
-# The application's database and user (SPEC §2 default SWITCHBOARD_DATABASE_URL).
+# The application's database and user (the README's configuration table default SWITCHBOARD_DATABASE_URL).
 DB_NAME=switchboard
 DB_USER=switchboard
 DB_PASSWORD=switchboard
@@ -206,7 +206,7 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
 
-# Topics are created explicitly by \`switchboard topics\` (SPEC §4); a typo must not
+# Topics are created explicitly by \`switchboard topics\` (docs/architecture.md); a typo must not
 # silently create a topic.
 auto.create.topics.enable=false
 num.partitions=$KAFKA_NUM_PARTITIONS

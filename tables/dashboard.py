@@ -16,10 +16,18 @@ from typing import Any
 
 import faust
 
-from pipeline.aggregates import DAY, HOUR, BucketKey, day_start, derived, empty_counters, hour_start
+from pipeline.dashboard.aggregates import (
+    DAY,
+    HOUR,
+    BucketKey,
+    day_start,
+    derived,
+    empty_counters,
+    hour_start,
+)
+from pipeline.dashboard.snapshots import table_key
 from pipeline.models import COUNTERS, DECIMAL_COUNTERS
 from pipeline.settings import Settings
-from pipeline.snapshots import table_key
 
 TABLE_NAME = "dashboard"
 MAX_SERIES_BUCKETS = {HOUR: 24 * 14, DAY: 400}
@@ -82,7 +90,7 @@ def _render(counters: dict[str, Any]) -> dict[str, Any]:
 def summary(
     company_id: int, timezone: str | None, now: datetime, lookup: Lookup
 ) -> dict[str, Any] | None:
-    """SPEC §6 summary; None when the company has no bucket at all in the last 30 days."""
+    """docs/analyst.md summary; None when the company has no bucket at all in the last 30 days."""
     hour = lookup(table_key(BucketKey(company_id, HOUR, hour_start(now))))
     day = day_start(now, timezone)
     days = []

@@ -69,17 +69,19 @@ def cli() -> None:
 
 
 def register_commands() -> None:
-    """Import the command modules; each adds its commands to ``cli``."""
+    """Import the command modules (each adds its commands to ``cli``), then the plugins.
+
+    A plugin is an installed distribution's ``switchboard.plugins`` entry point: a callable
+    that adds commands to ``cli``. The testbed (``simulate``, ``verify-run``, ``tenants
+    seed``) is one, so that no production module imports it.
+    """
     import importlib
+    from importlib.metadata import entry_points
 
-    from pipeline.cli import admin  # noqa: F401
-
-    for name in ("ingress", "ops", "analyst", "simulate"):
-        try:
-            importlib.import_module(f"pipeline.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pipeline.cli.{name}":
-                raise
+    for name in ("admin", "tenants", "ingress", "ops", "analyst"):
+        importlib.import_module(f"pipeline.cli.{name}")
+    for plugin in entry_points(group="switchboard.plugins"):
+        plugin.load()()
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ def migrate(ctx: click.Context, revision: str) -> None:
 @cli.command("topics")
 @click.pass_context
 def topics_command(ctx: click.Context) -> None:
-    """Create the Kafka topics of SPEC §4, or validate them if they exist (idempotent)."""
+    """Create the Kafka topics of docs/architecture.md, or validate them if they exist (idempotent)."""
     settings = settings_from(ctx)
     with quiet_kafka():
         reports = asyncio.run(topics.ensure_topics(settings))

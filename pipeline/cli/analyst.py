@@ -1,4 +1,4 @@
-"""Analyst commands: ``dashboard`` (the summary of SPEC §6 as a table) and ``reconcile``
+"""Analyst commands: ``dashboard`` (the summary of docs/analyst.md as a table) and ``reconcile``
 (recount the buckets from MySQL rows, report drift, ``--fix`` it). docs/analyst.md."""
 
 from __future__ import annotations
@@ -11,11 +11,17 @@ from typing import Any
 
 import click
 
-from pipeline import database, reconcile
-from pipeline.aggregates import DAY, HOUR
-from pipeline.analyst_api import AnalystApiError, AnalystClient, default_token, default_url
+from pipeline import database
 from pipeline.cli import cli, settings_from
-from pipeline.drift import Scope
+from pipeline.dashboard import reconcile
+from pipeline.dashboard.aggregates import DAY, HOUR
+from pipeline.dashboard.analyst_api import (
+    AnalystApiError,
+    AnalystClient,
+    default_token,
+    default_url,
+)
+from pipeline.dashboard.drift import Scope
 from pipeline.models import COUNTERS
 
 WINDOWS = ("last_hour", "today", "last_7_days", "last_30_days")

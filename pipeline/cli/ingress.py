@@ -33,7 +33,7 @@ from pipeline.errors import SwitchboardError
 from pipeline.logs import configure_logging
 from pipeline.settings import Settings
 
-log = logging.getLogger("pipeline.ingress.main")
+log = logging.getLogger("pipeline.ingress.app.main")
 
 #: A process that dies this soon after its start failed to start (bad port, bad config):
 #: restarting it would only loop, so the whole ingress stops with an error instead.
@@ -105,7 +105,7 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
-    from pipeline.ingress import create_app, drain
+    from pipeline.ingress.app import create_app, drain
 
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
@@ -174,7 +174,7 @@ def supervise(
     """
     from prometheus_client import multiprocess
 
-    from pipeline.metrics import MULTIPROC_ENV
+    from pipeline.ingress.metrics import MULTIPROC_ENV
 
     metrics_dir = os.environ.get(MULTIPROC_ENV)
     owns_dir = not metrics_dir

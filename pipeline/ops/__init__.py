@@ -4,7 +4,7 @@ Plain async functions that take :class:`~pipeline.settings.Settings`, so tests c
 what the command line calls (``pipeline.cli.ops`` only parses arguments and prints):
 
 * :mod:`pipeline.ops.replay`: re-apply a stretch of a webhook topic through the same apply
-  path as the worker (:class:`~pipeline.applier.Applier`);
+  path as the worker (:class:`~pipeline.apply.applier.Applier`);
 * :mod:`pipeline.ops.dlq`: read, filter and redrive dead letters;
 * :mod:`pipeline.ops.lineage`: what happened to one webhook (its ``webhook_events`` row, the
   rows it touched, its raw body read back from Kafka);

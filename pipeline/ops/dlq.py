@@ -1,7 +1,7 @@
 """``switchboard dlq``: read, filter and redrive the dead letters on ``webhooks.dlq``.
 
 A dead letter is the source record (key, raw body, headers) plus headers naming its source
-coordinates and reason (:mod:`pipeline.deadletters`). Kafka is append-only, so one event
+coordinates and reason (:mod:`pipeline.apply.deadletters`). Kafka is append-only, so one event
 can have several dead letters: the worker's, then one more for every redrive or replay
 that failed again (carrying ``previous_reason``). ``list`` and ``redrive`` therefore work
 on the **latest dead letter of each event** (by ``provider`` + ``event_id``), and look up
@@ -11,7 +11,7 @@ redrive, a replay, a fixed retry from the provider) is resolved.
 Redrive puts the latest dead letter of every matching, unresolved event back through the
 normal path: the record is rebuilt with its **source** topic/partition/offset (so
 ``webhook_events`` keeps the original coordinates) and its original headers, and applied
-with the worker's :class:`~pipeline.applier.Applier`; snapshots and new dead letters are
+with the worker's :class:`~pipeline.apply.applier.Applier`; snapshots and new dead letters are
 published like the worker's. Dedup is the apply path's: redriving an event that is applied
 already changes nothing. Running the same redrive twice applies nothing twice; an event
 that is still poison gets one more dead letter per run (the newest supersedes the others).
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select, tuple_
 
 from pipeline import database, topics
-from pipeline.applier import Applier
-from pipeline.deadletters import DlqHeaders, parse_dlq_headers
+from pipeline.apply.applier import Applier
+from pipeline.apply.deadletters import DlqHeaders, parse_dlq_headers
 from pipeline.kafka_reader import Coordinates, Stretch, fetch
 from pipeline.models import webhook_events
 from pipeline.ops import NotFound

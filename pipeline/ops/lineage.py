@@ -5,7 +5,7 @@ rows it is about (Retell: the ``calls`` row of its call id; Cal.com: the ``appoi
 rows of its uid and, for a reschedule, of the original uid), and its raw body read back from
 Kafka at the stored coordinates, checked against the stored SHA-256.
 
-The subjects come from the body when Kafka still has it, else from the event id (SPEC §4:
+The subjects come from the body when Kafka still has it, else from the event id (docs/architecture.md:
 ``{event}:{call_id}``, ``{triggerEvent}:{uid}``, ``BOOKING_NO_SHOW_UPDATED:{bookingUid}:…``),
 so the rows are found even after the topic's retention dropped the record.
 """

@@ -1,7 +1,7 @@
 """Publishing what a real ``replay`` or ``redrive`` batch produced, as the worker does.
 
 After each committed batch: its dead letters go to ``webhooks.dlq`` with the worker's
-headers (:func:`pipeline.deadletters.dlq_headers`), and the bucket snapshots the batch read
+headers (:func:`pipeline.apply.deadletters.dlq_headers`), and the bucket snapshots the batch read
 back go to the snapshot topic, keyed by company, so the dashboard tables catch up. The
 producer is idempotent with ``acks=all``, and every send is awaited before the next batch
 is applied, so a command that returns success has made all of it durable.
@@ -23,11 +23,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline import topics
-from pipeline.apply import BatchResult
-from pipeline.deadletters import dlq_headers
+from pipeline.apply.batch import BatchResult
+from pipeline.apply.deadletters import dlq_headers
+from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.errors import KafkaUnavailable
 from pipeline.settings import Settings
-from pipeline.snapshots import company_key, encode
 
 
 @dataclass

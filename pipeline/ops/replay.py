@@ -3,7 +3,7 @@ apply path.
 
 Why it is safe next to running workers, and safe to repeat:
 
-* it calls :class:`~pipeline.applier.Applier` exactly as the agents do, one transaction
+* it calls :class:`~pipeline.apply.applier.Applier` exactly as the agents do, one transaction
   per batch read: the apply path locks the rows it touches (``SELECT ... FOR UPDATE``), and
   a duplicate-key race with a worker is retried as transient;
 * dedup is by ``webhook_events (provider, event_id)``: an event already applied adds no
@@ -26,7 +26,7 @@ from contextlib import AsyncExitStack
 from sqlalchemy import Engine
 
 from pipeline import database
-from pipeline.applier import Applier, Fetch
+from pipeline.apply.applier import Applier, Fetch
 from pipeline.kafka_reader import Coordinates, Stretch, fetch
 from pipeline.ops.arguments import resolve_topic
 from pipeline.ops.outputs import Outputs

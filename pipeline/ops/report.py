@@ -1,6 +1,6 @@
 """Totals of a ``replay`` or ``redrive`` run, and how they are printed.
 
-``changes`` sums :attr:`pipeline.apply.BatchResult.changes` over the run's batches: per
+``changes`` sums :attr:`pipeline.apply.batch.BatchResult.changes` over the run's batches: per
 table and company, the rows inserted/updated (and appointment links, bucket upserts,
 customer merges). In a dry run it is what *would* be written. A dry run applies each
 batch in its own rolled-back transaction, so a row that two batches would both write is
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pipeline.apply import ALREADY_APPLIED, APPLIED, DEAD_LETTERED, UNROUTABLE, BatchResult
+from pipeline.apply.batch import ALREADY_APPLIED, APPLIED, DEAD_LETTERED, UNROUTABLE, BatchResult
 
 STATUSES = (APPLIED, ALREADY_APPLIED, UNROUTABLE, DEAD_LETTERED)
 LABELS = {

@@ -24,7 +24,7 @@ from pipeline.errors import InvalidSignature, MalformedPayload
 class Envelope:
     """One verified-and-parsed webhook, with the identifiers the pipeline routes on.
 
-    ``event_id`` together with ``provider`` is the dedup key (SPEC §4); ``key`` is the Kafka
+    ``event_id`` together with ``provider`` is the dedup key (docs/architecture.md); ``key`` is the Kafka
     record key, chosen so that every event about one call or booking lands on one partition
     and is therefore consumed in order.
     """

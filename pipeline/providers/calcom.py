@@ -1,7 +1,7 @@
 """Cal.com webhooks: ``X-Cal-Signature-256`` verification, parsing and event ids.
 
 Cal.com signs the raw body alone (lowercase hex HMAC-SHA256, no prefix, no timestamp), so
-there is no replay window to check here (PROVIDERS.md §2.4). When a webhook has no secret it
+there is no replay window to check here (docs/providers.md). When a webhook has no secret it
 still sends the header, with the literal ``no-secret-provided``: that is refused, never
 treated as "unsigned but fine".
 
@@ -111,7 +111,7 @@ def parse(body: bytes) -> Envelope:
 
 
 def event_id(payload: dict[str, Any], body: bytes) -> str:
-    """The dedup id of SPEC §4: ``{triggerEvent}:{uid}``.
+    """The dedup id of docs/architecture.md: ``{triggerEvent}:{uid}``.
 
     ``BOOKING_NO_SHOW_UPDATED`` adds ``createdAt`` because it legitimately repeats (an
     attendee can be marked and unmarked). Unknown triggers, and bodies without a usable id,

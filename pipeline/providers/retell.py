@@ -1,11 +1,11 @@
 """Retell AI webhooks: ``x-retell-signature`` verification, parsing and event ids.
 
 The signature rules mirror the official Python SDK's verifier (``retell/lib/webhook_auth.py``
-in retell-sdk 6.2.13, PROVIDERS.md §1.5) so that anything Retell signs and the SDK accepts we
+in retell-sdk 6.2.13, docs/providers.md) so that anything Retell signs and the SDK accepts we
 accept, and nothing the SDK rejects gets through here. We are stricter in one place: the SDK's
 ``\\d`` also matches non-ASCII digits; we accept ASCII digits only.
 
-Retell sends no event or delivery id, so ``event_id`` is derived from the body (SPEC §4).
+Retell sends no event or delivery id, so ``event_id`` is derived from the body (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def parse(body: bytes) -> Envelope:
 
 
 def event_id(payload: dict[str, Any], body: bytes) -> str:
-    """The dedup id of SPEC §4: ``{event}:{call_id}`` (``chat_id`` for chats).
+    """The dedup id of docs/architecture.md: ``{event}:{call_id}`` (``chat_id`` for chats).
 
     ``call_inbound`` uses its own ``call_id``, which Retell added precisely to dedup HTTP
     retries. Unknown events and anything without a usable id fall back to the SHA-256 of the

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline import database, topics
 from pipeline.settings import Secret, Settings, load_settings
-from tests.support.databases import create_scratch_database, drop_scratch_database
+from testbed.databases import create_scratch_database, drop_scratch_database
 
 TEST_PARTITIONS = 3
 

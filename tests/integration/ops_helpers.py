@@ -2,7 +2,7 @@
 stand-in for the worker, and fingerprints of every table.
 
 The worker stand-in reads a whole topic and hands each batch to the
-:class:`~pipeline.applier.Applier`, then publishes dead letters and snapshots with the
+:class:`~pipeline.apply.applier.Applier`, then publishes dead letters and snapshots with the
 worker's headers: what the Faust agents do, without Faust (the worker has its own tests).
 """
 
@@ -16,9 +16,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine, text
 
-from pipeline import snapshots, topics
-from pipeline.aggregates import BucketKey, BucketSnapshot
-from pipeline.applier import Applier
+from pipeline import topics
+from pipeline.apply.applier import Applier
+from pipeline.dashboard import snapshots
+from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot
 from pipeline.kafka_reader import Coordinates, Stretch
 from pipeline.ops.arguments import format_ms
 from pipeline.ops.outputs import Outputs
@@ -26,7 +27,7 @@ from pipeline.ops.report import RunReport
 from pipeline.ops.stretch import read_stretch
 from pipeline.providers import get
 from pipeline.settings import Settings
-from tests.fixtures import fixture_bytes
+from tests.support.fixtures import fixture_bytes
 
 TABLES = (
     "companies",
@@ -119,7 +120,7 @@ def booking_bodies(i: int, created_ms: int) -> list[bytes]:
 
 
 def headers_for(provider: str, body: bytes, received_at_ms: int) -> list[tuple[str, bytes]]:
-    """The headers the ingress writes (SPEC §4)."""
+    """The headers the ingress writes (docs/architecture.md)."""
     envelope = get(provider).parse(body)
     return [
         ("provider", provider.encode()),

@@ -13,11 +13,11 @@ from sqlalchemy import Engine, select
 
 from agents.worker import build_worker
 from pipeline import database
+from pipeline.dashboard.snapshots import decode
 from pipeline.models import calls, webhook_events
 from pipeline.settings import Settings
-from pipeline.snapshots import decode
-from tests.fixtures import fixture_bytes
-from tests.support.records import record
+from testbed.records import record
+from tests.support.fixtures import fixture_bytes
 from tests.support.tenants import seed_fixture_tenants
 
 

@@ -6,7 +6,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.settings import Settings
-from tests.support import services
+from testbed import services
 
 
 def test_worker_serves_the_dashboard_page(stack_settings: Settings, tmp_path: Path) -> None:

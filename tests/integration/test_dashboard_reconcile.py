@@ -18,11 +18,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Engine, select, text, update
 
-from pipeline import database, drift, reconcile, store, topics
-from pipeline.aggregates import BucketKey
-from pipeline.apply import apply_batch
+from pipeline import database, topics
+from pipeline.apply import store
+from pipeline.apply.batch import apply_batch
+from pipeline.dashboard import drift, reconcile
+from pipeline.dashboard.aggregates import BucketKey
 from pipeline.models import companies, dashboard_buckets
 from pipeline.settings import Settings
+from testbed.processes import SWITCHBOARD, free_port
 from tests.support.dashboard_story import (
     LA,
     TENANTS,
@@ -32,7 +35,6 @@ from tests.support.dashboard_story import (
     seed_tenants,
     story_record,
 )
-from tests.support.processes import SWITCHBOARD, free_port
 
 pytestmark = pytest.mark.integration
 

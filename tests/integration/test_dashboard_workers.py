@@ -4,7 +4,7 @@ with SIGKILL, replays, local days across midnight and DST, API errors, the ``das
 command, and ``reconcile --fix`` after corruption and after the table's state is lost.
 
 One story (tests/support/dashboard_story.py) is applied once for the module through
-``pipeline.apply.apply_batch`` and its snapshots published to the module's snapshot
+``pipeline.apply.batch.apply_batch`` and its snapshots published to the module's snapshot
 topic, exactly as a worker would after each commit; the workers are shared across tests
 because each start costs seconds. Tests run in file order: the last one stops the pair.
 """
@@ -26,12 +26,21 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from sqlalchemy import Engine, select, text, update
 
-from pipeline import database, drift, reconcile, topics
-from pipeline.aggregates import BucketKey
-from pipeline.analyst_api import AnalystClient
-from pipeline.apply import apply_batch
+from pipeline import database, topics
+from pipeline.apply.batch import apply_batch
+from pipeline.dashboard import drift, reconcile
+from pipeline.dashboard.aggregates import BucketKey
+from pipeline.dashboard.analyst_api import AnalystClient
 from pipeline.models import COUNTERS, dashboard_buckets
 from pipeline.settings import Secret, Settings
+from testbed.processes import (
+    SWITCHBOARD,
+    WorkerProcess,
+    eventually,
+    free_port,
+    http_get,
+    running_worker,
+)
 from tests.integration.conftest import (
     TEST_PARTITIONS,
     base_settings,
@@ -48,14 +57,6 @@ from tests.support.dashboard_story import (
     local_midnight,
     publish_snapshots,
     seed_tenants,
-)
-from tests.support.processes import (
-    SWITCHBOARD,
-    WorkerProcess,
-    eventually,
-    free_port,
-    http_get,
-    running_worker,
 )
 
 pytestmark = pytest.mark.integration
@@ -524,7 +525,7 @@ def test_reconcile_fix_after_corruption_and_lost_table_state(world: World, pair:
 
 
 def reconcile_snapshot(row: dict) -> object:
-    from pipeline.aggregates import BucketSnapshot
+    from pipeline.dashboard.aggregates import BucketSnapshot
 
     key = BucketKey(row["company_id"], row["granularity"], row["bucket_start"])
     return BucketSnapshot(key, {n: row[n] for n in COUNTERS}, row["version"])

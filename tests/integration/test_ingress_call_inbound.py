@@ -15,9 +15,9 @@ from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import Engine
 
 from pipeline.errors import DatabaseUnavailable
-from pipeline.ingress import ROUTER, create_app
+from pipeline.ingress.app import ROUTER, create_app
+from pipeline.ingress.routing import RoutingCache
 from pipeline.models import appointments, branches, companies, customers
-from pipeline.routing import RoutingCache
 from pipeline.settings import Settings
 from tests.integration.ingress_helpers import headers_of, read_topic, signed, wait_ready
 

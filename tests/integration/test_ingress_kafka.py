@@ -1,5 +1,5 @@
 """The ingress against the real broker: every provider fixture, signed and POSTed, is on its
-topic byte for byte with the key and headers of SPEC §4; an unreachable broker is a 503."""
+topic byte for byte with the key and headers of docs/architecture.md; an unreachable broker is a 503."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.ingress import create_app
+from pipeline.ingress.app import create_app
 from pipeline.settings import Settings
-from tests.fixtures import fixture_bytes, fixture_names
 from tests.integration.ingress_helpers import headers_of, read_topic, signed, wait_ready
+from tests.support.fixtures import fixture_bytes, fixture_names
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ import aiohttp
 import pytest
 
 from pipeline.settings import Settings
-from tests.fixtures import fixture_bytes
 from tests.integration.ingress_helpers import (
     CALCOM_SECRET,
     RETELL_KEY,
@@ -27,6 +26,7 @@ from tests.integration.ingress_helpers import (
     read_topic,
     signed,
 )
+from tests.support.fixtures import fixture_bytes
 
 pytestmark = pytest.mark.integration
 

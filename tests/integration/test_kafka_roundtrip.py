@@ -1,7 +1,7 @@
 """aiokafka against the real broker: what we write is what we read, headers included.
 
 Everything else (ingress, worker, DLQ) rests on this: raw bodies byte for byte, keys, and
-the SPEC §4 headers surviving the trip, in order.
+the docs/architecture.md headers surviving the trip, in order.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``switchboard dlq`` against the real broker and MariaDB (SPEC §7).
+"""``switchboard dlq`` against the real broker and MariaDB (docs/runbook.md).
 
 * a schema-violating event: dead-lettered with its reason and source coordinates, listed,
   shown; a redrive dead-letters it again with ``previous_reason``; the provider's fixed
@@ -22,14 +22,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-import pipeline.applier
+import pipeline.apply.applier
 from pipeline.cli import cli, register_commands
 from pipeline.kafka_reader import Coordinates, Stretch
 from pipeline.ops.arguments import format_ms
 from pipeline.ops.dlq import list_dead_letters, redrive, show_dead_letter
 from pipeline.ops.replay import replay
 from pipeline.settings import Settings
-from tests.fixtures import fixture_bytes
 from tests.integration.ops_helpers import (
     TRANSCRIPT,
     apply_like_worker,
@@ -45,6 +44,7 @@ from tests.integration.ops_helpers import (
     read_all,
     rows_of,
 )
+from tests.support.fixtures import fixture_bytes
 from tests.support.tenants import seed_fixture_tenants
 
 pytestmark = pytest.mark.integration
@@ -136,14 +136,14 @@ async def test_internal_error_is_redriven_and_applied_exactly_once(
     produced = await produce_traffic(stack_settings, calls)
     target = f"call_ended:{call_id(3)}"
     source = produced["retell"][3 * 4 + 2]  # call 3's third event is its call_ended
-    real_apply = pipeline.applier.apply_batch
+    real_apply = pipeline.apply.applier.apply_batch
 
     def buggy(engine: Engine, records: Any, **kwargs: Any) -> Any:
         if any(r.headers.get("event_id") == target for r in records):
             raise RuntimeError("a bug in the apply path")
         return real_apply(engine, records, **kwargs)
 
-    monkeypatch.setattr(pipeline.applier, "apply_batch", buggy)
+    monkeypatch.setattr(pipeline.apply.applier, "apply_batch", buggy)
     first = await apply_like_worker(stack_settings, engine, "retell")
     monkeypatch.undo()
     await apply_like_worker(stack_settings, engine, "calcom")

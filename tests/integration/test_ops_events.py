@@ -1,4 +1,4 @@
-"""``switchboard events show`` against the real broker and MariaDB (SPEC §1): the
+"""``switchboard events show`` against the real broker and MariaDB (the README): the
 ``webhook_events`` row, the rows the event is about, the raw body read back from Kafka;
 phone numbers masked unless ``--unmasked``, transcripts truncated; one line and exit 1 for
 an unknown event."""

@@ -1,4 +1,4 @@
-"""``switchboard replay`` against the real broker and MariaDB (SPEC §7).
+"""``switchboard replay`` against the real broker and MariaDB (docs/runbook.md).
 
 * replaying an applied stretch changes nothing: the checksum of every table (every column,
   ``updated_at`` and ``dashboard_buckets.version`` included) is identical;

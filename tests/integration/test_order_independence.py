@@ -1,4 +1,4 @@
-"""DESIGN invariant 3 on the real MariaDB: any order, any number of deliveries, any batching
+"""docs/architecture.md, invariant 3 on the real MariaDB: any order, any number of deliveries, any batching
 of a call's and its bookings' events ends in the same rows and the same counters as
 applying each event once, in order."""
 
@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from pipeline.applier import Applier
+from pipeline.apply.applier import Applier
 from pipeline.kafka_reader import Coordinates
 from pipeline.records import WebhookRecord
-from tests.support.events import lifecycle
-from tests.support.records import record
+from testbed.events import lifecycle
+from testbed.records import record
 from tests.support.state import clear_applied, db_state
 from tests.support.tenants import seed_fixture_tenants
 

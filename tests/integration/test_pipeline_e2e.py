@@ -17,10 +17,10 @@ from pipeline import database
 from pipeline.models import webhook_events
 from pipeline.providers import get as provider
 from pipeline.settings import Settings
-from tests.fixtures import fixture_bytes, fixture_names
+from testbed import services
+from testbed.events import lifecycle
 from tests.integration.ingress_helpers import read_topic, signed
-from tests.support import services
-from tests.support.events import lifecycle
+from tests.support.fixtures import fixture_bytes, fixture_names
 from tests.support.state import db_state
 from tests.support.tenants import seed_fixture_tenants
 

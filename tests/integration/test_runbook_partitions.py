@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from pipeline import database, topics
 from pipeline.models import webhook_events
 from pipeline.settings import Settings
+from testbed import services
+from testbed.events import lifecycle
 from tests.integration.test_pipeline_e2e import distinct, post_all, wait_for_events
-from tests.support import services
-from tests.support.events import lifecycle
 from tests.support.tenants import seed_fixture_tenants
 
 START_MS = int(time.time() * 1000) - 3 * 3600 * 1000

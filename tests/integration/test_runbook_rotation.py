@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pipeline.providers import calcom, retell
 from pipeline.settings import Secret, Settings
-from tests.fixtures import fixture_bytes
-from tests.support import services
+from testbed import services
+from tests.support.fixtures import fixture_bytes
 
 
 def post(settings: Settings, provider: str, body: bytes, headers: dict[str, str]) -> int:

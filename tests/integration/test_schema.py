@@ -1,4 +1,4 @@
-"""The migrated schema against SPEC §5, read back from ``information_schema`` of a real
+"""The migrated schema against docs/data-model.md, read back from ``information_schema`` of a real
 MariaDB; migrations that go down and up again; models and migrations that agree."""
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def test_indexes(db_settings: Settings, engine: Engine) -> None:
 
 
 def test_index_names_follow_the_naming_convention(db_settings: Settings, engine: Engine) -> None:
-    """Stable names (STYLE.md), so later migrations can drop/alter them by name."""
+    """Stable names (a naming convention), so later migrations can drop/alter them by name."""
     with engine.connect() as conn:
         found = indexes(conn, schema_name(db_settings))
     for (table, name), (is_unique, cols) in found.items():

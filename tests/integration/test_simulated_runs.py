@@ -11,12 +11,12 @@ from sqlalchemy import Engine
 
 from pipeline import database
 from pipeline.settings import Settings
-from pipeline.simulator import tenants
-from pipeline.simulator.run import SimulationConfig, run_simulation
-from pipeline.simulator.scenario import ScenarioConfig
-from pipeline.simulator.sender import SendConfig
-from pipeline.simulator.verify import verify
-from tests.support import services
+from testbed import services
+from testbed.simulator import tenants
+from testbed.simulator.run import SimulationConfig, run_simulation
+from testbed.simulator.scenario import ScenarioConfig
+from testbed.simulator.sender import SendConfig
+from testbed.simulator.verify import verify
 
 TOKEN = "test-analyst-token"
 

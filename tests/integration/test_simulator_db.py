@@ -31,11 +31,11 @@ from pipeline.models import (
     webhook_events,
 )
 from pipeline.settings import Settings
-from pipeline.simulator import expected, tenants
-from pipeline.simulator.run import write_json
-from pipeline.simulator.scenario import ScenarioConfig, generate
-from pipeline.simulator.tenants import TenantFileError
-from pipeline.simulator.verify import parse_time, verify
+from testbed.simulator import expected, tenants
+from testbed.simulator.run import write_json
+from testbed.simulator.scenario import ScenarioConfig, generate
+from testbed.simulator.tenants import TenantFileError
+from testbed.simulator.verify import parse_time, verify
 
 pytestmark = pytest.mark.integration
 

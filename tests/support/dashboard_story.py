@@ -5,8 +5,8 @@
 placed on purpose: in the current hour, half an hour either side of a Los Angeles local
 midnight, on a daylight-saving change day, and 500 days ago (past every retention).
 ``story.records()`` gives the webhook records in apply order; ``story.expected()`` the
-bucket counters SPEC §6 says they produce, computed here from the story itself (with
-``zoneinfo``, not ``pipeline.aggregates``), so a bug shared by the apply path and
+bucket counters docs/analyst.md says they produce, computed here from the story itself (with
+``zoneinfo``, not ``pipeline.dashboard.aggregates``), so a bug shared by the apply path and
 reconcile still shows up.
 """
 
@@ -25,11 +25,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine, insert
 
-from pipeline.aggregates import BucketSnapshot
+from pipeline.dashboard.aggregates import BucketSnapshot
+from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.models import COUNTERS, branches, companies
 from pipeline.records import WebhookRecord
-from pipeline.snapshots import company_key, encode
-from tests.support.records import record
+from testbed.records import record
 
 Key = tuple[int, str, datetime]  # (company, granularity, naive UTC start)
 
@@ -274,7 +274,7 @@ class Story:
         return [*cut, late] if late else cut
 
     def expected(self) -> dict[Key, dict[str, int | Decimal]]:
-        """SPEC §6 counters per (company, granularity, bucket start), from the story."""
+        """docs/analyst.md counters per (company, granularity, bucket start), from the story."""
         out: dict[Key, dict[str, int | Decimal]] = defaultdict(
             lambda: {n: (Decimal(0) if n == "cost_cents_total" else 0) for n in COUNTERS}
         )

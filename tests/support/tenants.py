@@ -8,7 +8,7 @@ from pipeline.models import branches, companies
 
 BAYVIEW = 1
 OTHER = 2
-# Numbers, agent and event types used by /work/shared/fixtures.
+# Numbers, agent and event types used by the provider fixtures (tests/fixtures/).
 FIXTURE_NUMBER = "+14155550199"
 FIXTURE_AGENT = "agent_8a1d4c2b9e7f"
 

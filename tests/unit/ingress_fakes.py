@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import KafkaUnavailable
-from pipeline.producer import Headers, Published
+from pipeline.ingress.producer import Headers, Published
+from pipeline.ingress.routing import CallerContext, Route
 from pipeline.providers import calcom, retell
-from pipeline.routing import CallerContext, Route
 from pipeline.settings import Secret, Settings
 
 RETELL_KEY = "test-retell-key"

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pipeline.analyst_api import AnalystApiError, AnalystClient
 from pipeline.cli import cli, register_commands
 from pipeline.cli.analyst import summary_table
+from pipeline.dashboard.analyst_api import AnalystApiError, AnalystClient
 from pipeline.models import COUNTERS
-from tests.support.processes import free_port
+from testbed.processes import free_port
 
 WINDOWS = ("last_hour", "today", "last_7_days", "last_30_days")
 

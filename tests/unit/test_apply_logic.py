@@ -10,11 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import aggregates
-from pipeline.errors import SchemaViolation
-from pipeline.facts import booking_facts, call_facts, parse_iso
-from pipeline.merge import merge_booking, merge_call
-from pipeline.tenancy import (
+from pipeline.apply.facts import booking_facts, call_facts, parse_iso
+from pipeline.apply.merge import merge_booking, merge_call
+from pipeline.apply.tenancy import (
     Attribution,
     Branch,
     Directory,
@@ -22,7 +20,9 @@ from pipeline.tenancy import (
     attribute_booking,
     attribute_retell,
 )
-from tests.support.events import booking, call_events, no_show
+from pipeline.dashboard import aggregates
+from pipeline.errors import SchemaViolation
+from testbed.events import booking, call_events, no_show
 
 T0 = datetime(2026, 1, 7, 13, 0)
 

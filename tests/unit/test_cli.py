@@ -1,4 +1,4 @@
-"""The ``switchboard`` command line (SPEC §1): ``--help`` everywhere; one line and a non-zero
+"""The ``switchboard`` command line (the README): ``--help`` everywhere; one line and a non-zero
 exit on bad configuration or an unreachable Kafka/MySQL; never a traceback, never a secret.
 
 The unreachable cases point at a socket that is bound but not listening, so the connection
@@ -29,7 +29,7 @@ SECRETS = {
     "SWITCHBOARD_ANALYST_TOKENS": "analyst-cli-token-c3b2",
 }
 PASSWORD = "db-cli-password-77f0"
-# Every SPEC §2 variable plus the tuning knobs, so the caller's environment cannot leak in.
+# Every the README's configuration table variable plus the tuning knobs, so the caller's environment cannot leak in.
 OWN_PREFIXES = ("SWITCHBOARD_", "RETELL_", "CALCOM_")
 
 

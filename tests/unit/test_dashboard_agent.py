@@ -13,10 +13,10 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.worker import build_worker
-from pipeline.aggregates import BucketKey, BucketSnapshot, empty_counters
-from pipeline.drift import tombstone
+from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, empty_counters
+from pipeline.dashboard.drift import tombstone
+from pipeline.dashboard.snapshots import company_key, encode, table_key
 from pipeline.settings import Settings
-from pipeline.snapshots import company_key, encode, table_key
 
 KEY = BucketKey(7, "hour", datetime(2026, 11, 28, 15))
 
@@ -86,7 +86,7 @@ def test_table_route_hashes_company_ids_like_the_snapshot_topic(company_id: int)
 
 
 def test_an_expire_message_drops_only_that_companys_buckets_past_retention() -> None:
-    from pipeline.snapshots import expire_message
+    from pipeline.dashboard.snapshots import expire_message
 
     now = datetime(2026, 11, 28, 16)
     old_hour = BucketKey(7, "hour", now - timedelta(days=14, hours=1))

@@ -1,4 +1,7 @@
-"""Imports go one way (STYLE.md): ``pipeline`` <- ``tables`` <- ``agents``, never upward.
+"""Imports go one way: ``pipeline`` <- ``tables`` <- ``agents``, never upward, and inside
+``pipeline`` the stages keep to their lanes (docs/architecture.md, "Layout"): the ingress
+never imports the apply path or the dashboard, the apply path never imports the ingress,
+and no production module imports the ``testbed`` (simulator, test and benchmark helpers).
 
 Every module is parsed with ``ast`` rather than imported, so the walk sees every import:
 module level, inside functions, under ``if TYPE_CHECKING``, and relative ones (resolved
@@ -74,6 +77,72 @@ def modules() -> list[Path]:
     return sorted(p for layer in LAYERS for p in (ROOT / layer).rglob("*.py"))
 
 
+# The stages inside ``pipeline``: a module's stage is its sub-package; the modules directly
+# in ``pipeline/`` and the providers are the core every stage builds on.
+STAGES = {"ingress", "apply", "dashboard", "ops", "backfill", "cli"}
+MAY_IMPORT = {
+    "core": {"core"},
+    "ingress": {"core", "ingress"},
+    "dashboard": {"core", "dashboard"},
+    "apply": {"core", "dashboard", "apply"},  # the apply transaction adds the counters
+    "backfill": {"core", "backfill"},
+    "ops": {"core", "dashboard", "apply", "ops"},
+    "cli": {"core", "ingress", "dashboard", "apply", "ops", "backfill", "cli"},
+}
+
+
+def stage(module: str) -> str | None:
+    """The stage of a ``pipeline`` module (None outside ``pipeline``)."""
+    parts = module.split(".")
+    if parts[0] != "pipeline":
+        return None
+    if len(parts) > 1 and parts[1] in STAGES:
+        return parts[1]
+    return "core"
+
+
+def test_stages_import_only_what_they_may() -> None:
+    violations = []
+    for path in modules():
+        mine = stage(module_name(path))
+        if mine is None:
+            continue
+        for line, target in imported_names(path):
+            theirs = stage(target)
+            if target == "pipeline" or theirs is None:
+                continue
+            if theirs not in MAY_IMPORT[mine]:
+                violations.append(f"{path.relative_to(ROOT)}:{line} ({mine}) imports {target}")
+    assert not violations, "stage rules broken:\n" + "\n".join(violations)
+
+
+def test_the_stages_exist() -> None:
+    found = {stage(module_name(p)) for p in modules()} - {None}
+    assert {"core", "ingress", "apply", "dashboard", "ops", "cli"} <= found
+
+
+def test_production_never_imports_the_testbed() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for path in modules()
+        for line, target in imported_names(path)
+        if target.split(".")[0] == "testbed"
+    ]
+    assert not offenders, offenders
+
+
+def test_benchmarks_and_testbed_import_no_test_module() -> None:
+    files = sorted((ROOT / "bench").rglob("*.py")) + sorted((ROOT / "testbed").rglob("*.py"))
+    assert files
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for path in files
+        for line, target in imports_in(path.read_text(encoding="utf-8"), "bench")
+        if target.split(".")[0] == "tests"
+    ]
+    assert not offenders, offenders
+
+
 def test_the_walk_sees_every_layer() -> None:
     found = {module_name(p).split(".")[0] for p in modules()}
     assert found == set(LAYERS)
@@ -93,7 +162,7 @@ def test_no_upward_import() -> None:
 
 def test_only_the_entry_point_imports_the_worker() -> None:
     """``agents.worker`` builds the whole Faust app; only ``agents.main`` may import it, and
-    nobody imports ``agents.main`` (the console script calls it). STYLE.md's counter-example
+    nobody imports ``agents.main`` (the console script calls it). The counter-example to avoid
     is a helper that imports the app just to read config."""
     offenders = [
         f"{path.relative_to(ROOT)}:{line} imports {target}"

@@ -13,10 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from pipeline import routing as routing_mod
-from pipeline.ingress import BACKGROUND, create_app
-from pipeline.routing import CallerContext, RoutingCache
-from tests.fixtures import fixture_bytes
+from pipeline.ingress import routing as routing_mod
+from pipeline.ingress.app import BACKGROUND, create_app
+from pipeline.ingress.routing import CallerContext, RoutingCache
+from tests.support.fixtures import fixture_bytes
 from tests.unit.ingress_fakes import (
     FakePublisher,
     FakeRouter,
@@ -137,7 +137,7 @@ async def test_branch_without_agent_omits_the_override(aiohttp_client: Any) -> N
 
 async def test_answer_does_not_wait_for_kafka(aiohttp_client: Any, monkeypatch: Any) -> None:
     """A hung broker: the routing answer is still immediate; the failure is only counted."""
-    monkeypatch.setattr("pipeline.ingress.INBOUND_RECORD_DEADLINE_S", 0.5)
+    monkeypatch.setattr("pipeline.ingress.app.INBOUND_RECORD_DEADLINE_S", 0.5)
     publisher = FakePublisher(mode="hang")
     client, _, registry = await start(
         aiohttp_client, FakeRouter(routes={CALLED: route()}), publisher, ack_budget_s=0.2
@@ -152,7 +152,7 @@ async def test_answer_does_not_wait_for_kafka(aiohttp_client: Any, monkeypatch: 
 
 
 async def test_kafka_down_does_not_change_the_answer(aiohttp_client: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr("pipeline.ingress.INBOUND_RECORD_DEADLINE_S", 0.5)
+    monkeypatch.setattr("pipeline.ingress.app.INBOUND_RECORD_DEADLINE_S", 0.5)
     client, _, registry = await start(
         aiohttp_client, FakeRouter(routes={CALLED: route()}), FakePublisher(mode="down")
     )
@@ -255,7 +255,7 @@ async def test_failing_caller_lookup_answers_without_context(
 
 
 async def test_inbound_record_is_retried_until_kafka_takes_it(aiohttp_client: Any) -> None:
-    """SPEC §3: the call_inbound event is still written to Kafka: a broker that is down for
+    """docs/ingress.md: the call_inbound event is still written to Kafka: a broker that is down for
     a moment delays the record, never loses it."""
     publisher = FakePublisher(mode="down")
     client, _, registry = await start(

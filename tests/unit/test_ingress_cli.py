@@ -15,8 +15,8 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from pipeline.cli import cli, register_commands
-from pipeline.ingress import create_app, drain
-from tests.fixtures import fixture_bytes
+from pipeline.ingress.app import create_app, drain
+from tests.support.fixtures import fixture_bytes
 from tests.unit.ingress_fakes import FakePublisher, FakeRouter, make_settings, signed
 
 

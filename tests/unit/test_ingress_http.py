@@ -1,7 +1,7 @@
-"""The ingress request path of SPEC §3, status by status, with a fake Kafka and router.
+"""The ingress request path of docs/ingress.md, status by status, with a fake Kafka and router.
 
 The invariant under test throughout: a 2xx is answered only for a record the publisher
-acknowledged, and what it was given is exactly the raw body, key and headers of SPEC §4.
+acknowledged, and what it was given is exactly the raw body, key and headers of docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from pipeline.ingress import create_app
-from tests.fixtures import fixture_bytes, fixture_names
+from pipeline.ingress.app import create_app
+from tests.support.fixtures import fixture_bytes, fixture_names
 from tests.unit.ingress_fakes import FakePublisher, FakeRouter, make_settings, now_ms, signed
 
 CALL_ENDED = fixture_bytes("retell", "call_ended.json")
@@ -407,9 +407,9 @@ async def test_dependencies_are_closed_on_cleanup(aiohttp_client: Any) -> None:
 
 
 def test_create_app_builds_real_dependencies_by_default() -> None:
-    from pipeline.ingress import PUBLISHER, ROUTER
-    from pipeline.producer import KafkaPublisher
-    from pipeline.routing import RoutingCache
+    from pipeline.ingress.app import PUBLISHER, ROUTER
+    from pipeline.ingress.producer import KafkaPublisher
+    from pipeline.ingress.routing import RoutingCache
 
     app = create_app(make_settings())
     assert isinstance(app[PUBLISHER], KafkaPublisher)

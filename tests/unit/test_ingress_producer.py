@@ -12,7 +12,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from pipeline.errors import KafkaUnavailable
-from pipeline.producer import KafkaPublisher, Published
+from pipeline.ingress.producer import KafkaPublisher, Published
 from tests.unit.ingress_fakes import make_settings
 
 

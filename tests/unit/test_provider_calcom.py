@@ -15,7 +15,7 @@ from pipeline import providers
 from pipeline.errors import InvalidSignature, MalformedPayload
 from pipeline.providers import calcom
 from pipeline.providers.base import sha256_hex
-from tests.fixtures import fixture_bytes, fixture_names
+from tests.support.fixtures import fixture_bytes, fixture_names
 from tests.support.strategies import json_leaf
 
 SECRET = "cal-test-secret"

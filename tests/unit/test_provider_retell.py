@@ -12,7 +12,7 @@ from pipeline import providers
 from pipeline.errors import InvalidSignature, MalformedPayload
 from pipeline.providers import retell
 from pipeline.providers.base import sha256_hex
-from tests.fixtures import fixture_bytes, fixture_names
+from tests.support.fixtures import fixture_bytes, fixture_names
 from tests.support.strategies import json_value
 
 KEY = "test-api-key"

@@ -1,4 +1,4 @@
-"""The pure half of reconcile (pipeline/drift.py): scope and retention, the recount from
+"""The pure half of reconcile (pipeline/dashboard/drift.py): scope and retention, the recount from
 rows, the diff against stored copies, the fix plan, and how drift is shown."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import drift
-from pipeline.aggregates import BucketKey, empty_counters
-from pipeline.drift import Scope
-from pipeline.reconcile import CompanyReport, Report, render
-from pipeline.snapshots import decode, encode, is_tombstone
+from pipeline.dashboard import drift
+from pipeline.dashboard.aggregates import BucketKey, empty_counters
+from pipeline.dashboard.drift import Scope
+from pipeline.dashboard.reconcile import CompanyReport, Report, render
+from pipeline.dashboard.snapshots import decode, encode, is_tombstone
 
 NOW = datetime(2026, 11, 28, 16, 14, 4)
 LA = "America/Los_Angeles"

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 
-from pipeline import routing as routing_mod
 from pipeline.errors import DatabaseUnavailable
-from pipeline.metrics import IngressMetrics
-from pipeline.routing import CallerContext, RoutingCache
+from pipeline.ingress import routing as routing_mod
+from pipeline.ingress.metrics import IngressMetrics
+from pipeline.ingress.routing import CallerContext, RoutingCache
 from tests.unit.ingress_fakes import make_settings
 
 NAMES = "id company_id name phone_number retell_agent_id is_active company_name timezone company_active"  # fmt: skip

@@ -1,4 +1,4 @@
-"""``load_settings``: every variable of SPEC §2, one error naming every bad one, no secret shown."""
+"""``load_settings``: every variable of the README's configuration table, one error naming every bad one, no secret shown."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ALL_SECRETS = (URL_PASSWORD, *RETELL_KEYS, *CALCOM_SECRETS, *ANALYST_TOKENS)
 
 
 def full_environ() -> dict[str, str]:
-    """Every SPEC §2 variable set to a non-default value."""
+    """Every the README's configuration table variable set to a non-default value."""
     return {
         "SWITCHBOARD_KAFKA_BOOTSTRAP": "kafka-1:19092,kafka-2:19093",
         "SWITCHBOARD_DATABASE_URL": f"mysql+pymysql://app:{URL_PASSWORD}@db.internal:3307/sb",
@@ -57,11 +57,11 @@ def test_defaults_match_spec() -> None:
     assert (settings.worker_host, settings.worker_port) == ("127.0.0.1", 6066)
     assert settings.analyst_tokens == ()
     assert settings.data_dir == Path("./var")
-    assert settings.topic_partitions == 12  # SPEC §4: "12 by default"
+    assert settings.topic_partitions == 12  # docs/architecture.md: "12 by default"
 
 
 def test_unconfigured_provider_has_no_secrets() -> None:
-    """SPEC §2: a provider without a secret is refused, so the verifier must get nothing."""
+    """the README's configuration table: a provider without a secret is refused, so the verifier must get nothing."""
     settings = load_settings({})
     assert settings.secrets_for("retell") == ()
     assert settings.secrets_for("calcom") == ()
@@ -155,7 +155,7 @@ def test_settings_are_frozen() -> None:
 
 
 def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    """STYLE.md: no hidden ``os.environ`` reads; the caller passes the environment."""
+    """No hidden ``os.environ`` reads; the caller passes the environment."""
     monkeypatch.setenv("SWITCHBOARD_WORKER_PORT", "abc")
     monkeypatch.setenv("SWITCHBOARD_INGRESS_PORT", "1234")
     settings = load_settings({})

@@ -10,8 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from pipeline.models import COUNTERS
-from pipeline.simulator import expected
-from pipeline.simulator.model import (
+from testbed.simulator import expected
+from testbed.simulator.model import (
     BookingEvent,
     Branch,
     CallEvent,

@@ -14,10 +14,10 @@ import pytest
 
 from pipeline import providers
 from pipeline.errors import InvalidSignature, MalformedPayload
-from pipeline.simulator import bodies, tenants
-from pipeline.simulator.model import Scenario
-from pipeline.simulator.scenario import ScenarioConfig, ScenarioError, generate
-from pipeline.simulator.sender import SendConfig, Sender
+from testbed.simulator import bodies, tenants
+from testbed.simulator.model import Scenario
+from testbed.simulator.scenario import ScenarioConfig, ScenarioError, generate
+from testbed.simulator.sender import SendConfig, Sender
 
 ANCHOR = 1_790_000_000_000  # 2026-09-21T12:53:20Z
 SECRETS = {"retell": "sim-retell-key", "calcom": "sim-calcom-secret"}
@@ -49,8 +49,8 @@ def test_same_seed_gives_the_same_bytes_in_the_same_order() -> None:
 def test_determinism_does_not_depend_on_the_hash_seed() -> None:
     script = (
         "import hashlib\n"
-        "from pipeline.simulator import tenants\n"
-        "from pipeline.simulator.scenario import ScenarioConfig, generate\n"
+        "from testbed.simulator import tenants\n"
+        "from testbed.simulator.scenario import ScenarioConfig, generate\n"
         f"s = generate(tenants.with_ids(tenants.generate(6, 11)), ScenarioConfig(seed=5, calls=60, now_ms={ANCHOR}, bad_share=0.1))\n"
         "print(hashlib.sha256(s.canonical_bytes()).hexdigest())\n"
     )

@@ -15,11 +15,11 @@ from aiohttp import web
 
 from pipeline import providers
 from pipeline.errors import InvalidSignature, MalformedPayload
-from pipeline.simulator import expected, tenants
-from pipeline.simulator.model import Scenario
-from pipeline.simulator.run import SimulationError, _preflight, summarize
-from pipeline.simulator.scenario import ScenarioConfig, generate
-from pipeline.simulator.sender import SendConfig, Sender
+from testbed.simulator import expected, tenants
+from testbed.simulator.model import Scenario
+from testbed.simulator.run import SimulationError, _preflight, summarize
+from testbed.simulator.scenario import ScenarioConfig, generate
+from testbed.simulator.sender import SendConfig, Sender
 
 SECRETS = {"retell": "sim-retell-key", "calcom": "sim-calcom-secret"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.simulator import tenants
-from pipeline.simulator.tenants import E164, TenantFileError
+from testbed.simulator import tenants
+from testbed.simulator.tenants import E164, TenantFileError
 
 
 def test_generation_is_seeded_and_realistic() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.simulator import expected, tenants
-from pipeline.simulator.scenario import ScenarioConfig, generate
-from pipeline.simulator.verify import check_api, parse_time
+from testbed.simulator import expected, tenants
+from testbed.simulator.scenario import ScenarioConfig, generate
+from testbed.simulator.verify import check_api, parse_time
 
 TOKEN = "analyst-token"
 

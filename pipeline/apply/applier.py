@@ -1,0 +1,139 @@
+"""The apply path for async callers: retries, un-parking, and a blast radius of one.
+
+``Applier.apply(records)`` never raises for a record's sake and never gives up on a
+transient failure:
+
+* ``DatabaseUnavailable`` (MySQL down, deadlock, lock wait, a lost race): wait with
+  exponential backoff and retry the same batch, for as long as it takes. The caller's
+  stream waits too, which is the point: nothing is acked that is not applied.
+* an unexpected exception (a bug): the batch is retried record by record, and a record
+  that still fails is dead-lettered with reason ``internal_error`` so the rest flow on;
+  it can be redriven after the fix.
+* parked no-show updates (``unknown_booking``) are fetched back from Kafka and applied as
+  soon as a batch creates their booking.
+
+Database work runs in a thread: the event loop keeps serving Kafka and HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Engine
+
+from pipeline.apply import store
+from pipeline.apply.batch import BatchResult, DeadLetter, Outcome, apply_batch
+from pipeline.errors import DatabaseUnavailable
+from pipeline.kafka_reader import Coordinates
+from pipeline.records import WebhookRecord
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[list[Coordinates]], Awaitable[list[WebhookRecord]]]
+OnRetry = Callable[[str, float], None]
+T = TypeVar("T")
+
+
+class Applier:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        fetch: Fetch | None = None,
+        dry_run: bool = False,
+        on_retry: OnRetry | None = None,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.fetch = fetch
+        self.dry_run = dry_run
+        self.on_retry = on_retry or (lambda reason, delay: None)
+        self.max_backoff_s = max_backoff_s
+
+    async def apply(self, records: Sequence[WebhookRecord]) -> BatchResult:
+        result = await self._apply_isolating_bugs(list(records))
+        rounds = 0
+        while result.created_uids and self.fetch is not None and not self.dry_run and rounds < 5:
+            rounds += 1
+            uids, result.created_uids = set(result.created_uids), set()
+            coords = await self._transient_retry(functools.partial(store_parked, self.engine, uids))
+            if not coords:
+                break
+            parked = await self.fetch([Coordinates(*c) for c in coords])
+            log.info("un-parking %d event(s) whose booking arrived", len(parked))
+            result.merge(await self._apply_isolating_bugs(parked))
+        return result
+
+    async def _apply_isolating_bugs(self, records: list[WebhookRecord]) -> BatchResult:
+        if not records:
+            return BatchResult()
+        try:
+            return await self._transient_retry(functools.partial(self._apply, records))
+        except Exception:
+            if len(records) == 1:
+                return self._internal_error(records[0])
+            log.exception("apply failed unexpectedly; isolating the batch record by record")
+        result = BatchResult()
+        for record in records:
+            try:
+                result.merge(await self._transient_retry(functools.partial(self._apply, [record])))
+            except Exception:
+                result.merge(self._internal_error(record))
+        return result
+
+    def _apply(self, records: list[WebhookRecord]) -> BatchResult:
+        return apply_batch(self.engine, records, dry_run=self.dry_run)
+
+    async def _transient_retry(self, work: Callable[[], T]) -> T:
+        delay = 0.2
+        while True:
+            try:
+                return await asyncio.to_thread(work)
+            except DatabaseUnavailable as exc:
+                log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
+                self.on_retry("database_unavailable", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    def _internal_error(self, record: WebhookRecord) -> BatchResult:
+        log.exception(
+            "record %s could not be applied (bug); dead-lettering as internal_error",
+            record.coordinates,
+            extra={"correlation_id": record.correlation_id},
+        )
+        result = BatchResult()
+        result.dead_letters.append(
+            DeadLetter(record, "internal_error", "InternalError", "unexpected error while applying")
+        )
+        result.outcomes.append(
+            Outcome(
+                provider=record.provider or "unknown",
+                event_id=record.headers.get("event_id", ""),
+                event_type=record.headers.get("event_type", ""),
+                status="dead_lettered",
+                company_id=None,
+                reason="internal_error",
+                coordinates=record.coordinates,
+                correlation_id=record.correlation_id,
+            )
+        )
+        return result
+
+
+def store_parked(engine: Engine, uids: set[str]) -> list[tuple[str, int, int]]:
+    try:
+        with engine.connect() as conn:
+            return store.parked_coordinates(conn, uids)
+    except Exception as exc:
+        from pipeline.database import is_transient
+
+        if is_transient(exc):
+            raise DatabaseUnavailable("database: parked lookup") from exc
+        raise
+
+
+__all__ = ["Applier", "DatabaseUnavailable"]

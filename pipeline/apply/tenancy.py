@@ -1,0 +1,156 @@
+"""Tenant attribution by the rules of docs/data-model.md, and nothing else.
+
+An event is attributed to a company only through a branch that says so: the business
+phone number, then a unique agent id, then the ids our own ``call_inbound`` answer wrote
+into the call's metadata (Cal.com: the event type, then ``metadata.branch_id``). When no
+rule applies the event is *unroutable* with a reason; nothing guesses.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, or_, select
+
+from pipeline.apply.facts import BookingFacts, CallFacts, metadata_ids
+from pipeline.models import branches, companies
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    id: int
+    company_id: int
+    phone_number: str
+    retell_agent_id: str | None
+    calcom_event_type_id: int | None
+    active: bool  # the branch and its company are both active
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    company_id: int
+    branch_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unroutable:
+    reason: str
+
+
+@dataclass
+class Directory:
+    """The branches one batch can need, indexed the ways attribution looks them up."""
+
+    by_phone: dict[str, Branch] = field(default_factory=dict)
+    by_agent: dict[str, list[Branch]] = field(default_factory=lambda: defaultdict(list))
+    by_event_type: dict[int, Branch] = field(default_factory=dict)
+    by_id: dict[int, Branch] = field(default_factory=dict)
+
+    def add(self, branch: Branch) -> None:
+        self.by_phone[branch.phone_number] = branch
+        if branch.retell_agent_id:
+            self.by_agent[branch.retell_agent_id].append(branch)
+        if branch.calcom_event_type_id is not None:
+            self.by_event_type[branch.calcom_event_type_id] = branch
+        self.by_id[branch.id] = branch
+
+
+def load_directory(
+    conn: Connection,
+    *,
+    phones: Iterable[str] = (),
+    agent_ids: Iterable[str] = (),
+    event_type_ids: Iterable[int] = (),
+    branch_ids: Iterable[int] = (),
+) -> Directory:
+    """One query for every branch the batch might be attributed to."""
+    clauses = []
+    if phones := sorted(set(phones)):
+        clauses.append(branches.c.phone_number.in_(phones))
+    if agent_ids := sorted(set(agent_ids)):
+        clauses.append(branches.c.retell_agent_id.in_(agent_ids))
+    if event_type_ids := sorted(set(event_type_ids)):
+        clauses.append(branches.c.calcom_event_type_id.in_(event_type_ids))
+    if branch_ids := sorted(set(branch_ids)):
+        clauses.append(branches.c.id.in_(branch_ids))
+    directory = Directory()
+    if not clauses:
+        return directory
+    query = (
+        select(
+            branches.c.id,
+            branches.c.company_id,
+            branches.c.phone_number,
+            branches.c.retell_agent_id,
+            branches.c.calcom_event_type_id,
+            (branches.c.is_active & companies.c.is_active).label("active"),
+        )
+        .join(companies, companies.c.id == branches.c.company_id)
+        .where(or_(*clauses))
+    )
+    for row in conn.execute(query):
+        directory.add(
+            Branch(
+                id=row.id,
+                company_id=row.company_id,
+                phone_number=row.phone_number,
+                retell_agent_id=row.retell_agent_id,
+                calcom_event_type_id=row.calcom_event_type_id,
+                active=bool(row.active),
+            )
+        )
+    return directory
+
+
+def attribute_call(facts: CallFacts, directory: Directory) -> Attribution | Unroutable:
+    return attribute_retell(facts.business_number, facts.agent_id, facts.metadata, directory)
+
+
+def attribute_retell(
+    business_number: str | None,
+    agent_id: str | None,
+    metadata: dict | None,
+    directory: Directory,
+) -> Attribution | Unroutable:
+    """Number, then a unique active agent id, then our own call_inbound metadata."""
+    if business_number:
+        branch = directory.by_phone.get(business_number)
+        if branch is not None and branch.active:
+            return Attribution(branch.company_id, branch.id)
+    if agent_id:
+        candidates = [b for b in directory.by_agent.get(agent_id, []) if b.active]
+        if len(candidates) == 1:
+            return Attribution(candidates[0].company_id, candidates[0].id)
+    company_id, branch_id = metadata_ids(metadata)
+    if branch_id is not None:
+        branch = directory.by_id.get(branch_id)
+        if branch is not None and branch.active and branch.company_id == company_id:
+            return Attribution(branch.company_id, branch.id)
+    if business_number and business_number in directory.by_phone:
+        return Unroutable("branch_inactive")
+    return Unroutable("no_branch_for_number" if business_number else "no_business_number")
+
+
+def attribute_booking(
+    facts: BookingFacts, directory: Directory, known: Attribution | None
+) -> Attribution | Unroutable:
+    """Event type, then ``metadata.branch_id``, then the appointment row of the same uid."""
+    if facts.event_type_id is not None:
+        branch = directory.by_event_type.get(facts.event_type_id)
+        if branch is not None and branch.active:
+            return Attribution(branch.company_id, branch.id)
+    if facts.metadata_branch_id is not None:
+        branch = directory.by_id.get(facts.metadata_branch_id)
+        if branch is not None and branch.active:
+            return Attribution(branch.company_id, branch.id)
+    if known is not None:
+        return known
+    if facts.event_type_id is not None and facts.event_type_id in directory.by_event_type:
+        return Unroutable("branch_inactive")
+    if facts.event_type_id is None and facts.metadata_branch_id is None:
+        # Only the booking itself can attribute this event (a no-show update): park it
+        # until the booking arrives (pipeline.apply.batch.PARKED).
+        return Unroutable("unknown_booking")
+    return Unroutable("no_branch_for_event_type")

@@ -1,0 +1,194 @@
+"""The dashboard counters of docs/analyst.md as a function of rows.
+
+``call_counters`` and ``appointment_counters`` say what one call or one appointment row
+contributes to which buckets. The apply path adds, for each event new to
+``webhook_events``, the difference the event made (after − before), and ``reconcile``
+sums the same functions over all rows, so the live counters and the recount agree by
+construction. Pure functions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pipeline.models import COUNTERS, DECIMAL_COUNTERS
+
+HOUR = "hour"
+DAY = "day"
+RETENTION = {HOUR: timedelta(days=14), DAY: timedelta(days=400)}
+
+Number = int | Decimal
+Deltas = dict[str, Number]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class BucketKey:
+    company_id: int
+    granularity: str
+    bucket_start: datetime  # naive UTC
+
+    def as_tuple(self) -> tuple[int, str, datetime]:
+        return (self.company_id, self.granularity, self.bucket_start)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSnapshot:
+    """A bucket's absolute counters at ``version``: what the snapshot topic carries."""
+
+    key: BucketKey
+    counters: dict[str, Any]
+    version: int
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def hour_start(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def day_start(at: datetime, timezone: str | None) -> datetime:
+    """The UTC instant (naive) of the company's local midnight on the local day of ``at``."""
+    zone = _zone(timezone)
+    local = at.replace(tzinfo=UTC).astimezone(zone)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=zone)
+    return midnight.astimezone(UTC).replace(tzinfo=None)
+
+
+def bucket_keys(company_id: int, at: datetime, timezone: str | None) -> tuple[BucketKey, BucketKey]:
+    return (
+        BucketKey(company_id, HOUR, hour_start(at)),
+        BucketKey(company_id, DAY, day_start(at, timezone)),
+    )
+
+
+Contribution = dict[BucketKey, Deltas]
+
+
+def _add(out: Contribution, keys: Iterable[BucketKey], deltas: Deltas) -> None:
+    for key in keys:
+        target = out.setdefault(key, {})
+        for name, value in deltas.items():
+            target[name] = target.get(name, 0) + value
+
+
+def call_time(row: Mapping[str, Any]) -> datetime | None:
+    """The bucket time of a call: its start, else its end, else its last event."""
+    return row.get("started_at") or row.get("ended_at") or row.get("last_event_at")
+
+
+def call_counters(
+    row: Mapping[str, Any] | None, *, ended: bool, analyzed: bool, timezone: str | None
+) -> Contribution:
+    """What a call row contributes, given whether its call_ended/call_analyzed were applied."""
+    out: Contribution = {}
+    if row is None or not (ended or analyzed) or row.get("company_id") is None:
+        return out
+    at = call_time(row)
+    if at is None:
+        return out
+    keys = bucket_keys(int(row["company_id"]), at, timezone)
+    if ended:
+        reason = row.get("disconnection_reason")
+        deltas: Deltas = {"calls_total": 1}
+        deltas["calls_outbound" if row.get("direction") == "outbound" else "calls_inbound"] = 1
+        if row.get("started_at") is not None:
+            deltas["calls_connected"] = 1
+        else:
+            deltas["calls_not_connected"] = 1
+        if reason == "voicemail_reached":
+            deltas["calls_voicemail"] = 1
+        if reason == "call_transfer" or row.get("transfer_destination"):
+            deltas["calls_transferred"] = 1
+        deltas["duration_ms_total"] = int(row.get("duration_ms") or 0)
+        deltas["cost_cents_total"] = Decimal(row.get("cost_cents") or 0)
+        _add(out, keys, deltas)
+    if analyzed:
+        deltas = {}
+        # Truthy, not ``is True``: a row read with plain SQL carries MySQL's 1/0.
+        if row.get("successful"):
+            deltas["calls_successful"] = 1
+        sentiment = (row.get("sentiment") or "").lower()
+        if sentiment in ("positive", "neutral", "negative"):
+            deltas[f"sentiment_{sentiment}"] = 1
+        if deltas:
+            _add(out, keys, deltas)
+    return out
+
+
+APPOINTMENT_MARKS = (
+    ("booked_at", "appointments_booked"),
+    ("cancelled_at", "appointments_cancelled"),
+    ("rescheduled_at", "appointments_rescheduled"),
+    ("no_show_at", "appointments_no_show"),
+)
+
+
+def appointment_counters(row: Mapping[str, Any] | None, *, timezone: str | None) -> Contribution:
+    """What an appointment row contributes: each lifecycle mark in the bucket of its time."""
+    out: Contribution = {}
+    if row is None or row.get("company_id") is None:
+        return out
+    for column, counter in APPOINTMENT_MARKS:
+        at = row.get(column)
+        if at is not None:
+            _add(out, bucket_keys(int(row["company_id"]), at, timezone), {counter: 1})
+    return out
+
+
+def difference(after: Contribution, before: Contribution) -> Contribution:
+    """``after − before``, dropping zero entries."""
+    out: Contribution = {}
+    for key in set(after) | set(before):
+        a, b = after.get(key, {}), before.get(key, {})
+        deltas = {n: a.get(n, 0) - b.get(n, 0) for n in set(a) | set(b)}
+        deltas = {n: v for n, v in deltas.items() if v != 0}
+        if deltas:
+            out[key] = deltas
+    return out
+
+
+def combine(into: Contribution, other: Contribution) -> None:
+    for key, deltas in other.items():
+        _add(into, [key], deltas)
+
+
+def empty_counters() -> dict[str, Number]:
+    return {name: (Decimal(0) if name in DECIMAL_COUNTERS else 0) for name in COUNTERS}
+
+
+def sum_contributions(parts: Iterable[Contribution]) -> dict[BucketKey, dict[str, Number]]:
+    totals: dict[BucketKey, dict[str, Number]] = defaultdict(empty_counters)
+    for part in parts:
+        for key, deltas in part.items():
+            bucket = totals[key]
+            for name, value in deltas.items():
+                bucket[name] = bucket[name] + value
+    return dict(totals)
+
+
+def derived(counters: Mapping[str, Number]) -> dict[str, float | None]:
+    """``avg_duration_s`` and ``booking_conversion`` (None when nothing connected)."""
+    connected = int(counters.get("calls_connected", 0))
+    if connected == 0:
+        return {"avg_duration_s": None, "booking_conversion": None}
+    return {
+        "avg_duration_s": round(int(counters.get("duration_ms_total", 0)) / connected / 1000, 3),
+        "booking_conversion": round(int(counters.get("appointments_booked", 0)) / connected, 4),
+    }
+
+
+def expired(key: BucketKey, now: datetime) -> bool:
+    return key.bucket_start < now - RETENTION[key.granularity]

@@ -1,0 +1,153 @@
+"""The ingress's HTTP plumbing: one middleware that gives every request its correlation id,
+turns every failure into the JSON error shape of docs/ingress.md, counts it, and tracks the requests
+in flight so that a shutdown can wait for them.
+
+Kept apart from the handlers so that the request path in ``pipeline.ingress.app`` reads as the
+contract does: checks, then Kafka, then the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from pipeline.errors import ClientError, KafkaUnavailable
+from pipeline.ingress.metrics import IngressMetrics, event_type_label
+from pipeline.logs import correlation_id_var
+
+log = logging.getLogger("pipeline.ingress.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the middleware and the handlers share about one request."""
+
+    correlation_id: str
+    received_ms: int
+    provider: str = "none"
+    event_type: str | None = None
+    observe: bool = True  # False for health checks and scrapes: they are not traffic
+
+
+EXCHANGE = web.RequestKey("exchange", Exchange)
+
+
+class InFlight:
+    """Requests inside a handler right now; ``wait_idle`` is the shutdown's drain."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """True when every request finished within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def json_response(status: int, payload: dict[str, Any], **headers: str) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(status: int, code: str, detail: str, **headers: str) -> web.Response:
+    """The one error shape of docs/ingress.md: ``{"error", "detail"}``, detail on one line."""
+    one_line = " ".join(detail.split())[:300]
+    return json_response(status, {"error": code, "detail": one_line}, **headers)
+
+
+def exchange_middleware(
+    metrics: IngressMetrics, in_flight: InFlight, retry_after_s: int
+) -> Middleware:
+    """Correlation id, error answers, metrics and in-flight tracking, for every request.
+
+    Every expected failure becomes its status and JSON body here; anything else is a bug in
+    this code: a 500 with a JSON body and a logged traceback, never a stack trace on the wire.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        exchange = Exchange(str(uuid.uuid4()), time.time_ns() // 1_000_000)
+        request[EXCHANGE] = exchange
+        token = correlation_id_var.set(exchange.correlation_id)
+        started = time.perf_counter()
+        in_flight.enter()
+        metrics.in_flight.inc()
+        try:
+            response = await _answer(request, handler, exchange, metrics, retry_after_s)
+            response.headers["X-Correlation-ID"] = exchange.correlation_id
+            if exchange.observe:
+                labels = (exchange.provider, event_type_label(exchange.event_type))
+                metrics.requests.labels(*labels, str(response.status)).inc()
+                metrics.latency.labels(exchange.provider).observe(time.perf_counter() - started)
+            return response
+        finally:
+            metrics.in_flight.dec()
+            in_flight.leave()
+            correlation_id_var.reset(token)
+
+    return middleware
+
+
+async def _answer(
+    request: web.Request,
+    handler: Handler,
+    exchange: Exchange,
+    metrics: IngressMetrics,
+    retry_after_s: int,
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ClientError as exc:
+        metrics.rejections.labels(exchange.provider, exc.code).inc()
+        log.info(
+            "webhook rejected: %s",
+            exc.detail,
+            extra={"provider": exchange.provider, "status": exc.status, "reason": exc.code},
+        )
+        return error_response(exc.status, exc.code, exc.detail)
+    except KafkaUnavailable as exc:
+        metrics.rejections.labels(exchange.provider, "kafka_unavailable").inc()
+        log.warning(
+            "webhook not made durable: %s",
+            exc,
+            extra={"provider": exchange.provider, "event_type": exchange.event_type},
+        )
+        return error_response(
+            503, "kafka_unavailable", str(exc), **{"Retry-After": str(retry_after_s)}
+        )
+    except web.HTTPException as exc:
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        code = exc.reason.lower().replace(" ", "_")
+        return error_response(exc.status, code, exc.reason, **headers)
+    except Exception:
+        log.exception("unhandled error answering %s %s", request.method, request.path)
+        return error_response(
+            500, "internal_error", "unexpected error; quote the X-Correlation-ID header"
+        )
