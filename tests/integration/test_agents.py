@@ -109,5 +109,5 @@ def test_agent_dead_letters_poison_with_reason_and_source(
         statuses = {r.event_id: r.status for r in conn.execute(select(webhook_events))}
     assert statuses == {
         "call_ended:c1": "dead_lettered",
-        "call_started:call_5f2c9e81d4a04b7a9e3b11c0a7d2e6f4": "applied",
+        "call_started:call_aaa33b1c0b1d5c6f11ed9879bb453974": "applied",
     }

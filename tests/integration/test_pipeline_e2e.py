@@ -112,11 +112,11 @@ def test_every_fixture_lands_in_its_rows(
     assert by_type.pop("chat_analyzed") == "unroutable"  # a chat with no agent we know
     assert set(by_type.values()) == {"applied"}, by_type
     state = db_state(tenant_engine)
-    call = state["calls"]["call_5f2c9e81d4a04b7a9e3b11c0a7d2e6f4"]
+    call = state["calls"]["call_aaa33b1c0b1d5c6f11ed9879bb453974"]
     assert (call["status"], call["company_id"], call["sentiment"]) == ("ended", 1, "Positive")
-    assert call["transfer_destination"] == "+14155550111"
-    assert state["appointments"]["mG7qT2xZr9KpL4vN8sWb1c"]["call_id"] == call["retell_call_id"]
-    assert state["appointments"]["Zr4Kp8sN2cVq7tLm1xWb0e"]["status"] == "rejected"
+    assert call["transfer_destination"] == "+12025550134"
+    assert state["appointments"]["r8YcW3nQe5TjB1uLx7DkPa"]["call_id"] == call["retell_call_id"]
+    assert state["appointments"]["Kp0Tn5VaJ3eWq8MzC2sHyd"]["status"] == "rejected"
     assert_lag_drains(pipeline_settings)
 
 

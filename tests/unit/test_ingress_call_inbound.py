@@ -29,7 +29,7 @@ from tests.unit.ingress_fakes import (
 
 CALLED = "+14155550199"
 CALLER = "+14155550142"
-CALL_ID = "call_9d3e7a0c55b14e2f8a6b0c1d2e3f4a5b"
+CALL_ID = "call_d51f81a19c6cecec7cbe90d98165b7bc"
 FIXTURE = fixture_bytes("retell", "call_inbound.json")
 
 

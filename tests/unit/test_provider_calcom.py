@@ -68,7 +68,7 @@ def test_wrong_key_is_invalid() -> None:
 
 
 def test_tampered_body_is_invalid() -> None:
-    assert code_of(signed(), body=BODY.replace(b"Dana", b"Dina")) == "invalid_signature"
+    assert code_of(signed(), body=BODY.replace(b"Marisol", b"Marisel")) == "invalid_signature"
 
 
 def test_empty_body_signed_verifies_but_does_not_parse() -> None:
@@ -150,9 +150,9 @@ def test_any_single_byte_change_fails(body: bytes, secret: str, data: st.DataObj
 
 # --- parsing and event ids -----------------------------------------------------------------
 
-OLD_UID = "mG7qT2xZr9KpL4vN8sWb1c"
-NEW_UID = "Hq3Zp0vR6tYw2mKc5nXa8d"
-REQ_UID = "Zr4Kp8sN2cVq7tLm1xWb0e"
+OLD_UID = "r8YcW3nQe5TjB1uLx7DkPa"
+NEW_UID = "Fv2Ls9GmK4hXz0RbN6wTqe"
+REQ_UID = "Kp0Tn5VaJ3eWq8MzC2sHyd"
 EXPECTED = {
     "BOOKING_CREATED.json": ("BOOKING_CREATED", f"BOOKING_CREATED:{OLD_UID}", OLD_UID),
     "BOOKING_RESCHEDULED.json": ("BOOKING_RESCHEDULED", f"BOOKING_RESCHEDULED:{NEW_UID}", NEW_UID),
@@ -161,7 +161,7 @@ EXPECTED = {
     "BOOKING_REJECTED.json": ("BOOKING_REJECTED", f"BOOKING_REJECTED:{REQ_UID}", REQ_UID),
     "BOOKING_NO_SHOW_UPDATED.json": (
         "BOOKING_NO_SHOW_UPDATED",
-        f"BOOKING_NO_SHOW_UPDATED:{OLD_UID}:2026-01-08T19:20:00.000Z",
+        f"BOOKING_NO_SHOW_UPDATED:{OLD_UID}:2026-02-13T17:26:41.090Z",
         OLD_UID,
     ),
     "MEETING_ENDED.json": ("MEETING_ENDED", f"MEETING_ENDED:{OLD_UID}", OLD_UID),

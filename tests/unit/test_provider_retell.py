@@ -21,7 +21,7 @@ VECTOR_TS = 1_700_000_000_000
 VECTOR_HEADER = "v=1700000000000,d=07024cabe7dd8f6d1c6e4a8324ca92c812e6ad4a7ee506c04f7e462e3321823e"
 BODY = fixture_bytes("retell", "call_ended.json")
 NOW = 1_767_792_200_000
-CALL_ID = "call_5f2c9e81d4a04b7a9e3b11c0a7d2e6f4"
+CALL_ID = "call_aaa33b1c0b1d5c6f11ed9879bb453974"
 
 secrets_st = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1).filter(str.strip)
 
@@ -201,11 +201,11 @@ EXPECTED = {
     "call_analyzed.json": ("call_analyzed", f"call_analyzed:{CALL_ID}", CALL_ID),
     "transcript_updated.json": ("transcript_updated", f"transcript_updated:{CALL_ID}", CALL_ID),
     "transfer_started.json": ("transfer_started", f"transfer_started:{CALL_ID}", CALL_ID),
-    "chat_analyzed.json": ("chat_analyzed", "chat_analyzed:chat_0b7e4d2a91c3", "chat_0b7e4d2a91c3"),
+    "chat_analyzed.json": ("chat_analyzed", "chat_analyzed:chat_d5cf34b6b06f", "chat_d5cf34b6b06f"),
     "call_inbound.json": (
         "call_inbound",
-        "call_9d3e7a0c55b14e2f8a6b0c1d2e3f4a5b",
-        "call_9d3e7a0c55b14e2f8a6b0c1d2e3f4a5b",
+        "call_d51f81a19c6cecec7cbe90d98165b7bc",
+        "call_d51f81a19c6cecec7cbe90d98165b7bc",
     ),
 }
 #: Fixtures that are not webhook requests (our answer to call_inbound): parse must refuse them.
