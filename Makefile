@@ -16,14 +16,15 @@ PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) \
                       $(shell command -v python3.11 2>/dev/null) python3.11)
 
 .PHONY: help venv stack-up stack-down stack-wipe stack-status migrate topics \
-        test test-unit lint demo demo-stop bench
+        test test-unit lint demo demo-stop bench browser
 
 help:
 	@echo "make venv        create $(VENV) (python3.11) and pip install -e '.[dev]'"
 	@echo "make stack-up    install/start Kafka 127.0.0.1:9092 and MariaDB 127.0.0.1:3306"
 	@echo "make stack-down  stop both;  make stack-wipe  stop and delete all their data"
 	@echo "make migrate     switchboard migrate;  make topics  switchboard topics"
-	@echo "make test        venv + stack-up + migrate + topics + pytest (whole suite)"
+	@echo "make test        venv + stack-up + migrate + topics + browser + pytest (whole suite)"
+	@echo "make browser     install Debian's chromium + chromium-driver (the page's browser test)"
 	@echo "make test-unit   pytest tests/unit (no services needed)"
 	@echo "make lint        ruff check + mypy"
 	@echo "make demo        stack + ingress + worker in the background;  make demo-stop"
@@ -72,11 +73,15 @@ topics: venv
 # ------------------------------------------------------------------ checks
 
 # pytest exit 5 means "no tests collected": that is a failure here, never a pass.
-test: venv stack-up migrate topics
+test: venv stack-up migrate topics browser
 	@echo "==> pytest -q"
 	@$(VENV)/bin/pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; exit 1; fi; \
 	exit $$rc
+
+# Debian's chromium and chromium-driver, for the dashboard page's browser test.
+browser:
+	@scripts/browser.sh install
 
 test-unit: venv
 	@$(VENV)/bin/pytest -q tests/unit; rc=$$?; \

@@ -56,15 +56,22 @@ class WorkerMetrics:
         )
         self.api_requests = Counter(
             "switchboard_analyst_requests_total",
-            "Analyst API requests by route and status.",
+            "Analyst API requests by route and status (every answer: 2xx, 4xx, 5xx).",
             ["route", "status"],
             registry=r,
         )
-        self.api_seconds = Histogram(
-            "switchboard_analyst_request_seconds",
-            "Analyst API latency (as answered by this worker).",
+        self.api_duration = Histogram(
+            "switchboard_analyst_request_duration_seconds",
+            "Analyst API latency as answered by this worker (forwarding included).",
             ["route"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.api_fallbacks = Counter(
+            "switchboard_analyst_fallbacks_total",
+            "Analyst API answers read from MySQL because the table could not answer, by "
+            "reason (recovering, rebalancing, owner_unavailable).",
+            ["reason"],
             registry=r,
         )
         self.consumer_lag = Gauge(
@@ -76,6 +83,7 @@ class WorkerMetrics:
         )
         self.recovered = Gauge(
             "switchboard_worker_tables_recovered",
-            "1 when table recovery has completed and the analyst API answers.",
+            "1 when table recovery has completed and no rebalance is in progress (the "
+            "analyst API answers from the table); refreshed every second.",
             registry=r,
         )

@@ -170,7 +170,6 @@ with create_engine(url).connect() as conn:
     "$BIN" dashboard "$company" --worker-url "$api" --token "$token"
     echo
     echo "Where to look next:"
-    echo "  dashboard     http://$WORKER_HOST:$WORKER_PORT/dashboard?company=$company#token=$token   (open in a browser)"
     echo "  analyst API   curl -H 'Authorization: Bearer $token' $api/api/v1/companies/$company/summary"
     echo "                curl -H 'Authorization: Bearer $token' '$api/api/v1/companies/$company/series?granularity=hour'"
     echo "  metrics       curl http://$INGRESS_HOST:$INGRESS_PORT/metrics ; curl $api/metrics"
@@ -178,6 +177,11 @@ with create_engine(url).connect() as conn:
     echo "  dead letters  $BIN dlq list"
     echo "  recount       $BIN reconcile --all"
     echo "  more traffic  scripts/demo.sh traffic        stop: make demo-stop"
+    echo
+    # Last, so it is what a demo ends with: the link carries no token (the page asks for
+    # it and keeps it in the browser tab's session storage).
+    echo "Dashboard page (sign in with the demo's analyst token, SWITCHBOARD_ANALYST_TOKENS):"
+    echo "  http://$WORKER_HOST:$WORKER_PORT/dashboard?company=$company"
 }
 
 cmd_stop() {

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import faust
 
@@ -87,18 +88,26 @@ def _render(counters: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def summary(
-    company_id: int, timezone: str | None, now: datetime, lookup: Lookup
-) -> dict[str, Any] | None:
-    """docs/analyst.md summary; None when the company has no bucket at all in the last 30 days."""
-    hour = lookup(table_key(BucketKey(company_id, HOUR, hour_start(now))))
+def summary_keys(company_id: int, timezone: str | None, now: datetime) -> list[BucketKey]:
+    """The buckets a summary reads: the current hour, then today and the 29 days before it."""
+    keys = [BucketKey(company_id, HOUR, hour_start(now))]
     day = day_start(now, timezone)
-    days = []
     for _ in range(30):
-        days.append(lookup(table_key(BucketKey(company_id, DAY, day))))
+        keys.append(BucketKey(company_id, DAY, day))
         # Noon of the previous local day is always inside it, whatever DST does.
         day = day_start(day - timedelta(hours=12), timezone)
-    if hour is None and not any(days):
+    return keys
+
+
+def summary(
+    company_id: int, timezone: str | None, now: datetime, lookup: Lookup, *, always: bool = False
+) -> dict[str, Any] | None:
+    """docs/analyst.md summary; None when the company has no bucket at all in the last 30
+    days (unless ``always``: then windows of zeros)."""
+    keys = summary_keys(company_id, timezone, now)
+    hour = lookup(table_key(keys[0]))
+    days = [lookup(table_key(key)) for key in keys[1:]]
+    if hour is None and not any(days) and not always:
         return None
     return {
         "company_id": str(company_id),
@@ -131,13 +140,78 @@ def bucket_starts(
 
 
 def series(
-    company_id: int, granularity: str, starts: list[datetime], lookup: Lookup
+    company_id: int,
+    granularity: str,
+    starts: list[datetime],
+    lookup: Lookup,
+    *,
+    versions: bool = True,
 ) -> list[dict[str, Any]]:
+    """One entry per bucket start; ``versions=False`` for breakdown groups (no row version)."""
     buckets = []
     for start in starts:
         value = lookup(table_key(BucketKey(company_id, granularity, start)))
         entry: dict[str, Any] = {"start": start.isoformat(timespec="seconds") + "Z"}
         entry.update(_render(_counters(value)))
-        entry["version"] = int(value["v"]) if value else 0
+        if versions:
+            entry["version"] = int(value["v"]) if value else 0
         buckets.append(entry)
     return buckets
+
+
+def stored(counters: dict[BucketKey, dict[str, Any]]) -> Lookup:
+    """A lookup over counters computed elsewhere (a breakdown group's recount): the same
+    pure read functions then serve them."""
+    values = {table_key(k): {"v": 0, "c": c} for k, c in counters.items()}
+    return values.get
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+CSV_DERIVED = ("avg_duration_s", "booking_conversion")
+
+
+def local_label(start_z: str, granularity: str, timezone: str | None) -> str:
+    """A bucket's start in the company's local time: the date of a day bucket
+    (``2026-11-27``), the local hour with its offset for an hour bucket."""
+    at = datetime.fromisoformat(start_z.replace("Z", "+00:00")).astimezone(_zone(timezone))
+    if granularity == DAY:
+        return at.date().isoformat()
+    return at.isoformat(timespec="minutes")
+
+
+def series_csv(body: dict[str, Any], timezone: str | None) -> bytes:
+    """A series answer as CSV: a header row, then one row per bucket (with ``group_by``: one
+    row per bucket and group, the groups adding up to the company). Numbers as numbers."""
+    import csv
+    import io
+
+    granularity = body["granularity"]
+    grouped = "groups" in body
+    names = [*COUNTERS, *CSV_DERIVED]
+    header = ["bucket_start_utc", "local_date" if granularity == DAY else "local_start"]
+    if grouped:
+        header += [body["group_by"] + "_id", body["group_by"] + "_name"]
+    header += names
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    parts = (
+        [(g["id"], g["name"], g["buckets"]) for g in body["groups"]]
+        if grouped
+        else [(None, None, body["buckets"])]
+    )
+    for index in range(len(body["buckets"])):
+        for group_id, group_name, buckets in parts:
+            bucket = buckets[index]
+            row: list[Any] = [bucket["start"], local_label(bucket["start"], granularity, timezone)]
+            if grouped:
+                row += [group_id, group_name]
+            row += ["" if bucket.get(n) is None else bucket[n] for n in names]
+            writer.writerow(row)
+    return out.getvalue().encode()

@@ -14,6 +14,7 @@ import click
 
 from pipeline.cli import cli, settings_from
 from pipeline.cli.tenants import import_into_database, tenants
+from pipeline.dashboard.analyst_api import default_token
 from pipeline.errors import SwitchboardError
 from testbed.simulator import tenants as tenant_store
 from testbed.simulator.run import SimulationConfig, run_simulation, write_json
@@ -225,10 +226,11 @@ def verify_run(
     """
     settings = settings_from(ctx)
     if api_url and not token:
-        tokens = [t.reveal() for t in settings.analyst_tokens]
-        if not tokens:
-            raise click.UsageError("--api-url needs --token or SWITCHBOARD_ANALYST_TOKENS")
-        token = tokens[0]
+        token = default_token(settings)
+        if not token:
+            raise click.UsageError(
+                "--api-url needs --token (or a plain token in SWITCHBOARD_ANALYST_TOKENS)"
+            )
 
     def waiting(diffs: list[Difference], elapsed: float) -> None:
         click.echo(

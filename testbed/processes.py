@@ -2,7 +2,7 @@
 
 ``running_worker(settings, ...)`` starts a worker subprocess with the test's own settings
 (database, topic prefix, consumer group, port, data dir, tokens) in its environment, waits
-until its analyst API stops answering 503 (tables recovered, no rebalance in progress),
+until its ``/readyz`` answers 200 (tables recovered, no rebalance in progress),
 yields a :class:`WorkerProcess`, and stops it at the end: SIGTERM, then SIGKILL. Its log
 goes to a file; when the body of the ``with`` raises, or the worker never gets ready, the
 log's tail is printed, so a failing test shows what the worker said.
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.dashboard.analyst_api import default_token
 from pipeline.settings import Settings
 from testbed.services import SWITCHBOARD, free_port, settings_env
 
@@ -95,9 +96,7 @@ class WorkerProcess:
         self.group = group
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
-        self.token = (
-            settings.analyst_tokens[0].reveal() if settings.analyst_tokens else TOKEN_FALLBACK
-        )
+        self.token = default_token(settings) or TOKEN_FALLBACK
 
     @property
     def url(self) -> str:
@@ -127,20 +126,20 @@ class WorkerProcess:
     def summary(self, company_id: int) -> Answer:
         return self.get(f"/api/v1/companies/{company_id}/summary")
 
-    def wait_ready(self, timeout: float = 90.0, probe_company: int = 0) -> None:
-        """Until the API answers something other than 503 (or the worker cannot answer)."""
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until ``/readyz`` answers 200: tables recovered, no rebalance in progress."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                answer = self.summary(probe_company)
+                answer = self.get("/readyz", token=None)
             except (OSError, urllib.error.URLError) as exc:
                 last = f"{exc.__class__.__name__}: {exc}"
             else:
-                if answer.status != 503:
+                if answer.status == 200:
                     return
-                last = "503 recovering"
+                last = f"{answer.status} {answer.body.get('status')}"
             time.sleep(0.3)
         raise AssertionError(
             f"worker on port {self.port} not ready after {timeout:.0f}s ({last})\n{self.tail()}"

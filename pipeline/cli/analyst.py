@@ -1,5 +1,6 @@
-"""Analyst commands: ``dashboard`` (the summary of docs/analyst.md as a table) and ``reconcile``
-(recount the buckets from MySQL rows, report drift, ``--fix`` it). docs/analyst.md."""
+"""Analyst commands: ``dashboard`` (the summary of docs/analyst.md as a table), ``reconcile``
+(recount the buckets from MySQL rows, report drift, ``--fix`` it) and ``tokens new`` (mint
+an analyst token and its hashed configuration entry). docs/analyst.md."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import click
 from pipeline import database
 from pipeline.cli import cli, settings_from
 from pipeline.dashboard import reconcile
+from pipeline.dashboard import tokens as tokens_
 from pipeline.dashboard.aggregates import DAY, HOUR
 from pipeline.dashboard.analyst_api import (
     AnalystApiError,
@@ -32,7 +34,10 @@ def _client(ctx: click.Context, url: str | None, token: str | None) -> AnalystCl
     settings = settings_from(ctx)
     token = token or default_token(settings)
     if not token:
-        raise click.UsageError("no analyst token: pass --token or set SWITCHBOARD_ANALYST_TOKENS")
+        raise click.UsageError(
+            "no analyst token: pass --token (SWITCHBOARD_ANALYST_TOKENS holds only hashed "
+            "entries, or none)"
+        )
     return AnalystClient(url or default_url(settings), token)
 
 
@@ -175,3 +180,45 @@ def reconcile_command(
         click.echo(line)
     if not report.ok:
         sys.exit(1)
+
+
+def _company_list(raw: str) -> frozenset[int]:
+    try:
+        scope = tokens_.parse_scope(raw.replace(",", "+").replace(" ", ""))
+        if scope is None:
+            raise ValueError("admin is --admin")
+        return scope
+    except ValueError as exc:
+        raise click.BadParameter(
+            "give company ids separated by commas (1,2,7)", param_hint="--companies"
+        ) from exc
+
+
+@cli.group()
+def tokens() -> None:
+    """Analyst API tokens (docs/analyst.md, "Tokens")."""
+
+
+@tokens.command("new")
+@click.option("--companies", help="Company ids the token may read, comma-separated (1,2,7).")
+@click.option("--admin", is_flag=True, help="A token that may read every company.")
+@click.option("--name", help="A label for logs and for rotation (letters, digits, . _ -).")
+def tokens_new(companies: str | None, admin: bool, name: str | None) -> None:
+    """Mint a token and print its SWITCHBOARD_ANALYST_TOKENS entry.
+
+    The token is printed once, for the analyst; the workers get only the entry (its
+    SHA-256 and scope). To rotate, add the new entry beside the old one, hand out the new
+    token, then remove the old entry.
+    """
+    if bool(companies) == admin:
+        raise click.UsageError("give --companies 1,2 or --admin")
+    if name is not None and not tokens_.valid_name(name):
+        raise click.BadParameter("letters, digits, '.', '_' and '-' only", param_hint="--name")
+    scope = None if admin else _company_list(companies or "")
+    token = tokens_.mint()
+    click.echo(f"token:  {token}")
+    click.echo(f"entry:  {tokens_.config_entry(token, scope, name)}")
+    click.echo(
+        "Give the token to the analyst (it is not stored anywhere); add the entry to "
+        "SWITCHBOARD_ANALYST_TOKENS (comma-separated) on every worker and restart them."
+    )

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pipeline.dashboard.tokens import plain_token
 from pipeline.errors import SwitchboardError
 from pipeline.settings import Settings
 
 HINTS = {
     400: "the API refused the request",
     401: "the analyst API refused the token (check --token or SWITCHBOARD_ANALYST_TOKENS)",
-    404: "no data for this company",
+    404: "no data for this company (or not one this token may read)",
     503: "the worker is still recovering its tables; retry in a few seconds",
 }
 
@@ -40,7 +41,13 @@ def default_url(settings: Settings) -> str:
 
 
 def default_token(settings: Settings) -> str | None:
-    return settings.analyst_tokens[0].reveal() if settings.analyst_tokens else None
+    """The first plain (development) token of SWITCHBOARD_ANALYST_TOKENS; None when every
+    entry is hashed: a client then needs ``--token``."""
+    for entry in settings.analyst_tokens:
+        token = plain_token(entry.reveal())
+        if token:
+            return token
+    return None
 
 
 def iso(at: datetime) -> str:
@@ -57,12 +64,24 @@ class AnalystClient:
     def summary(self, company_id: int) -> dict[str, Any]:
         return self._get(f"/api/v1/companies/{company_id}/summary")
 
+    def companies(self) -> dict[str, Any]:
+        return self._get("/api/v1/companies")
+
     def series(
-        self, company_id: int, granularity: str, start: datetime, end: datetime
+        self,
+        company_id: int,
+        granularity: str,
+        start: datetime,
+        end: datetime,
+        *,
+        table_only: bool = False,
     ) -> dict[str, Any]:
-        query = urllib.parse.urlencode(
-            {"granularity": granularity, "from": iso(start), "to": iso(end)}
-        )
+        """``table_only``: the workers' table itself, never the MySQL fallback (reconcile
+        compares the table with MySQL; a fallback answer would compare MySQL with itself)."""
+        params = {"granularity": granularity, "from": iso(start), "to": iso(end)}
+        if table_only:
+            params["source"] = "table"
+        query = urllib.parse.urlencode(params)
         return self._get(f"/api/v1/companies/{company_id}/series?{query}")
 
     def _get(self, path: str) -> dict[str, Any]:

@@ -134,6 +134,40 @@ def recount(
     return {k: normalized(v) for k, v in aggregates.sum_contributions(parts()).items()}
 
 
+DIMENSIONS = {"branch": "branch_id", "agent": "agent_id"}
+NO_GROUP = ""  # calls without a branch or agent, bookings linked to no call (agent)
+
+
+def recount_groups(
+    call_rows: Iterable[Mapping[str, Any]],
+    appointment_rows: Iterable[Mapping[str, Any]],
+    *,
+    timezone: str | None,
+    dimension: str,
+) -> dict[str, dict[BucketKey, Counters]]:
+    """:func:`recount`, split by branch or by Retell agent: group id → bucket totals.
+
+    A call belongs to its ``branch_id`` / ``agent_id``; a booking to its ``branch_id``, or
+    for agents to the agent of the call it is linked to. Rows with neither are in the group
+    ``""``, so the groups always add up to the company's totals.
+    """
+    column = DIMENSIONS[dimension]
+    calls: dict[str, list[Mapping[str, Any]]] = {}
+    appointments: dict[str, list[Mapping[str, Any]]] = {}
+    for row in call_rows:
+        calls.setdefault(_group(row.get(column)), []).append(row)
+    for row in appointment_rows:
+        appointments.setdefault(_group(row.get(column)), []).append(row)
+    return {
+        group: recount(calls.get(group, []), appointments.get(group, []), timezone=timezone)
+        for group in sorted(set(calls) | set(appointments))
+    }
+
+
+def _group(value: Any) -> str:
+    return NO_GROUP if value is None or value == "" else str(value)
+
+
 def in_scope(
     buckets: Mapping[BucketKey, Mapping[str, Any]], scope: Scope, timezone: str | None
 ) -> dict[BucketKey, Counters]:

@@ -12,8 +12,12 @@ because each start costs seconds. Tests run in file order: the last one stops th
 from __future__ import annotations
 
 import asyncio
+import csv
+import hashlib
+import io
 import os
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +65,8 @@ from tests.support.dashboard_story import (
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-analyst-token"
+SCOPED = "scoped-token-for-companies-1-and-3"
+SCOPED_ENTRY = f"scoped=sha256:{hashlib.sha256(SCOPED.encode()).hexdigest()}@1+3"
 
 
 @dataclass
@@ -78,7 +84,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         topic_prefix=f"t{suffix}.",
         topic_partitions=TEST_PARTITIONS,
         consumer_group=f"switchboard-test-{suffix}",
-        analyst_tokens=(Secret(TOKEN),),
+        analyst_tokens=(Secret(TOKEN), Secret(SCOPED_ENTRY)),
         retell_api_keys=(Secret("test-retell-key"),),
         calcom_webhook_secrets=(Secret("test-calcom-secret"),),
     )
@@ -265,16 +271,23 @@ def test_worker_killed_with_sigkill_comes_back_with_the_same_numbers(
 ) -> None:
     pair.first.kill()  # SIGKILL: no commit, no goodbye to the group
     # Until the group notices (session timeout), the survivor still routes some companies
-    # to the dead worker: those answers must be a JSON 503 to retry, never a bare 500.
+    # to the dead worker: it answers those from MySQL, saying so, never with a 503 or 500.
     # The story's companies cover all three partitions, and each worker owns at least one.
-    statuses = []
+    sources = []
     for tenant in TENANTS:
         answer = pair.second.summary(tenant.company_id)
-        statuses.append(answer.status)
-        assert answer.status in (200, 503), (tenant.company_id, answer)
-        if answer.status == 503:
-            assert answer.body["error"] in ("owner_unavailable", "recovering")
-    assert 503 in statuses
+        assert answer.status == 200, (tenant.company_id, answer)
+        sources.append(answer.body["source"])
+        _assert_summary_matches_story(pair.second, world.story, tenant.company_id)
+    assert "mysql" in sources
+    # reconcile's view of the table itself (source=table) still gets the 503 to retry.
+    strict = [
+        pair.second.get(f"/api/v1/companies/{t.company_id}/series?source=table") for t in TENANTS
+    ]
+    assert all(a.status in (200, 503) for a in strict)
+    assert any(
+        a.status == 503 and a.body["error"] in ("owner_unavailable", "recovering") for a in strict
+    )
     pair.first.start()
     pair.first.wait_ready()
     for worker in (pair.first, pair.second):
@@ -384,6 +397,115 @@ def test_dashboard_command(world: World, pair: Pair) -> None:
     down = _cli(world, "dashboard", "1", "--worker-url", f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1 and "unreachable" in down.stderr
     assert down.stderr.strip().count("\n") == 0
+
+
+def _raw(worker: WorkerProcess, path: str, token: str | None = TOKEN, **headers: str):
+    request = urllib.request.Request(worker.url + path, headers=headers)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_tokens_are_scoped_and_list_their_companies(world: World, pair: Pair) -> None:
+    worker = pair.first
+    admin = worker.get("/api/v1/companies")
+    assert admin.status == 200
+    assert [c["id"] for c in admin.body["companies"]] == [t.company_id for t in TENANTS]
+    la = admin.body["companies"][0]
+    assert la["name"] == LA.name and la["timezone"] == LA.timezone
+    assert la["branches"][0]["id"] == LA.branch_id
+    scoped = worker.get("/api/v1/companies", token=SCOPED)
+    assert [c["id"] for c in scoped.body["companies"]] == [1, 3]
+    assert worker.get("/api/v1/companies/3/summary", token=SCOPED).status == 200
+    # Outside its scope: the same 404 as a company that does not exist, on every route.
+    for path in ("/api/v1/companies/2/summary", "/api/v1/companies/2/series"):
+        outside = worker.get(path, token=SCOPED)
+        missing = worker.get(path.replace("/2/", "/999/"), token=TOKEN)
+        assert outside.status == missing.status == 404
+        assert outside.body == missing.body
+    assert worker.get("/api/v1/companies", token="wrong").status == 401
+
+
+def test_hostile_company_ids_and_headers_are_4xx(world: World, pair: Pair) -> None:
+    worker = pair.first
+    for raw in ("007", "%C2%B2", "1a", "0", "-1", "99999999999999999999", "%201"):
+        answer = worker.get(f"/api/v1/companies/{raw}/summary")
+        assert answer.status == 400, (raw, answer)
+        assert answer.body["error"] == "bad_request"
+    status, _, _ = _raw(worker, "/api/v1/companies/1/summary", token="tök-\u00e9")
+    assert status == 401
+    request = urllib.request.Request(worker.url + "/api/v1/companies/1/summary")
+    request.add_header("Authorization", "Bearer ré".encode().decode("latin-1"))
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        raise AssertionError("accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+    metrics = http_text(worker.url + "/metrics")
+    assert 'switchboard_analyst_requests_total{route="summary",status="400"}' in metrics
+    assert 'switchboard_analyst_requests_total{route="summary",status="401"}' in metrics
+    assert "switchboard_analyst_request_duration_seconds_bucket" in metrics
+    assert "switchboard_worker_tables_recovered 1.0" in metrics
+    ready = http_get(worker.url + "/readyz")
+    assert ready.status == 200 and ready.body == {"status": "ready"}
+
+
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def _sum(buckets: list[dict], name: str) -> float:
+    return sum(b[name] for b in buckets)
+
+
+def test_breakdowns_add_up_to_the_company_and_csv_equals_json(world: World, pair: Pair) -> None:
+    worker = pair.first
+    base = f"/api/v1/companies/{LA.company_id}"
+    summary = worker.get(f"{base}/summary?group_by=branch")
+    assert summary.status == 200
+    groups = summary.body["groups"]
+    assert groups[0]["id"] == str(LA.branch_id) and groups[0]["name"] == f"{LA.name} main"
+    for window, total in summary.body["windows"].items():
+        for name in ("calls_total", "calls_connected", "appointments_booked"):
+            assert sum(g["windows"][window][name] for g in groups) == total[name], (window, name)
+    agents = worker.get(f"{base}/summary?group_by=agent").body["groups"]
+    assert LA.agent_id in [g["id"] for g in agents]
+    last30 = summary.body["windows"]["last_30_days"]
+    assert sum(g["windows"]["last_30_days"]["calls_total"] for g in agents) == last30["calls_total"]
+    assert worker.get(f"{base}/summary?group_by=clinic").status == 400
+
+    query = f"{base}/series?granularity=day&group_by=branch"
+    body = worker.get(query).body
+    for index, bucket in enumerate(body["buckets"]):
+        assert (
+            sum(g["buckets"][index]["calls_total"] for g in body["groups"]) == bucket["calls_total"]
+        )
+    status, headers, raw = _raw(worker, query + "&format=csv")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(raw.decode())))
+    assert len(rows) == len(body["buckets"]) * len(body["groups"])
+    by_key = {(r["bucket_start_utc"], r["branch_id"]): r for r in rows}
+    for group in body["groups"]:
+        for bucket in group["buckets"]:
+            row = by_key[(bucket["start"], group["id"])]
+            assert int(row["calls_total"]) == bucket["calls_total"]
+            assert float(row["cost_cents_total"]) == bucket["cost_cents_total"]
+    # Day buckets carry the company's local date: LA's midnight is 07:00Z or 08:00Z.
+    first = rows[0]
+    assert first["bucket_start_utc"][11:13] in ("07", "08")
+    assert first["local_date"] == first["bucket_start_utc"][:10]
+    # Accept: text/csv works too, and the company total without group_by is one row a bucket.
+    status, headers, raw = _raw(worker, f"{base}/series?granularity=hour", Accept="text/csv")
+    plain = list(csv.DictReader(io.StringIO(raw.decode())))
+    hours = worker.get(f"{base}/series?granularity=hour").body["buckets"]
+    assert [int(r["calls_total"]) for r in plain] == [b["calls_total"] for b in hours]
+    assert worker.get(f"{base}/series?format=xml").status == 400
 
 
 # --- reconcile --fix -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents import api
+from agents.api import directory as api
 from pipeline.errors import DatabaseUnavailable
 
 
@@ -78,3 +78,17 @@ def test_mysql_down_keeps_known_timezones_and_refuses_the_rest(clock: list[float
     assert asyncio.run(tzs.get(1)) == "Europe/Berlin"
     with pytest.raises(DatabaseUnavailable):
         asyncio.run(tzs.get(2))
+
+
+def test_the_cache_is_bounded_least_recently_used_first(clock: list[float]) -> None:
+    engine = FakeEngine({n: "UTC" for n in range(1, 6)})
+    tzs = api.Timezones(engine, size=3)  # type: ignore[arg-type]
+    for company in (1, 2, 3):
+        asyncio.run(tzs.get(company))
+    asyncio.run(tzs.get(1))  # 1 is used again: 2 is now the oldest
+    asyncio.run(tzs.get(4))
+    assert list(tzs.cache) == [3, 1, 4]
+    for company in range(5, 5000):
+        engine.answers[company] = None
+        asyncio.run(tzs.get(company))  # unknown ids (a scan of ids) cannot grow it either
+    assert len(tzs.cache) == 3
