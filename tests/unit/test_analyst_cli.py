@@ -92,7 +92,7 @@ def stub() -> Iterator[str]:
     ("status", "needle"),
     [
         (401, "refused the token (check --token or SWITCHBOARD_ANALYST_TOKENS) (HTTP 401)"),
-        (404, "no data for this company (HTTP 404)"),
+        (404, "no data for this company (or not one this token may read) (HTTP 404)"),
         (503, "still recovering its tables; retry in a few seconds (HTTP 503)"),
         (500, "answered with an error (HTTP 500)"),
     ],
