@@ -3,12 +3,24 @@
 Used by un-parking, ``events show``, ``dlq`` and ``replay`` (whose stretch reader, with
 stall detection, is :mod:`pipeline.ops.stretch`). A plain, group-less aiokafka
 consumer with manual assignment: reading never moves any consumer group's offsets.
+
+**Every assigned partition has a position, and the assignment never changes** (see
+:func:`assign_at`). aiokafka 0.14.0's fetcher gives a partition that was assigned without
+a position to a task that waits for the group's committed offset; without a group, the
+consumer's coordinator answers that wait, but ``stop()`` shuts the coordinator down
+first, so the wait is never answered. And when the assignment changes just before
+``stop()``, the fetcher swallows its own cancellation while it drops the old assignment's
+tasks (``contextlib.suppress(CancelledError)`` around ``await task``), then keeps looping.
+Either way ``stop()`` never returned: a replay whose last partition had nothing to read
+hung after its last record. So the partitions to read are assigned once, each sought to
+its first offset before the event loop runs again, and paused; the reader resumes one
+partition at a time, so the fetcher still works only where we read.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -58,6 +70,25 @@ async def _start(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
         ) from exc
 
 
+def assign_at(consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int]) -> None:
+    """Assign exactly these partitions, each at its offset, all paused; once per consumer.
+
+    Synchronous on purpose: the fetcher only runs when the caller next awaits, and by then
+    every assigned partition has its position (see the module docstring for why a
+    partition without one, or a second assignment, makes ``stop()`` hang). Nothing to read
+    means no assignment at all. Read a partition between ``consumer.resume(tp)`` and
+    ``consumer.pause(tp)``.
+    """
+    if consumer.assignment():
+        raise RuntimeError("assign_at: this consumer already has an assignment")
+    if not positions:
+        return
+    consumer.assign(list(positions))
+    for tp, offset in positions.items():
+        consumer.seek(tp, offset)
+    consumer.pause(*positions)
+
+
 async def fetch(bootstrap: str, coordinates: Iterable[Coordinates]) -> list[WebhookRecord]:
     """The records at exactly these coordinates (missing ones, e.g. expired, are skipped)."""
     wanted: dict[TopicPartition, set[int]] = defaultdict(set)
@@ -69,17 +100,21 @@ async def fetch(bootstrap: str, coordinates: Iterable[Coordinates]) -> list[Webh
     await _start(consumer, bootstrap)
     found: list[WebhookRecord] = []
     try:
-        consumer.assign(list(wanted))
         ends = await consumer.end_offsets(list(wanted))
-        for tp, offsets in wanted.items():
-            for offset in sorted(offsets):
-                if offset >= ends[tp]:
-                    continue
+        readable = {
+            tp: sorted(o for o in offsets if o < ends[tp]) for tp, offsets in wanted.items()
+        }
+        readable = {tp: offsets for tp, offsets in readable.items() if offsets}
+        assign_at(consumer, {tp: offsets[0] for tp, offsets in readable.items()})
+        for tp, offsets in readable.items():
+            consumer.resume(tp)
+            for offset in offsets:
                 consumer.seek(tp, offset)
                 batch = await consumer.getmany(tp, timeout_ms=5_000, max_records=1)
                 for message in batch.get(tp, []):
                     if message.offset == offset:
                         found.append(to_record(message))
+            consumer.pause(tp)
     finally:
         await consumer.stop()
     return sorted(found, key=lambda r: (r.topic, r.partition, r.offset))

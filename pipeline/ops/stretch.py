@@ -6,9 +6,13 @@ holds. Here an empty fetch is retried;
 the fetch position is consulted (it moves past offsets that hold no record, such as
 transaction markers and compacted-away records); and a partition that makes no progress
 for ``STALL_S`` raises :class:`KafkaUnavailable` instead; records deleted under the
-reader (retention reaching the stretch) raise :class:`~pipeline.ops.RecordsGone`. One
-partition is assigned at a time, so the fetcher never works on a partition we are not
-reading.
+reader (retention reaching the stretch) raise :class:`~pipeline.ops.RecordsGone`.
+
+The bounds of every partition are resolved first; only partitions with something to read
+are assigned, once, each at its first offset (:func:`pipeline.kafka_reader.assign_at`: a
+partition assigned without a position made the consumer's ``stop()`` hang forever), and
+they are read one at a time (resumed, read, paused), so the fetcher never works on a
+partition we are not reading.
 """
 
 from __future__ import annotations
@@ -55,18 +59,20 @@ async def read_stretch(
             ends = await consumer.end_offsets(tps)
         except KafkaError as exc:
             raise KafkaUnavailable(f"reading {topic} failed: {exc.__class__.__name__}") from exc
+        ranges: dict[TopicPartition, tuple[int, int]] = {}
         for tp in tps:
-            # One partition assigned at a time: the fetcher works only where we read.
-            consumer.assign([tp])
             try:
                 first, last = await kafka_reader.bounds(consumer, tp, stretch, starts[tp], ends[tp])
             except KafkaError as exc:
                 raise KafkaUnavailable(f"reading {topic} failed: {exc.__class__.__name__}") from exc
-            if first > last:
-                continue
-            consumer.seek(tp, first)
+            if first <= last:
+                ranges[tp] = (first, last)
+        kafka_reader.assign_at(consumer, {tp: first for tp, (first, _) in ranges.items()})
+        for tp, (first, last) in ranges.items():
+            consumer.resume(tp)
             async for records in _partition(consumer, tp, first, last, batch_size):
                 yield records
+            consumer.pause(tp)
     finally:
         await consumer.stop()
 

@@ -43,6 +43,15 @@ class FakeConsumer:
         return {0} if topic == "t" else None
 
     def assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned = list(tps)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(getattr(self, "assigned", []))
+
+    def pause(self, *tps: TopicPartition) -> None:
+        pass
+
+    def resume(self, *tps: TopicPartition) -> None:
         pass
 
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -150,3 +159,124 @@ async def test_records_deleted_under_the_reader_fail_in_one_line(
     with pytest.raises(RecordsGone, match="t partition 0: offset 0 is gone") as caught:
         await _offsets(Stretch(from_offset=0))
     assert "\n" not in str(caught.value) and consumer.stopped
+
+
+class StrictConsumer:
+    """Several partitions of topic ``t``, some empty; checks aiokafka's rule at every await:
+    every assigned partition has a position, and the assignment is made once (a partition
+    without a position, or a second assignment just before ``stop()``, hangs the real
+    consumer's ``stop()`` forever)."""
+
+    def __init__(self, held: dict[int, list[int]]) -> None:
+        self.held = held
+        self.assigned: list[TopicPartition] = []
+        self.assignments = 0
+        self.positions: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+        self.fetched_from: list[int] = []
+        self.stopped = False
+
+    def _check(self) -> None:
+        missing = [tp for tp in self.assigned if tp not in self.positions]
+        assert not missing, f"assigned without a position at an await: {missing}"
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self.held) if topic == "t" else None
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.assignments += 1
+        self.assigned = list(tps)
+        self.positions = {}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        assert tp in self.assigned
+        self.positions[tp] = offset
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self._check()
+        return {tp: 0 for tp in tps}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self._check()
+        return {tp: (max(self.held[tp.partition], default=-1) + 1) for tp in tps}
+
+    async def offsets_for_times(self, wanted: dict[TopicPartition, int]) -> dict[Any, Any]:
+        self._check()
+        return {tp: None for tp in wanted}
+
+    async def position(self, tp: TopicPartition) -> int:
+        self._check()
+        return self.positions[tp]
+
+    async def getmany(
+        self, tp: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Message]]:
+        self._check()
+        assert tp not in self.paused, f"read from paused {tp}"
+        assert set(self.assigned) - self.paused == {tp}, "the fetcher works elsewhere"
+        self.fetched_from.append(tp.partition)
+        start = self.positions[tp]
+        found = [o for o in self.held[tp.partition] if o >= start][:max_records]
+        if found:
+            self.positions[tp] = found[-1] + 1
+        return {tp: [Message("t", tp.partition, o) for o in found]} if found else {}
+
+    async def stop(self) -> None:
+        self._check()
+        self.stopped = True
+
+
+@pytest.mark.parametrize(
+    "partitions",
+    [None, [0, 1], [1, 2], [2, 3], [4, 5], [0, 5]],
+    ids=["all", "empty-first", "empty-last", "empty-between", "only-empty", "ends"],
+)
+async def test_empty_partitions_are_never_assigned_and_the_assignment_is_made_once(
+    monkeypatch: pytest.MonkeyPatch, partitions: list[int] | None
+) -> None:
+    # 0 empty before, 1 and 3 hold records, 2 between, 4 and 5 after.
+    held = {0: [], 1: [0, 1, 2], 2: [], 3: [0, 1], 4: [], 5: []}
+    consumer = StrictConsumer(held)
+    monkeypatch.setattr(kafka_reader, "_consumer", lambda bootstrap: consumer)
+
+    async def start(c: Any, bootstrap: str) -> None:
+        return None
+
+    monkeypatch.setattr(kafka_reader, "_start", start)
+    got = []
+    async for batch in stretch.read_stretch("x:1", "t", Stretch(from_offset=0), partitions):
+        got += [(r.partition, r.offset) for r in batch]
+    chosen = sorted(held) if partitions is None else partitions
+    assert got == [(p, o) for p in chosen for o in held[p]]
+    assert consumer.assignments == (1 if got else 0)
+    assert {tp.partition for tp in consumer.assigned} == {p for p, _ in got}
+    assert consumer.stopped
+
+
+async def test_fetch_assigns_only_readable_partitions_each_at_a_position(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.kafka_reader import Coordinates, fetch
+
+    consumer = StrictConsumer({0: [], 1: [0, 1, 2], 2: [5]})
+    monkeypatch.setattr(kafka_reader, "_consumer", lambda bootstrap: consumer)
+
+    async def start(c: Any, bootstrap: str) -> None:
+        return None
+
+    monkeypatch.setattr(kafka_reader, "_start", start)
+    wanted = [Coordinates("t", 0, 0), Coordinates("t", 1, 2), Coordinates("t", 1, 9)]
+    wanted += [Coordinates("t", 1, 0), Coordinates("t", 2, 5)]
+    found = await fetch("x:1", wanted)
+    assert [(r.partition, r.offset) for r in found] == [(1, 0), (1, 2), (2, 5)]
+    assert consumer.assignments == 1 and consumer.stopped
+    assert {tp.partition for tp in consumer.assigned} == {1, 2}
