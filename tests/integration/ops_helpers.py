@@ -115,7 +115,8 @@ def booking_bodies(i: int, created_ms: int) -> list[bytes]:
     # One patient per booking: the fixtures' shared attendee email would make every
     # booking's customer the same person (email is the customer fallback key).
     return [
-        b.replace(b"marisol.vance@example.net", f"patient{i:04d}@example.com".encode()) for b in bodies
+        b.replace(b"marisol.vance@example.net", f"patient{i:04d}@example.com".encode())
+        for b in bodies
     ]
 
 
