@@ -30,7 +30,9 @@ class WorkerMetrics:
         )
         self.transient_retries = Counter(
             "switchboard_worker_transient_retries_total",
-            "Batch retries after a transient failure (MySQL down, deadlock, lock wait, Kafka).",
+            "Waits and retries of the apply path, by cause: mysql_<errno>_<name> (e.g. "
+            "mysql_1290_read_only, mysql_1213_deadlock, mysql_1062_duplicate_key), "
+            "pool_timeout, connection_lost, kafka_unavailable.",
             ["reason"],
             registry=r,
         )

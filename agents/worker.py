@@ -37,11 +37,14 @@ def build_worker(
 ) -> Worker:
     app = _app(settings, store)
     engine = engine or database.create_db_engine(settings, pool_size=4)
+    # The analyst API and housekeeping get a pool of their own: slow reads holding
+    # connections must never starve the apply path into pool timeouts.
+    read_engine = database.create_db_engine(settings, pool_size=2)
     metrics = WorkerMetrics()
     table = define_table(app, settings)
     outputs = webhooks.register(app, settings, engine, metrics)
-    dashboard.register(app, settings, table, outputs.snapshots, engine, metrics)
-    api.register(app, settings, table, engine, metrics)
+    dashboard.register(app, settings, table, outputs.snapshots, read_engine, metrics)
+    api.register(app, settings, table, read_engine, metrics)
 
     @app.page("/metrics")
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

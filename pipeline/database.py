@@ -1,4 +1,9 @@
-"""Database plumbing: engines, migrations, and the line between transient and permanent.
+"""Database plumbing: engines, migrations, and why a database call failed.
+
+:func:`classify` decides by cause whether a failure is the database's (wait: read-only,
+disk full, rights revoked, connection limits, timeouts, a lost connection, an exhausted
+pool, deadlocks) or the record's (isolate it and dead-letter it with the reason); key
+conflicts are retried a bounded number of times first (docs/reliability.md).
 
 pymysql blocks, so async callers run database work in a thread (``asyncio.to_thread``);
 the event loop that serves Kafka heartbeats and HTTP never waits on MySQL.
@@ -7,12 +12,15 @@ the event loop that serves Kafka heartbeats and HTTP never waits on MySQL.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pipeline.errors import DatabaseUnavailable
 from pipeline.settings import Settings
@@ -21,24 +29,149 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-# MySQL/MariaDB error numbers that mean "try again": the event is fine, the moment is not.
-TRANSIENT_ERRNOS = frozenset(
-    {
-        1040,  # too many connections
-        1053,  # server shutdown in progress
-        1062,  # duplicate key: a concurrent writer (replay, redrive) won a race; re-read
-        1205,  # lock wait timeout
-        1213,  # deadlock
-        1927,  # connection killed (MariaDB)
-        2002,  # can't connect through socket
-        2003,  # can't connect to server
-        2006,  # server has gone away
-        2013,  # lost connection during query
-        2014,  # commands out of sync (a connection broken mid-query)
-        2055,  # lost connection (pymysql)
-        4031,  # disconnected by the server for inactivity (MariaDB)
-    }
-)
+
+class Kind(StrEnum):
+    """What a database failure says about the work that hit it, and so what to do."""
+
+    UNAVAILABLE = "unavailable"  # the database cannot do anyone's work now: wait, retry
+    BUSY = "busy"  # our transactions collided (deadlock, lock wait): retry soon
+    CONFLICT = "conflict"  # a duplicate or missing key: a concurrent writer, usually
+    RECORD = "record"  # MySQL refuses this record's data: isolate it, dead-letter it
+    UNKNOWN = "unknown"  # none of the above (a bug?): isolate, behind the circuit breaker
+
+
+# Every errno below names a cause; the name goes into the metric label and the log line
+# (``mysql_1290_read_only``), never the server's message (it can quote row data).
+_ERRNOS: dict[int, tuple[Kind, str]] = {
+    # The server or the connection to it is gone.
+    1053: (Kind.UNAVAILABLE, "server_shutdown"),
+    1927: (Kind.UNAVAILABLE, "connection_killed"),
+    1158: (Kind.UNAVAILABLE, "net_read_error"),
+    1159: (Kind.UNAVAILABLE, "net_read_interrupted"),
+    1160: (Kind.UNAVAILABLE, "net_write_error"),
+    1161: (Kind.UNAVAILABLE, "net_write_interrupted"),
+    2002: (Kind.UNAVAILABLE, "no_socket"),
+    2003: (Kind.UNAVAILABLE, "connection_refused"),
+    2006: (Kind.UNAVAILABLE, "server_gone"),
+    2013: (Kind.UNAVAILABLE, "connection_lost"),
+    2014: (Kind.UNAVAILABLE, "commands_out_of_sync"),
+    2055: (Kind.UNAVAILABLE, "connection_lost"),
+    4031: (Kind.UNAVAILABLE, "idle_disconnect"),
+    1047: (Kind.UNAVAILABLE, "node_not_ready"),  # Galera/WSREP node not synced yet
+    # Writes refused for everyone: failover windows, maintenance.
+    1290: (Kind.UNAVAILABLE, "read_only"),  # --read-only / super_read_only
+    1792: (Kind.UNAVAILABLE, "read_only_transaction"),
+    1836: (Kind.UNAVAILABLE, "read_only_mode"),
+    # Out of disk or memory.
+    1021: (Kind.UNAVAILABLE, "disk_full"),
+    1114: (Kind.UNAVAILABLE, "table_full"),
+    1030: (Kind.UNAVAILABLE, "storage_engine_error"),
+    1037: (Kind.UNAVAILABLE, "out_of_memory"),
+    1038: (Kind.UNAVAILABLE, "out_of_sort_memory"),
+    1041: (Kind.UNAVAILABLE, "out_of_memory"),
+    1135: (Kind.UNAVAILABLE, "cannot_create_thread"),
+    # Our user's rights or limits: a revoked grant or a rotated password is ops' to fix,
+    # and every record would fail the same way.
+    1044: (Kind.UNAVAILABLE, "database_access_denied"),
+    1045: (Kind.UNAVAILABLE, "access_denied"),
+    1142: (Kind.UNAVAILABLE, "table_access_denied"),
+    1143: (Kind.UNAVAILABLE, "column_access_denied"),
+    1227: (Kind.UNAVAILABLE, "privilege_missing"),
+    1370: (Kind.UNAVAILABLE, "routine_access_denied"),
+    1040: (Kind.UNAVAILABLE, "too_many_connections"),
+    1203: (Kind.UNAVAILABLE, "max_user_connections"),
+    1226: (Kind.UNAVAILABLE, "user_resource_exceeded"),
+    1637: (Kind.UNAVAILABLE, "too_many_transactions"),
+    # Statements stopped from outside: KILL QUERY, max_statement_time, shutdown.
+    1317: (Kind.UNAVAILABLE, "query_interrupted"),
+    3024: (Kind.UNAVAILABLE, "statement_timeout"),  # MySQL max_execution_time
+    1969: (Kind.UNAVAILABLE, "statement_timeout"),  # MariaDB max_statement_time
+    1028: (Kind.UNAVAILABLE, "sort_aborted"),
+    # The schema is not the one this code expects: a deploy ran before `switchboard
+    # migrate`. Every record would fail; waiting for the migration loses nothing.
+    1146: (Kind.UNAVAILABLE, "no_such_table"),
+    1054: (Kind.UNAVAILABLE, "unknown_column"),
+    # Our own transactions collided.
+    1205: (Kind.BUSY, "lock_wait_timeout"),
+    1213: (Kind.BUSY, "deadlock"),
+    1615: (Kind.BUSY, "reprepare_needed"),
+    # Key conflicts: a concurrent writer won a race (re-read and it is gone), or the key
+    # itself collides for good (two values Python tells apart and the collation does not).
+    1022: (Kind.CONFLICT, "duplicate_key"),
+    1062: (Kind.CONFLICT, "duplicate_key"),
+    1586: (Kind.CONFLICT, "duplicate_key"),
+    1451: (Kind.CONFLICT, "row_referenced"),  # a concurrent absorb moved the parent
+    1452: (Kind.CONFLICT, "parent_missing"),
+    # The record's values do not fit the table.
+    1048: (Kind.RECORD, "null_value"),
+    1264: (Kind.RECORD, "out_of_range"),
+    1265: (Kind.RECORD, "data_truncated"),
+    1292: (Kind.RECORD, "incorrect_value"),
+    1300: (Kind.RECORD, "invalid_characters"),
+    1366: (Kind.RECORD, "incorrect_value"),
+    1367: (Kind.RECORD, "illegal_value"),
+    1406: (Kind.RECORD, "data_too_long"),
+    1411: (Kind.RECORD, "incorrect_value"),
+    1441: (Kind.RECORD, "datetime_overflow"),
+    1690: (Kind.RECORD, "out_of_range"),
+    3819: (Kind.RECORD, "check_constraint"),  # MySQL
+    4025: (Kind.RECORD, "check_constraint"),  # MariaDB
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DbFailure:
+    """A classified failure: ``reason`` labels metrics and logs (bounded, no row data)."""
+
+    kind: Kind
+    reason: str
+    errno: int | None = None
+
+    @property
+    def waits(self) -> bool:
+        """True when the work is fine and only the moment is wrong: never dead-letter."""
+        return self.kind in (Kind.UNAVAILABLE, Kind.BUSY)
+
+
+def classify(exc: BaseException) -> DbFailure:
+    """Why ``exc`` happened, by cause: the database (wait) or the record (isolate).
+
+    Anything that is not a recognised statement about the record's data is either about
+    the database (connection, pool, rights, limits, read-only, disk, timeouts) or unknown;
+    unknown failures are isolated to one record, and the circuit breaker
+    (:mod:`pipeline.retry`) stops them from draining a stream into the dead-letter topic.
+    """
+    if isinstance(exc, DatabaseUnavailable):
+        return DbFailure(Kind.BUSY if exc.busy else Kind.UNAVAILABLE, exc.reason)
+    if isinstance(exc, PoolTimeout):
+        return DbFailure(Kind.UNAVAILABLE, "pool_timeout")
+    if isinstance(exc, DisconnectionError):
+        return DbFailure(Kind.UNAVAILABLE, "connection_lost")
+    errno = errno_of(exc)
+    if errno is not None and errno in _ERRNOS:
+        kind, name = _ERRNOS[errno]
+        return DbFailure(kind, f"mysql_{errno}_{name}", errno)
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return DbFailure(Kind.UNAVAILABLE, "connection_lost", errno)
+        if isinstance(exc, InterfaceError) or (isinstance(exc, OperationalError) and not errno):
+            # pymysql: "(0, '')" and friends when the socket closed under a query.
+            return DbFailure(Kind.UNAVAILABLE, "connection_lost", errno)
+        return DbFailure(Kind.UNKNOWN, f"mysql_{errno}" if errno else type(exc).__name__, errno)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return DbFailure(Kind.UNAVAILABLE, "connection_lost")
+    return DbFailure(Kind.UNKNOWN, type(exc).__name__)
+
+
+def unavailable(exc: BaseException, where: str = "database") -> DatabaseUnavailable | None:
+    """The :class:`DatabaseUnavailable` to raise ``from exc``, or None when ``exc`` is
+    about the record (or unknown): the caller then isolates the record."""
+    failure = classify(exc)
+    if not failure.waits:
+        return None
+    return DatabaseUnavailable(
+        f"{where}: {failure.reason}", reason=failure.reason, busy=failure.kind is Kind.BUSY
+    )
 
 
 def create_db_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
@@ -55,6 +188,7 @@ def create_db_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
 
 
 def errno_of(exc: BaseException) -> int | None:
+    """The MySQL error number of ``exc`` (or of the driver error it wraps), if any."""
     orig = getattr(exc, "orig", None)
     args = getattr(orig, "args", None) or getattr(exc, "args", None)
     if args and isinstance(args[0], int):
@@ -63,15 +197,12 @@ def errno_of(exc: BaseException) -> int | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when retrying the same work later can succeed."""
-    if isinstance(exc, DatabaseUnavailable):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    errno = errno_of(exc)
-    if errno in TRANSIENT_ERRNOS:
-        return True
-    return isinstance(exc, OperationalError) and errno is None
+    """True when the database, not the work, is the problem: wait and retry the same work.
+
+    Key conflicts are not transient here: retry them a bounded number of times
+    (:func:`pipeline.retry.retry_conflicts`), then treat them as the record's problem.
+    """
+    return classify(exc).waits
 
 
 def check_database(engine: Engine) -> None:
@@ -81,6 +212,16 @@ def check_database(engine: Engine) -> None:
             conn.execute(text("SELECT 1"))
     except DBAPIError as exc:
         raise DatabaseUnavailable(f"MySQL unreachable: {_one_line(exc)}") from exc
+
+
+def answers(engine: Engine) -> bool:
+    """True when the database takes queries and is not read-only: the circuit breaker's
+    probe (:class:`pipeline.retry.Breaker`). Reading the variable needs no privilege."""
+    try:
+        with engine.connect() as conn:
+            return not conn.execute(text("SELECT @@global.read_only")).scalar()
+    except Exception:
+        return False
 
 
 def _one_line(exc: BaseException) -> str:

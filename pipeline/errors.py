@@ -12,7 +12,8 @@ Every failure belongs to exactly one branch, and the branch decides what happens
     │   ├── UndecodableEvent       not JSON / not an object
     │   └── SchemaViolation        JSON, but a required field is missing or of the wrong type
     ├── TransientError         the world is briefly broken: retry with backoff, never drop
-    │   ├── DatabaseUnavailable    MySQL down, deadlock, lock wait timeout
+    │   ├── DatabaseUnavailable    MySQL down, read-only, full, rights revoked, over its limits,
+    │   │                          pool exhausted, deadlock, lock wait (``reason`` names which)
     │   └── KafkaUnavailable       broker down or slower than the ack budget (ingress: 503)
     └── ConfigError            bad or missing settings; commands exit non-zero with one line
 
@@ -93,7 +94,19 @@ class TransientError(SwitchboardError):
 
 
 class DatabaseUnavailable(TransientError):
-    pass
+    """The database cannot do this work now; the work itself is fine.
+
+    ``reason`` is a bounded label for metrics and logs (``mysql_1290_read_only``,
+    ``pool_timeout``, ...); ``busy`` marks collisions of our own transactions (deadlock,
+    lock wait), which clear in moments rather than minutes.
+    """
+
+    def __init__(
+        self, detail: str, *, reason: str = "database_unavailable", busy: bool = False
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.busy = busy
 
 
 class KafkaUnavailable(TransientError):

@@ -3,12 +3,15 @@
 ``Applier.apply(records)`` never raises for a record's sake and never gives up on a
 transient failure:
 
-* ``DatabaseUnavailable`` (MySQL down, deadlock, lock wait, a lost race): wait with
-  exponential backoff and retry the same batch, for as long as it takes. The caller's
-  stream waits too, which is the point: nothing is acked that is not applied.
+* ``DatabaseUnavailable`` (the database, not the batch, is the problem: down, read-only,
+  full, rights revoked, over its limits, pool exhausted, deadlock; :mod:`pipeline.retry`):
+  wait with backoff and retry the same batch, for as long as it takes, each wait counted
+  under its reason. The caller's stream waits too, which is the point: nothing is acked
+  that is not applied.
 * an unexpected exception (a bug): the batch is retried record by record, and a record
   that still fails is dead-lettered with reason ``internal_error`` so the rest flow on;
-  it can be redriven after the fix.
+  it can be redriven after the fix. When consecutive records fail the same way, the
+  circuit breaker holds them back instead (the stream waits).
 * parked no-show updates (``unknown_booking``) are fetched back from Kafka and applied as
   soon as a batch creates their booking.
 
@@ -17,7 +20,6 @@ Database work runs in a thread: the event loop keeps serving Kafka and HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,11 +27,13 @@ from typing import TypeVar
 
 from sqlalchemy import Engine
 
+from pipeline import database
 from pipeline.apply import store
 from pipeline.apply.batch import BatchResult, DeadLetter, Outcome, apply_batch
 from pipeline.errors import DatabaseUnavailable
 from pipeline.kafka_reader import Coordinates
 from pipeline.records import WebhookRecord
+from pipeline.retry import Backoff, Breaker, until_available
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +51,14 @@ class Applier:
         dry_run: bool = False,
         on_retry: OnRetry | None = None,
         max_backoff_s: float = 30.0,
+        breaker: Breaker | None = None,
     ) -> None:
         self.engine = engine
         self.fetch = fetch
         self.dry_run = dry_run
         self.on_retry = on_retry or (lambda reason, delay: None)
         self.max_backoff_s = max_backoff_s
+        self.breaker = breaker or Breaker(functools.partial(database.answers, engine))
 
     async def apply(self, records: Sequence[WebhookRecord]) -> BatchResult:
         result = await self._apply_isolating_bugs(list(records))
@@ -71,33 +77,38 @@ class Applier:
     async def _apply_isolating_bugs(self, records: list[WebhookRecord]) -> BatchResult:
         if not records:
             return BatchResult()
-        try:
-            return await self._transient_retry(functools.partial(self._apply, records))
-        except Exception:
-            if len(records) == 1:
-                return self._internal_error(records[0])
-            log.exception("apply failed unexpectedly; isolating the batch record by record")
+        if len(records) > 1:
+            try:
+                return await self._transient_retry(functools.partial(self._apply, records))
+            except Exception:
+                log.exception("apply failed unexpectedly; isolating the batch record by record")
         result = BatchResult()
         for record in records:
             try:
-                result.merge(await self._transient_retry(functools.partial(self._apply, [record])))
+                result.merge(
+                    await self._transient_retry(functools.partial(self._apply_or_hold, record))
+                )
             except Exception:
                 result.merge(self._internal_error(record))
         return result
 
     def _apply(self, records: list[WebhookRecord]) -> BatchResult:
-        return apply_batch(self.engine, records, dry_run=self.dry_run)
+        return apply_batch(self.engine, records, dry_run=self.dry_run, breaker=self.breaker)
+
+    def _apply_or_hold(self, record: WebhookRecord) -> BatchResult:
+        """One record; a bug's exception passes the breaker first (it may hold it back)."""
+        try:
+            return self._apply([record])
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            self.breaker.check(database.classify(exc), record.coordinates)
+            raise
 
     async def _transient_retry(self, work: Callable[[], T]) -> T:
-        delay = 0.2
-        while True:
-            try:
-                return await asyncio.to_thread(work)
-            except DatabaseUnavailable as exc:
-                log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
-                self.on_retry("database_unavailable", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+        return await until_available(
+            work, on_retry=self.on_retry, backoff=Backoff(max_s=self.max_backoff_s)
+        )
 
     def _internal_error(self, record: WebhookRecord) -> BatchResult:
         log.exception(
@@ -129,10 +140,9 @@ def store_parked(engine: Engine, uids: set[str]) -> list[tuple[str, int, int]]:
         with engine.connect() as conn:
             return store.parked_coordinates(conn, uids)
     except Exception as exc:
-        from pipeline.database import is_transient
-
-        if is_transient(exc):
-            raise DatabaseUnavailable("database: parked lookup") from exc
+        waiting = database.unavailable(exc, "parked lookup")
+        if waiting is not None:
+            raise waiting from exc
         raise
 
 

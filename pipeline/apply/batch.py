@@ -45,11 +45,12 @@ from pipeline.apply.tenancy import (
 )
 from pipeline.dashboard import aggregates
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
-from pipeline.database import is_transient
-from pipeline.errors import DatabaseUnavailable, MalformedPayload, PoisonEvent, SchemaViolation
+from pipeline.database import classify, unavailable
+from pipeline.errors import MalformedPayload, PoisonEvent, SchemaViolation
 from pipeline.providers import get as get_provider
 from pipeline.providers.base import sha256_hex
 from pipeline.records import WebhookRecord, provider_for_topic
+from pipeline.retry import Breaker, retry_conflicts
 
 log = logging.getLogger(__name__)
 
@@ -166,41 +167,72 @@ def apply_batch(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
+    breaker: Breaker | None = None,
 ) -> BatchResult:
     """Apply ``records`` in one transaction (rolled back when ``dry_run``).
 
-    Raises :class:`DatabaseUnavailable` for transient failures (retry the whole batch
-    later). A permanent database error on the batch is narrowed down record by record so
-    that only the record MySQL refuses is dead-lettered.
+    Raises :class:`DatabaseUnavailable` when the database, not the batch, is the problem
+    (:func:`pipeline.database.classify`): retry the whole batch later. Key conflicts are
+    retried a few times (a concurrent writer won a race). A database error that is about the
+    records is narrowed down record by record, so that only the record MySQL refuses is
+    dead-lettered, and only while ``breaker`` agrees that it is the record's fault.
     """
     now = now or datetime.now(UTC).replace(tzinfo=None)
     items = [decode(r) for r in records]
     try:
-        return _run(engine, items, dry_run, now)
-    except DBAPIError as exc:
-        if is_transient(exc):
-            raise DatabaseUnavailable(f"database: {exc.__class__.__name__}") from exc
+        return _attempt(engine, items, dry_run, now, breaker)
+    except Exception as exc:
+        _raise_if_unavailable(exc)
+        if not isinstance(exc, DBAPIError):
+            raise  # a bug: the caller isolates it
         if len(items) == 1:
-            return _refused(engine, items[0], exc, dry_run, now)
-        log.warning("batch refused by MySQL; retrying record by record: %s", exc.__class__.__name__)
+            return _refused(engine, items[0], exc, dry_run, now, breaker)
+        log.warning("batch refused by MySQL (%s); retrying record by record", classify(exc).reason)
     result = BatchResult()
     for item in items:
         try:
-            result.merge(_run(engine, [item], dry_run, now))
+            result.merge(_attempt(engine, [item], dry_run, now, breaker))
         except DBAPIError as exc:
-            if is_transient(exc):
-                raise DatabaseUnavailable(f"database: {exc.__class__.__name__}") from exc
-            result.merge(_refused(engine, item, exc, dry_run, now))
+            _raise_if_unavailable(exc)
+            result.merge(_refused(engine, item, exc, dry_run, now, breaker))
     return result
 
 
-def _refused(
-    engine: Engine, item: Item, exc: DBAPIError, dry_run: bool, now: datetime
+def _attempt(
+    engine: Engine, items: list[Item], dry_run: bool, now: datetime, breaker: Breaker | None
 ) -> BatchResult:
-    errno = getattr(getattr(exc, "orig", None), "args", [None])[0]
-    item.poison = SchemaViolation(f"MySQL refused the event (error {errno})", reason="db_rejected")
+    result = retry_conflicts(lambda: _run(engine, items, dry_run, now))
+    if breaker is not None:
+        breaker.succeeded()
+    return result
+
+
+def _raise_if_unavailable(exc: BaseException) -> None:
+    waiting = unavailable(exc)
+    if waiting is not None:
+        raise waiting from exc
+
+
+def _refused(
+    engine: Engine,
+    item: Item,
+    exc: DBAPIError,
+    dry_run: bool,
+    now: datetime,
+    breaker: Breaker | None,
+) -> BatchResult:
+    failure = classify(exc)
+    if breaker is not None:
+        breaker.check(failure, item.record.coordinates)  # many alike: wait instead (raises)
+    item.poison = SchemaViolation(
+        f"MySQL refused the event (error {failure.errno}, {failure.reason})", reason="db_rejected"
+    )
     item.call = item.booking = None
-    return _run(engine, [item], dry_run, now)
+    try:
+        return _run(engine, [item], dry_run, now)
+    except Exception as again:
+        _raise_if_unavailable(again)
+        raise
 
 
 def _run(engine: Engine, items: list[Item], dry_run: bool, now: datetime) -> BatchResult:

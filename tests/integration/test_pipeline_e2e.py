@@ -227,4 +227,4 @@ def test_mariadb_down_for_20s_mid_stream_loses_nothing(
             by_status[row[0]] = row[1]
     assert by_status == {"applied": distinct(events)}
     worker = stack[1]
-    assert "transient failure" in worker.log_path.read_text()
+    assert "database unavailable (" in worker.log_path.read_text()
