@@ -39,7 +39,7 @@ def build_worker(
     engine = engine or database.create_db_engine(settings, pool_size=4)
     # The analyst API and housekeeping get a pool of their own: slow reads holding
     # connections must never starve the apply path into pool timeouts.
-    read_engine = database.create_db_engine(settings, pool_size=2)
+    read_engine = database.create_db_engine(settings, pool_size=4)
     metrics = WorkerMetrics()
     table = define_table(app, settings)
     outputs = webhooks.register(app, settings, engine, metrics)
