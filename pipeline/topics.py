@@ -2,17 +2,27 @@
 
 External topics are created before any worker starts (Faust raises ``PartitionsMismatch``
 if a source topic and the table it feeds disagree). Internal topics are ``switchboard-*``.
+
+Topic configs are read with DescribeConfigs and changed only with **IncrementalAlterConfigs**
+(KIP-339), key by key (:func:`describe_configs`, :func:`alter_configs`): the legacy
+AlterConfigs, the only one aiokafka 0.14.0 offers, replaces a topic's whole set of
+overrides, so an operator's ``retention.ms`` (or any other override) would silently revert
+to the broker default every time a worker starts. Every command that touches topic configs
+(``topics``, ``retention apply``) goes through these two functions.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
 
 from pipeline.errors import KafkaUnavailable, SwitchboardError
 from pipeline.settings import Settings
@@ -84,12 +94,16 @@ async def ensure_topics(
             ]
         present = [t for t in full if t not in missing]
         if present:
-            # Keep existing topics' configs in line with settings (idempotent).
-            await admin.alter_configs(
-                [
-                    ConfigResource(ConfigResourceType.TOPIC, t, _topic_configs(settings))
+            # Keep our own keys in line with settings, one key at a time: any other
+            # override (retention.ms, cleanup.policy, ...) is the operator's and stays.
+            wanted = _topic_configs(settings)
+            current = await describe_configs(admin, present)
+            await alter_configs(
+                admin,
+                {
+                    t: {k: v for k, v in wanted.items() if _value(current[t], k) != v}
                     for t in present
-                ]
+                },
             )
         for topic in full:
             if topic in missing:
@@ -158,3 +172,138 @@ async def _describe(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, 
         return {}
     described = await admin.describe_topics(wanted)
     return {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+
+
+# --- topic configs, key by key --------------------------------------------------------------
+
+#: ``config_source`` of DescribeConfigs v1+: a value set on the topic itself.
+TOPIC_OVERRIDE = 1
+_SET, _DELETE = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigValue:
+    value: str | None
+    source: int  # 1 topic override, 2-4 broker settings, 5 Kafka's default
+
+    @property
+    def overridden(self) -> bool:
+        return self.source == TOPIC_OVERRIDE
+
+
+async def describe_configs(
+    admin: AIOKafkaAdminClient, topics: list[str]
+) -> dict[str, dict[str, ConfigValue]]:
+    """Every config of each topic with its value and where the value comes from."""
+    if not topics:
+        return {}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t, None) for t in topics]
+    )
+    found: dict[str, dict[str, ConfigValue]] = {}
+    failures = []
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"]:
+                failures.append(_failure(resource))
+                continue
+            found[resource["resource_name"]] = {
+                entry["config_names"]: ConfigValue(
+                    entry["config_value"],
+                    entry.get("config_source", 5 if entry.get("is_default") else TOPIC_OVERRIDE),
+                )
+                for entry in resource["config_entries"]
+            }
+    if failures:
+        raise SwitchboardError("could not read topic configs: " + "; ".join(failures))
+    return found
+
+
+async def alter_configs(
+    admin: AIOKafkaAdminClient, changes: Mapping[str, Mapping[str, str | None]]
+) -> None:
+    """Set (a string) or remove (``None``: back to the broker's default) exactly these
+    keys of these topics; every other key of the topic is left as it is."""
+    resources = [
+        (
+            ConfigResourceType.TOPIC.value,
+            topic,
+            [(key, _DELETE if value is None else _SET, value) for key, value in keys.items()],
+        )
+        for topic, keys in changes.items()
+        if keys
+    ]
+    if not resources:
+        return
+    request = IncrementalAlterConfigsRequest(resources)
+    response = await admin._send_request(request)
+    failures = [_failure(r) for r in response.to_object()["responses"] if r["error_code"]]
+    if failures:
+        raise SwitchboardError("could not change topic configs: " + "; ".join(failures))
+
+
+def _value(configs: Mapping[str, ConfigValue], key: str) -> str | None:
+    found = configs.get(key)
+    return found.value if found is not None else None
+
+
+def _failure(resource: Mapping[str, Any]) -> str:
+    error = for_code(resource["error_code"]).__name__
+    message = resource.get("error_message")
+    return f"{resource['resource_name']}: {error}" + (f" ({message})" if message else "")
+
+
+class IncrementalAlterConfigsResponse_v0(Response):
+    API_KEY = 44
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "responses",
+            Array(
+                ("error_code", Int16),
+                ("error_message", String("utf-8")),
+                ("resource_type", Int8),
+                ("resource_name", String("utf-8")),
+            ),
+        ),
+    )
+
+
+class IncrementalAlterConfigsRequest_v0(RequestStruct):
+    """KIP-339's request, version 0 (Kafka 2.3+); aiokafka 0.14.0 does not define it."""
+
+    API_KEY = 44
+    API_VERSION = 0
+    RESPONSE_TYPE = IncrementalAlterConfigsResponse_v0
+    SCHEMA = Schema(
+        (
+            "resources",
+            Array(
+                ("resource_type", Int8),
+                ("resource_name", String("utf-8")),
+                (
+                    "configs",
+                    Array(
+                        ("name", String("utf-8")),
+                        ("config_operation", Int8),
+                        ("value", String("utf-8")),
+                    ),
+                ),
+            ),
+        ),
+        ("validate_only", Boolean),
+    )
+
+
+class IncrementalAlterConfigsRequest(Request[IncrementalAlterConfigsRequest_v0]):
+    API_KEY = 44
+
+    def __init__(self, resources: list[Any], validate_only: bool = False) -> None:
+        self._resources = resources
+        self._validate_only = validate_only
+
+    def build(
+        self, request_struct_class: type[IncrementalAlterConfigsRequest_v0]
+    ) -> IncrementalAlterConfigsRequest_v0:
+        return request_struct_class(self._resources, self._validate_only)
