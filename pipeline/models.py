@@ -200,6 +200,24 @@ webhook_events = Table(
     UniqueConstraint("provider", "event_id"),
     Index(None, "provider", "event_id", "created_at"),
     Index(None, "status", "created_at"),
+    # Support asks by the X-Correlation-ID the ingress answered (`events find`); a
+    # company's events by time (`events find --company`); retention deletes by age.
+    Index(None, "correlation_id"),
+    Index(None, "company_id", "created_at"),
+    Index(None, "created_at"),
+)
+
+# People who asked to be erased (`switchboard customers erase`): the kind of identifier
+# and the SHA-256 of its normalised value (pipeline/erasures.py), never the value itself.
+# The apply path consults it, so that no replay or late webhook stores their data again.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("value_sha256", String(64), nullable=False),
+    *_timestamps(),
+    UniqueConstraint("kind", "value_sha256"),
 )
 
 dashboard_buckets = Table(

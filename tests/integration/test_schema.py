@@ -65,7 +65,11 @@ SPEC_INDEXES: dict[str, set[tuple[str, ...]]] = {
     "customers": {("company_id", "email")},
     "calls": {("company_id", "created_at"), ("customer_id", "started_at")},
     "branches": {("company_id", "is_active")},
-    "webhook_events": {("provider", "event_id", "created_at"), ("status", "created_at")},
+    "webhook_events": {
+        ("provider", "event_id", "created_at"),
+        ("status", "created_at"),
+        ("correlation_id",),  # `events find --correlation-id`
+    },
 }
 
 # Nullability the contract states outright.
