@@ -68,6 +68,13 @@ class Settings:
     topic_prefix: str = ""
     consumer_group: str = "switchboard"
     worker_store: str = "rocksdb://"
+    # The ingress's spool (docs/ingress.md "Spool") and its defences against slow clients.
+    spool_dir: Path | None = None  # default: <data_dir>/ingress-spool
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    spool_max_age_s: float = 86_400.0
+    ingress_max_in_flight: int = 512
+    ingress_idle_timeout_s: float = 15.0
+    ingress_body_timeout_s: float = 10.0
 
     def secrets_for(self, provider: str) -> tuple[str, ...]:
         """Plain secret strings for a provider's verifier (empty → the provider is refused)."""
@@ -77,6 +84,10 @@ class Settings:
     def topic(self, name: str) -> str:
         """The full Kafka topic name; a prefix lets tests isolate themselves on one broker."""
         return f"{self.topic_prefix}{name}"
+
+    def ingress_spool_dir(self) -> Path:
+        """Where the ingress processes keep their spools (one file set per process)."""
+        return self.spool_dir if self.spool_dir is not None else self.data_dir / "ingress-spool"
 
     def with_(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -196,6 +207,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     raw_prefix = environ.get("SWITCHBOARD_TOPIC_PREFIX")
     if raw_prefix:
         values["topic_prefix"] = raw_prefix.strip()
+    raw_spool = environ.get("SWITCHBOARD_SPOOL_DIR")
+    if raw_spool is not None:
+        if raw_spool.strip():
+            values["spool_dir"] = Path(raw_spool.strip())
+        else:
+            problems.append("SWITCHBOARD_SPOOL_DIR is empty")
+    integer("SWITCHBOARD_SPOOL_MAX_BYTES", "spool_max_bytes", 1024 * 1024, 1 << 50)
+    number("SWITCHBOARD_SPOOL_MAX_AGE_S", "spool_max_age_s", 1.0, 365 * 86_400.0)
+    integer("SWITCHBOARD_INGRESS_MAX_IN_FLIGHT", "ingress_max_in_flight", 1, 100_000)
+    number("SWITCHBOARD_INGRESS_IDLE_TIMEOUT_S", "ingress_idle_timeout_s", 1.0, 3600.0)
+    number("SWITCHBOARD_INGRESS_BODY_TIMEOUT_S", "ingress_body_timeout_s", 0.5, 600.0)
     text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
     text("SWITCHBOARD_WORKER_STORE", "worker_store")
 

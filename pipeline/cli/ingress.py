@@ -105,10 +105,12 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
-    from pipeline.ingress.app import create_app, drain
+    from pipeline.ingress.app import create_app, drain, runner_options
 
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout, **runner_options(settings)
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)

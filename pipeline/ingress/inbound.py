@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.ingress.metrics import IngressMetrics
 from pipeline.ingress.routing import Router
+from pipeline.ingress.variables import caller_name, place_name
 from pipeline.logs import mask_phone
 from pipeline.providers import Envelope, retell
 
@@ -25,7 +26,8 @@ async def answer_call_inbound(
 ) -> dict[str, Any] | None:
     """The 200 body for a verified ``call_inbound``; ``None`` while routing has not loaded.
 
-    ``dynamic_variables`` values are all strings (Retell types them ``Dict[str, str]``).
+    ``dynamic_variables`` values are all strings (Retell types them ``Dict[str, str]``), and
+    every one has passed :mod:`pipeline.ingress.variables` (the caller is unverified).
     ``metadata`` comes back on every later event of the call, which is how the worker can
     attribute it even when the number has since changed hands.
     """
@@ -40,17 +42,23 @@ async def answer_call_inbound(
     if route is None:
         reason = router.unrouted_reason(to_number)
         metrics.call_inbound.labels("unrouted", reason).inc()
-        log.info(
+        log.debug(
             "call_inbound unrouted (%s) for %s", reason, mask_phone(to_number),
             extra={"event_id": envelope.event_id},
         )  # fmt: skip
         return {"call_inbound": {}}
 
-    variables = {"branch_name": route.branch_name, "company_name": route.company_name}
+    variables = {
+        "branch_name": place_name(route.branch_name),
+        "company_name": place_name(route.company_name),
+    }
     context = await router.caller_context(route.company_id, from_number)
     if context is not None:
-        if context.customer_name:
-            variables["customer_name"] = context.customer_name
+        name = caller_name(context.customer_name)
+        if name is not None:
+            variables["customer_name"] = name
+        elif context.customer_name:
+            metrics.child(metrics.caller_lookups, "name_withheld").inc()
         if context.next_appointment is not None:
             local = context.next_appointment.astimezone(route.timezone)
             variables["next_appointment"] = local.isoformat(timespec="minutes")
@@ -65,7 +73,7 @@ async def answer_call_inbound(
     if route.retell_agent_id:
         answer = {"override_agent_id": route.retell_agent_id, **answer}
     metrics.call_inbound.labels("routed", "").inc()
-    log.info(
+    log.debug(  # per request: DEBUG only; switchboard_ingress_call_inbound_total counts them
         "call_inbound routed",
         extra={
             "event_id": envelope.event_id,

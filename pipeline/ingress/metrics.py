@@ -13,17 +13,24 @@ Label values are bounded: ``event_type`` is one of the provider's known event ty
 from __future__ import annotations
 
 import os
+import platform
 import time
+from importlib import metadata
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.metrics import MetricWrapperBase
 
 from pipeline.providers import calcom, retell
 
@@ -36,6 +43,11 @@ KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
     | calcom.FLAT_EVENTS
     | {calcom.NO_SHOW_EVENT}
 )
+
+# call_inbound is answered while the caller hears ringing: its SLI needs sub-ms resolution.
+_INBOUND_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
 
 # Ingress answers in milliseconds; Kafka acks under load in a few ms; the ack budget is 2 s.
 _LATENCY_BUCKETS = (
@@ -50,11 +62,85 @@ def event_type_label(event_type: str | None) -> str:
     return event_type if event_type in KNOWN_EVENT_TYPES else "other"
 
 
+def _version() -> str:
+    try:
+        return metadata.version("switchboard")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
 class IngressMetrics:
     """Every metric the ingress exports. Names are listed in docs/ingress.md."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[Any, ...], Any] = {}
+        if not os.environ.get(MULTIPROC_ENV) and registry is not _default_registry():
+            # process_*, python_gc_*, python_info: one process, so its own numbers. With
+            # --processes N, render() adds the answering process's (see its docstring).
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        self.build_info = Gauge(
+            "switchboard_build_info",
+            "Always 1; the labels say which Switchboard and Python run.",
+            ["version", "python"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.build_info.labels(_version(), platform.python_version()).set(1)
+        self.call_inbound_latency = Histogram(
+            "switchboard_ingress_call_inbound_duration_seconds",
+            "Time from request start to the call_inbound answer (the caller hears ringing).",
+            buckets=_INBOUND_BUCKETS,
+            registry=registry,
+        )
+        self.durable = Counter(
+            "switchboard_ingress_durable_total",
+            "Records made durable, by where: kafka (acknowledged) or spool (fsynced locally).",
+            ["via"],
+            registry=registry,
+        )
+        self.spool_records = Gauge(
+            "switchboard_ingress_spool_records",
+            "Records in the spool waiting for Kafka (all processes summed).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.spool_bytes = Gauge(
+            "switchboard_ingress_spool_bytes",
+            "Bytes of record payload in the spool (all processes summed).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.spool_limit_bytes = Gauge(
+            "switchboard_ingress_spool_limit_bytes",
+            "The spool's byte bound (all processes summed); past it, 503.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.spool_oldest_age = Gauge(
+            "switchboard_ingress_spool_oldest_record_age_seconds",
+            "Age of the oldest spooled record (0 when the spool is empty).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.spool_forwarded = Counter(
+            "switchboard_ingress_spool_forwarded_total",
+            "Spooled records Kafka acknowledged and the spool forgot.",
+            registry=registry,
+        )
+        self.spool_commits = Counter(
+            "switchboard_ingress_spool_commits_total",
+            "fsynced spool transactions (each carries one or more records: group commit).",
+            registry=registry,
+        )
+        self.producer_connected = Gauge(
+            "switchboard_ingress_kafka_producer_connected",
+            "1 while the Kafka producer reaches the broker (the minimum over processes).",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self.requests = Counter(
             "switchboard_ingress_requests_total",
             "HTTP requests answered, by provider, event type and status code.",
@@ -116,30 +202,62 @@ class IngressMetrics:
             registry=registry,
             multiprocess_mode="max",
         )
-        self.routing_age = Gauge(
-            "switchboard_ingress_routing_cache_age_seconds",
-            "Seconds since the routing cache last loaded from MySQL (-1: never loaded).",
+        self.routing_loaded = Gauge(
+            "switchboard_ingress_routing_cache_loaded",
+            "1 once the routing cache has loaded at least once (the minimum over processes).",
             registry=registry,
-            multiprocess_mode="max",
+            multiprocess_mode="livemin",
+        )
+        self.routing_last_success = Gauge(
+            "switchboard_ingress_routing_cache_last_success_timestamp_seconds",
+            "Unix time of the routing cache's last successful load (0: never; the stalest process).",
+            registry=registry,
+            multiprocess_mode="livemin",
         )
         self.routing_refresh_failures = Counter(
             "switchboard_ingress_routing_refresh_failures_total",
             "Routing cache refreshes that failed (the last good copy keeps answering).",
             registry=registry,
         )
-        self.routing_age.set(-1)
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: the request path calls this per request."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_routing(self, entries: int, loaded_at: float | None) -> None:
-        """Record the cache's size and age (``loaded_at`` is a ``time.monotonic()``)."""
+        """Record the cache's size and last load (``loaded_at`` is a ``time.monotonic()``)."""
         self.routing_size.set(entries)
-        self.routing_age.set(-1 if loaded_at is None else time.monotonic() - loaded_at)
+        self.routing_loaded.set(0 if loaded_at is None else 1)
+        if loaded_at is not None:
+            self.routing_last_success.set(time.time() - (time.monotonic() - loaded_at))
+
+    def observe_spool(self, records: int, size: int, limit: int, oldest_age_s: float) -> None:
+        self.spool_records.set(records)
+        self.spool_bytes.set(size)
+        self.spool_limit_bytes.set(limit)
+        self.spool_oldest_age.set(oldest_age_s)
+
+
+def _default_registry() -> CollectorRegistry:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The exposition text for ``registry``, or for every process in multiprocess mode."""
+    """The exposition text for ``registry``, or for every process in multiprocess mode.
+
+    In multiprocess mode the ``process_*`` metrics are those of the process that answered
+    the scrape (prometheus-client cannot merge them); the ``switchboard_*`` ones cover all.
+    """
     path = os.environ.get(MULTIPROC_ENV)
     if path:
         merged = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(merged, path=path)
+        ProcessCollector(registry=merged)
         return generate_latest(merged), CONTENT_TYPE_LATEST
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from pipeline.errors import ClientError, KafkaUnavailable
 from pipeline.ingress.metrics import IngressMetrics, event_type_label
+from pipeline.ingress.spool import SpoolFull
 from pipeline.logs import correlation_id_var
 
 log = logging.getLogger("pipeline.ingress.app")
@@ -35,6 +36,7 @@ class Exchange:
 
     correlation_id: str
     received_ms: int
+    started: float  # time.perf_counter() when the request reached the app
     provider: str = "none"
     event_type: str | None = None
     observe: bool = True  # False for health checks and scrapes: they are not traffic
@@ -70,6 +72,26 @@ class InFlight:
         return True
 
 
+class LogBudget:
+    """At most ``per_second`` lines a second (the counters count every case): a flood of bad
+    requests must not turn into a flood of log lines and the CPU they cost."""
+
+    def __init__(self, per_second: int) -> None:
+        self._per_second = per_second
+        self._window = 0
+        self._used = 0
+
+    def allow(self) -> bool:
+        window = int(time.monotonic())
+        if window != self._window:
+            self._window, self._used = window, 0
+        self._used += 1
+        return self._used <= self._per_second
+
+
+_REJECTION_LOGS = LogBudget(20)
+
+
 def json_response(status: int, payload: dict[str, Any], **headers: str) -> web.Response:
     return web.Response(
         body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
@@ -93,19 +115,20 @@ def exchange_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        exchange = Exchange(str(uuid.uuid4()), time.time_ns() // 1_000_000)
+        started = time.perf_counter()
+        exchange = Exchange(str(uuid.uuid4()), time.time_ns() // 1_000_000, started)
         request[EXCHANGE] = exchange
         token = correlation_id_var.set(exchange.correlation_id)
-        started = time.perf_counter()
         in_flight.enter()
         metrics.in_flight.inc()
         try:
             response = await _answer(request, handler, exchange, metrics, retry_after_s)
             response.headers["X-Correlation-ID"] = exchange.correlation_id
             if exchange.observe:
-                labels = (exchange.provider, event_type_label(exchange.event_type))
-                metrics.requests.labels(*labels, str(response.status)).inc()
-                metrics.latency.labels(exchange.provider).observe(time.perf_counter() - started)
+                provider = exchange.provider
+                kind = event_type_label(exchange.event_type)
+                metrics.child(metrics.requests, provider, kind, str(response.status)).inc()
+                metrics.child(metrics.latency, provider).observe(time.perf_counter() - started)
             return response
         finally:
             metrics.in_flight.dec()
@@ -125,15 +148,21 @@ async def _answer(
     try:
         return await handler(request)
     except ClientError as exc:
-        metrics.rejections.labels(exchange.provider, exc.code).inc()
-        log.info(
-            "webhook rejected: %s",
-            exc.detail,
-            extra={"provider": exchange.provider, "status": exc.status, "reason": exc.code},
-        )
+        metrics.child(metrics.rejections, exchange.provider, exc.code).inc()
+        if _REJECTION_LOGS.allow():
+            log.info(
+                "webhook rejected: %s",
+                exc.detail,
+                extra={"provider": exchange.provider, "status": exc.status, "reason": exc.code},
+            )
         return error_response(exc.status, exc.code, exc.detail)
+    except SpoolFull as exc:
+        metrics.child(metrics.rejections, exchange.provider, "spool_full").inc()
+        if _REJECTION_LOGS.allow():
+            log.error("webhook refused: %s", exc, extra={"provider": exchange.provider})
+        return error_response(503, "spool_full", str(exc), **{"Retry-After": str(retry_after_s)})
     except KafkaUnavailable as exc:
-        metrics.rejections.labels(exchange.provider, "kafka_unavailable").inc()
+        metrics.child(metrics.rejections, exchange.provider, "kafka_unavailable").inc()
         log.warning(
             "webhook not made durable: %s",
             exc,

@@ -30,11 +30,16 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+OutRecord = tuple[str, bytes, bytes, Headers]  # topic, key, value, headers
 
 PROBE_INTERVAL_S = 2.0
 CONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 CLOSE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
+
+
+class RecordTooLarge(KafkaUnavailable):
+    """The broker refuses the record's size: neither a retry nor the spool can help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,12 @@ class Publisher(Protocol):
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
         """Return once the record is durable; raise KafkaUnavailable otherwise."""
+        ...
+
+    async def publish_many(
+        self, records: Sequence[OutRecord], *, timeout_s: float
+    ) -> list[BaseException | None]:
+        """Send ``records`` in order; per record, None once acknowledged or why not."""
         ...
 
 
@@ -137,7 +148,7 @@ class KafkaPublisher:
             # Our limits disagree with the broker's (message.max.bytes): not the sender's
             # fault, and not durable, so still a 503; the reason tells the operator.
             self._fail(topic, "record_too_large")
-            raise KafkaUnavailable("Kafka refused the record as too large") from exc
+            raise RecordTooLarge("Kafka refused the record as too large") from exc
         except KafkaError as exc:
             self._healthy = False
             self._fail(topic, type(exc).__name__)
@@ -146,6 +157,43 @@ class KafkaPublisher:
         if self._on_latency is not None:
             self._on_latency(topic, time.perf_counter() - started)
         return Published(meta.topic, meta.partition, meta.offset)
+
+    async def publish_many(
+        self, records: Sequence[OutRecord], *, timeout_s: float
+    ) -> list[BaseException | None]:
+        """The forwarder's path: enqueue every record in order (one ``send`` after the other
+        keeps a key's records in order on its partition), then wait for all the acks."""
+        producer = self._producer
+        if producer is None or self._closing:
+            return [KafkaUnavailable("Kafka producer is not connected")] * len(records)
+        outcomes: list[BaseException | None] = [None] * len(records)
+        futures: list[asyncio.Future[object] | None] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                for topic, key, value, headers in records:
+                    futures.append(
+                        await producer.send(topic, value=value, key=key, headers=list(headers))
+                    )
+        except (TimeoutError, KafkaError) as exc:
+            self._healthy = False
+            for i in range(len(futures), len(records)):
+                outcomes[i] = KafkaUnavailable(f"not enqueued: {type(exc).__name__}")
+        pending = [f for f in futures if f is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+        for i, future in enumerate(futures):
+            if future is None:
+                continue
+            if not future.done():
+                future.cancel()
+                outcomes[i] = KafkaUnavailable("no acknowledgement in time")
+            elif future.cancelled():
+                outcomes[i] = KafkaUnavailable("cancelled")
+            elif (error := future.exception()) is not None:
+                outcomes[i] = error
+        if any(o is None for o in outcomes):
+            self._healthy = True
+        return outcomes
 
     def _fail(self, topic: str, reason: str) -> None:
         if self._on_failure is not None:

@@ -7,9 +7,12 @@ the app under test is the production app with only the I/O swapped out.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import KafkaUnavailable
@@ -30,6 +33,7 @@ def make_settings(**changes: Any) -> Settings:
         retry_after_s=7,
         topic_prefix="unit.",
         max_body_bytes=4096,
+        spool_dir=Path(tempfile.mkdtemp(prefix="switchboard-unit-spool-")),
     )
     return base.with_(**changes) if changes else base
 
@@ -85,6 +89,15 @@ class FakePublisher:
             await asyncio.Event().wait()
         self.records.append(Record(topic, key, value, list(headers)))
         return Published(topic, 0, len(self.records) - 1)
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, bytes, bytes, Headers]], *, timeout_s: float
+    ) -> list[BaseException | None]:
+        if self.mode != "ok" or not self.connected:
+            return [KafkaUnavailable("fake Kafka is down")] * len(records)
+        for topic, key, value, headers in records:
+            self.records.append(Record(topic, key, value, list(headers)))
+        return [None] * len(records)
 
 
 def route(

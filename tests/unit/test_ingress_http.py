@@ -7,7 +7,6 @@ acknowledged, and what it was given is exactly the raw body, key and headers of 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from pipeline.ingress.app import create_app
+from pipeline.ingress.app import HANDOFF, create_app, runner_options
 from tests.support.fixtures import fixture_bytes, fixture_names
 from tests.unit.ingress_fakes import FakePublisher, FakeRouter, make_settings, now_ms, signed
 
@@ -43,10 +42,13 @@ def make_client(
     aiohttp_client: Any, publisher: FakePublisher, registry: CollectorRegistry
 ) -> Callable[..., Awaitable[TestClient]]:
     async def make(**changes: Any) -> TestClient:
-        app = create_app(
-            make_settings(**changes), publisher=publisher, routing=FakeRouter(), registry=registry
-        )
-        client: TestClient = await aiohttp_client(app)
+        settings = make_settings(**changes)
+        app = create_app(settings, publisher=publisher, routing=FakeRouter(), registry=registry)
+        # The server runs with the production runner options (auto_decompress, keep-alive);
+        # TestServer ignores its constructor's keyword arguments, start_server takes them.
+        server = TestServer(app)
+        await server.start_server(**runner_options(settings))
+        client: TestClient = await aiohttp_client(server)
         return client
 
     return make
@@ -259,7 +261,7 @@ async def test_signed_but_malformed_is_400(
     assert publisher.records == []
 
 
-async def test_kafka_down_is_503_with_retry_after(
+async def test_kafka_down_is_202_once_fsynced_in_the_spool(
     make_client: ClientFactory, publisher: FakePublisher
 ) -> None:
     publisher.mode = "down"
@@ -267,24 +269,54 @@ async def test_kafka_down_is_503_with_retry_after(
     resp = await client.post(
         "/webhooks/retell", data=CALL_ENDED, headers=signed("retell", CALL_ENDED)
     )
-    await assert_error(resp, 503, "kafka_unavailable")
-    assert resp.headers["Retry-After"] == "7"
+    assert resp.status == 202
     assert publisher.records == []
+    (spooled,) = await client.app[HANDOFF].spool.head(10)
+    assert spooled.value == CALL_ENDED and spooled.topic == "unit.webhooks.retell"
+    assert dict(spooled.headers)["correlation_id"] == resp.headers["X-Correlation-ID"].encode()
 
 
-async def test_kafka_slower_than_budget_is_503_not_202(
+async def test_kafka_slower_than_budget_goes_to_the_spool(
     make_client: ClientFactory, publisher: FakePublisher
 ) -> None:
-    """A publisher that never acks must not hold the request, and must never yield a 2xx."""
+    """A publisher that never acks must not hold the request past the budget: the record is
+    spooled and the answer is 202 (a hang here would time the test out)."""
     publisher.mode = "hang"
     client = await make_client(ack_budget_s=0.2)
-    started = time.monotonic()
     resp = await client.post("/webhooks/calcom", data=BOOKING, headers=signed("calcom", BOOKING))
-    elapsed = time.monotonic() - started
-    await assert_error(resp, 503, "kafka_unavailable")
+    assert resp.status == 202
+    assert client.app[HANDOFF].spool.count == 1 and publisher.records == []
+
+
+async def test_a_full_spool_is_503_with_retry_after(
+    make_client: ClientFactory, publisher: FakePublisher
+) -> None:
+    publisher.mode = "down"
+    client = await make_client(spool_max_bytes=len(BOOKING) + 500)
+    first = await client.post("/webhooks/calcom", data=BOOKING, headers=signed("calcom", BOOKING))
+    assert first.status == 202
+    resp = await client.post("/webhooks/calcom", data=BOOKING, headers=signed("calcom", BOOKING))
+    await assert_error(resp, 503, "spool_full")
     assert resp.headers["Retry-After"] == "7"
-    assert elapsed < 1.0
-    assert publisher.records == []
+    assert client.app[HANDOFF].spool.count == 1  # what was accepted is still there
+
+
+async def test_new_records_queue_behind_the_spool_in_order(
+    make_client: ClientFactory, publisher: FakePublisher
+) -> None:
+    publisher.mode = "down"
+    client = await make_client()
+    bodies = [b'{"event":"call_ended","call":{"call_id":"c1","n":%d}}' % i for i in range(3)]
+    await client.post("/webhooks/retell", data=bodies[0], headers=signed("retell", bodies[0]))
+    publisher.mode = "ok"  # Kafka is back, but one record is still spooled
+    for body in bodies[1:]:
+        resp = await client.post("/webhooks/retell", data=body, headers=signed("retell", body))
+        assert resp.status == 202
+    for _ in range(200):
+        if len(publisher.records) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert [r.value for r in publisher.records] == bodies
 
 
 async def test_ack_just_inside_budget_is_202(
@@ -297,12 +329,12 @@ async def test_ack_just_inside_budget_is_202(
     assert len(publisher.records) == 1
 
 
-async def test_no_2xx_for_anything_not_published(
+async def test_no_2xx_for_anything_not_durable(
     make_client: ClientFactory, publisher: FakePublisher
 ) -> None:
-    """Across a mix of good, bad and failing requests: #2xx == #records acknowledged."""
-    client = await make_client(ack_budget_s=0.1)
-    accepted = 0
+    """Across good, bad and failing requests: #2xx == #records acknowledged + spooled."""
+    client = await make_client(ack_budget_s=0.1, spool_max_bytes=3 * len(BOOKING))
+    accepted = refused = 0
     for mode in ("ok", "down", "hang", "ok"):
         publisher.mode = mode
         for provider, body in (("retell", CALL_ENDED), ("calcom", BOOKING)):
@@ -310,9 +342,13 @@ async def test_no_2xx_for_anything_not_published(
                 f"/webhooks/{provider}", data=body, headers=signed(provider, body)
             )
             accepted += resp.status // 100 == 2
+            refused += resp.status == 503
             bad = await client.post(f"/webhooks/{provider}", data=body, headers={"Content-Type": "application/json"})  # fmt: skip
             assert bad.status == 401
-    assert accepted == len(publisher.records) == 4
+    spool = client.app[HANDOFF].spool
+    assert refused > 0
+    assert accepted == len(publisher.records) + spool.count
+    assert accepted + refused == 8
 
 
 async def test_unknown_route_and_method_answer_json(make_client: ClientFactory) -> None:
@@ -345,20 +381,31 @@ async def test_every_answer_has_a_fresh_correlation_id(make_client: ClientFactor
     assert len(seen) == 5
 
 
+async def not_ready(client: TestClient) -> dict[str, Any]:
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    body: dict[str, Any] = orjson.loads(await resp.read())
+    assert body["error"] == "not_ready" and set(body) == {"error", "detail", "spool"}
+    return body
+
+
 async def test_health_and_readiness(aiohttp_client: Any) -> None:
     publisher, router = FakePublisher(connected=False), FakeRouter(is_loaded=False)
     client = await aiohttp_client(create_app(make_settings(), publisher=publisher, routing=router))
     assert publisher.started
     assert (await client.get("/healthz")).status == 200
-    body = await assert_error(await client.get("/readyz"), 503, "not_ready")
+    body = await not_ready(client)
     assert "kafka" in body["detail"] and "routing" in body["detail"]
+    assert body["spool"]["records"] == 0  # the spool's state is in the detail either way
     publisher.connected = True
-    body = await assert_error(await client.get("/readyz"), 503, "not_ready")
+    body = await not_ready(client)
     assert "kafka" not in body["detail"]
     router.is_loaded = True
     resp = await client.get("/readyz")
     assert resp.status == 200
-    assert orjson.loads(await resp.read()) == {"status": "ready"}
+    body = orjson.loads(await resp.read())
+    assert body["status"] == "ready"
+    assert body["spool"]["records"] == 0 and body["spool"]["limit_bytes"] > 0
 
 
 async def test_metrics_count_requests_and_rejections(
@@ -378,7 +425,11 @@ async def test_metrics_count_requests_and_rejections(
     assert 'switchboard_ingress_requests_total{event_type="call_ended",provider="retell",status="202"} 1.0' in text  # fmt: skip
     assert 'switchboard_ingress_requests_total{event_type="none",provider="retell",status="401"} 1.0' in text  # fmt: skip
     assert 'switchboard_ingress_rejections_total{provider="retell",reason="missing_signature"} 1.0' in text  # fmt: skip
-    assert 'switchboard_ingress_rejections_total{provider="calcom",reason="kafka_unavailable"} 1.0' in text  # fmt: skip
+    assert 'switchboard_ingress_durable_total{via="kafka"} 1.0' in text
+    assert 'switchboard_ingress_durable_total{via="spool"} 1.0' in text
+    assert "switchboard_ingress_spool_records 1.0" in text
+    assert "switchboard_ingress_kafka_producer_connected 1.0" in text
+    assert "switchboard_build_info{" in text and "process_cpu_seconds_total" in text
     assert "switchboard_ingress_request_duration_seconds_bucket" in text
     assert 'provider="none"' not in text  # health, readiness and scrapes are not traffic
 
@@ -416,3 +467,42 @@ def test_create_app_builds_real_dependencies_by_default() -> None:
     assert isinstance(app[ROUTER], RoutingCache)
     assert isinstance(app, web.Application)
     asyncio.run(app[ROUTER].close())
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "identity, gzip", "x-custom"])
+async def test_a_content_encoding_is_refused_before_reading(
+    make_client: ClientFactory, publisher: FakePublisher, encoding: str
+) -> None:
+    """Neither provider compresses; inflating before the signature check would give anyone
+    our CPU and memory. A gzip bomb of 1 MiB never gets inflated: 415 from the headers."""
+    import gzip
+
+    bomb = gzip.compress(b"0" * (8 * 1024 * 1024))
+    client = await make_client(max_body_bytes=len(bomb) + 1024)
+    headers = {**signed("calcom", bomb), "Content-Encoding": encoding}
+    resp = await client.post("/webhooks/calcom", data=bomb, headers=headers)
+    await assert_error(resp, 415, "unsupported_encoding")
+    assert publisher.records == []
+
+
+async def test_identity_encoding_is_accepted(make_client: ClientFactory) -> None:
+    client = await make_client()
+    headers = {**signed("calcom", BOOKING), "Content-Encoding": "identity"}
+    resp = await client.post("/webhooks/calcom", data=BOOKING, headers=headers)
+    assert resp.status == 202
+
+
+async def test_a_trickling_body_is_cut_off_with_408(
+    make_client: ClientFactory, publisher: FakePublisher
+) -> None:
+    client = await make_client(ingress_body_timeout_s=0.5)
+
+    async def trickle() -> Any:
+        yield BOOKING[:10]
+        await asyncio.sleep(5)  # longer than the body deadline
+        yield BOOKING[10:]
+
+    headers = {**signed("calcom", BOOKING), "Content-Length": str(len(BOOKING))}
+    resp = await client.post("/webhooks/calcom", data=trickle(), headers=headers)
+    await assert_error(resp, 408, "request_timeout")
+    assert publisher.records == []

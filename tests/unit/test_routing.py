@@ -134,15 +134,17 @@ async def test_start_survives_mysql_down_and_loads_when_it_returns(db: FakeDb, r
     cache = make_cache(registry, routing_refresh_s=0.1)
     await cache.start()
     assert not cache.loaded
-    assert registry.get_sample_value("switchboard_ingress_routing_cache_age_seconds") == -1
+    assert registry.get_sample_value("switchboard_ingress_routing_cache_loaded") == 0
+    assert registry.get_sample_value("switchboard_ingress_routing_cache_last_success_timestamp_seconds") == 0  # fmt: skip
     db.down = False
     for _ in range(50):
         if cache.loaded:
             break
         await asyncio.sleep(0.05)
     assert cache.loaded and cache.lookup("+14155550101") is not None
-    age = registry.get_sample_value("switchboard_ingress_routing_cache_age_seconds")
-    assert age is not None and 0 <= age < 1
+    assert registry.get_sample_value("switchboard_ingress_routing_cache_loaded") == 1
+    stamp = registry.get_sample_value("switchboard_ingress_routing_cache_last_success_timestamp_seconds")  # fmt: skip
+    assert stamp is not None and abs(time.time() - stamp) < 60
     await cache.close()
 
 
