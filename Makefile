@@ -103,6 +103,7 @@ demo-stop:
 	@$(STACK) down
 
 bench: venv stack-up migrate topics
+	@scripts/bench-tools.sh
 	@if [ -f bench/__main__.py ]; then \
 		$(PY) -m bench $(BENCH_ARGS); \
 	else \

@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import apply_bench, dashboard_bench, harness, ingress_bench, report
+from bench import apply_bench, dashboard_bench, harness, ingress_bench, ingress_report, report
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
@@ -25,7 +25,15 @@ NAMES = ("apply", "ingress", "dashboard")
 FULL = {
     "apply_calls": 400,
     "ingress": ingress_bench.Plan(
-        requests=6000, concurrency=64, high_concurrency=256, baseline_requests=400, warmup=200
+        seconds=10,
+        concurrencies=(64, 512, 1024),
+        hot_concurrencies=(64, 512, 1024),
+        bodies=20_000,
+        inbound_rate=200,
+        inbound_seconds=30,
+        outage_seconds=45,
+        outage_down_s=20,
+        profile=True,
     ),
     "dashboard": dashboard_bench.Plan(
         calls=25_000, companies=4, requests=300, in_process_reads=5000
@@ -34,7 +42,15 @@ FULL = {
 QUICK = {
     "apply_calls": 40,
     "ingress": ingress_bench.Plan(
-        requests=300, concurrency=50, high_concurrency=200, baseline_requests=60, warmup=30
+        seconds=2,
+        concurrencies=(16, 64),
+        hot_concurrencies=(64,),
+        bodies=500,
+        inbound_rate=50,
+        inbound_seconds=2,
+        outage_seconds=0,
+        outage_down_s=0,
+        profile=False,
     ),
     "dashboard": dashboard_bench.Plan(calls=300, companies=2, requests=30, in_process_reads=200),
 }
@@ -53,6 +69,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--json", type=Path, default=None, help="also write headline numbers as JSON"
+    )
+    parser.add_argument(
+        "--before",
+        default=None,
+        metavar="REV",
+        help="also run the ingress of git revision REV (same run, same interpreter)",
     )
     parser.add_argument(
         "--only", default=",".join(NAMES), help=f"comma list of {', '.join(NAMES)} (default: all)"
@@ -94,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         apply = apply_bench.run(base, calls=plan["apply_calls"])  # type: ignore[arg-type]
     if "ingress" in args.chosen:
         print("bench: 2. ingress", flush=True)
-        ingress = ingress_bench.run(base, plan["ingress"])  # type: ignore[arg-type]
+        ingress = ingress_bench.run(base, plan["ingress"], before_rev=args.before)  # type: ignore[arg-type]
     if "dashboard" in args.chosen:
         print("bench: 3. dashboard read", flush=True)
         dashboard = dashboard_bench.run(base, plan["dashboard"])  # type: ignore[arg-type]
@@ -109,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         facts=facts,
         revision=harness.git_revision(REPO),
     )
+    output = args.output or (None if args.quick else DEFAULT_OUTPUT)
+    if ingress is not None and output is not None and not args.no_write:
+        ctx.plots = ingress_report.plot(ingress, output.parent / "benchmarks")
     text = report.markdown(ctx, apply, ingress, dashboard)
     if args.json is not None:
         numbers = report.summary(apply, ingress, dashboard)
         numbers["seconds"] = seconds
         args.json.write_text(json.dumps(numbers, indent=2, default=str))
-    output = args.output or (None if args.quick else DEFAULT_OUTPUT)
     if args.no_write or output is None:
         print(text)
     else:

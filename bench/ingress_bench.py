@@ -1,139 +1,387 @@
-"""Benchmark 2: the webhook ingress under load, vs doing the work inside the request.
+"""Benchmark 2: the webhook ingress under load, against the ceiling of a bare handler.
 
-Targets, each a real process on loopback, each hit by :mod:`bench.loadgen` with signed
-Retell and Cal.com webhooks:
+Targets, each a real process pinned to core 1 (``taskset``), driven by ``wrk`` pinned to
+core 0 with ``bench/wrk_bodies.lua`` cycling through pre-signed ~1.4 KB Retell and Cal.com
+webhooks (the broker and MariaDB float):
 
-* ``switchboard ingress`` (one process) and ``switchboard ingress --processes 2``: verify,
-  write to Kafka (acks=all), answer 202;
-* the baseline (:mod:`bench.baseline_server`): verify, parse, apply the event to MySQL in
-  its own transaction, answer 200, all inside the request.
+* ``bare``: :mod:`bench.bare_server`, verify and parse only: the ceiling of a Python
+  process on this machine;
+* ``ingress``: ``switchboard ingress`` as built (Kafka with acks=all, spool, metrics);
+* ``before`` (with ``--before REV``): the ingress of git revision REV, run from an export of
+  that revision with the same interpreter, so "before" and "after" share one run.
 
-Each target first gets a warm-up (not measured), then a run at normal concurrency, then a
-run at high concurrency (above the ~100 concurrent requests the old system fell over at).
-The baseline gets fewer requests: at its rate the same count would take minutes; req/s
-and latency percentiles do not depend on the count once it is a few hundred.
-The baseline applies distinct events (a repeat would be deduplicated and cheaper); the
-ingress does not deduplicate, so it may see the same bodies again.
+Per target: distinct keys at each concurrency of the plan; for the ingress targets also the
+one-hot-key case (every request the same call id, so one partition), an open-loop
+``call_inbound`` run at a fixed rate (latency measured from each request's scheduled send
+time, so a slow answer cannot hide the requests queued behind it), and a py-spy profile at
+the first concurrency. A broker-outage run (its own private Kafka, stopped mid-run) shows
+the spool at work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import harness, loadgen, servers, workload
-from bench.loadgen import LoadResult, Request
-from pipeline.settings import Settings
-from testbed.services import Service, free_port, running
+import orjson
 
-DAY_MS = 86_400_000
+from bench import harness, paced, servers, workload, wrk
+from bench.profile import profile_categories
+from pipeline import topics
+from pipeline.settings import Settings
+from testbed.events import booking, call_events
+from testbed.kafka_instance import private_kafka
+from testbed.services import free_port
+
+SERVER_CPU = 1
+CLIENT_CPU = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    requests: int
-    concurrency: int
-    high_concurrency: int
-    baseline_requests: int
-    warmup: int
+    seconds: float
+    concurrencies: tuple[int, ...]
+    hot_concurrencies: tuple[int, ...]
+    bodies: int
+    inbound_rate: float
+    inbound_seconds: float
+    outage_seconds: float  # 0: no outage run
+    outage_down_s: float
+    profile: bool
 
 
 @dataclass
-class Run:
-    target: str
-    processes: int
-    phase: str  # "normal" | "high"
-    result: LoadResult
+class Point:
+    target: str  # bare | ingress | before
+    case: str  # distinct | hot
+    result: wrk.WrkResult
+
+
+@dataclass
+class Outage:
+    result: wrk.WrkResult
+    down_s: float
+    spool_peak: int
+    drain_s: float | None
+    forwarded: int
 
 
 @dataclass
 class IngressResult:
     plan: Plan
-    runs: list[Run]
+    before_rev: str | None
+    points: list[Point] = field(default_factory=list)
+    inbound: dict[str, paced.PacedResult] = field(default_factory=dict)
+    profiles: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    outage: Outage | None = None
 
-    def find(self, target: str, phase: str) -> Run | None:
-        return next((r for r in self.runs if r.target == target and r.phase == phase), None)
+    def find(self, target: str, case: str, concurrency: int) -> wrk.WrkResult | None:
+        return next(
+            (
+                p.result
+                for p in self.points
+                if p.target == target and p.case == case and p.result.concurrency == concurrency
+            ),
+            None,
+        )
+
+    @property
+    def targets(self) -> list[str]:
+        return [t for t in ("bare", "before", "ingress") if any(p.target == t for p in self.points)]
 
 
-def run(base: Settings, plan: Plan) -> IngressResult:
-    items = workload.tenants(4)
-    now_ms = time.time_ns() // 1_000_000
-    # Enough distinct events for the baseline's warm-up and both of its phases (~3 per call).
-    calls = max(plan.warmup + 2 * plan.baseline_requests, plan.requests) // 3 + 50
-    deliveries = workload.events(items, calls, end_ms=now_ms, span_ms=DAY_MS, seed=23)
-    bodies = [(e.provider, e.body) for e in deliveries]
-    phases = (("normal", plan.concurrency), ("high", plan.high_concurrency))
-    runs: list[Run] = []
-    with (
-        harness.bench_topics(base, partitions=6) as with_topics,
-        harness.bench_database(with_topics) as (settings, engine),
-        tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp,
-    ):
-        workload.seed_tenants(engine, items)
-        log_dir = Path(tmp)
-        for processes in (1, 2):
-            scoped = settings.with_(ingress_port=free_port(), data_dir=log_dir / "data")
+def bodies(count: int, *, hot: bool) -> list[tuple[str, bytes]]:
+    """Bodies to sign: Retell ``call_ended`` and Cal.com ``BOOKING_CREATED`` (~1.2-1.5 KB),
+    distinct call ids and booking uids, or one call id for all (``hot``: one partition)."""
+    out: list[tuple[str, bytes]] = []
+    start = 1_790_000_000_000
+    for n in range(count):
+        at = start + n * 1000
+        if hot or n % 2 == 0:
+            call_id = "call_bench_hot" if hot else f"call_bench_{n:08d}"
+            events = call_events(
+                call_id, start_ms=at, to_number="+14150010001", from_number="+16280010001",
+                connected=True, sentiment="Positive",
+            )  # fmt: skip
+            out.append(("retell", _padded(events[-2], "call", "transcript")))  # call_ended
+        else:
+            created = booking(
+                "BOOKING_CREATED",
+                f"bk_bench_{n:08d}",
+                created_ms=at,
+                event_type_id=50_101,
+                phone="+16280010001",
+                email="customer0010001@example.com",
+                call_id=None,
+            )
+            out.append(("calcom", _padded(created, "payload", "description")))
+    return out
+
+
+_WORDS = "Agent: Thanks for calling, how can I help? User: I'd like to book a cleaning. "
+
+
+def _padded(body: bytes, section: str, name: str, size: int = 1250) -> bytes:
+    """``body`` with text in ``section.name`` so that it is about ``size`` bytes, like a
+    short real call's transcript or a booking's description."""
+    payload = orjson.loads(body)
+    room = max(0, size - len(body) - len(name) - 6)
+    payload[section][name] = (_WORDS * (room // len(_WORDS) + 1))[:room]
+    return orjson.dumps(payload)
+
+
+def inbound_bodies(items: tuple[workload.BenchCompany, ...], count: int) -> list[bytes]:
+    phones = [b.phone for c in items for b in c.branches]
+    return [
+        orjson.dumps(
+            {
+                "event": "call_inbound",
+                "call_inbound": {
+                    "agent_id": "agent_bench",
+                    "from_number": f"+1628555{n % 10_000:04d}",
+                    "to_number": phones[n % len(phones)],
+                    "call_id": f"call_inbound_bench_{n:08d}",
+                },
+            }
+        )
+        for n in range(count)
+    ]
+
+
+def run(base: Settings, plan: Plan, *, before_rev: str | None = None) -> IngressResult:
+    result = IngressResult(plan=plan, before_rev=before_rev)
+    wrk.ensure_installed()
+    previous_affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CLIENT_CPU})  # this process (paced client) beside wrk
+    try:
+        with (
+            harness.bench_database(base) as (db_settings, engine),
+            harness.bench_topics(db_settings, partitions=12) as settings,
+        ):
+            items = workload.tenants(4)
+            workload.seed_tenants(engine, items)
+            with tempfile.TemporaryDirectory(prefix="switchboard-bench-ingress-") as tmp:
+                _targets(settings, plan, result, Path(tmp), before_rev, items)
+        if plan.outage_seconds:
+            with tempfile.TemporaryDirectory(prefix="switchboard-bench-outage-") as tmp:
+                result.outage = _outage(base, plan, Path(tmp))
+    finally:
+        os.sched_setaffinity(0, previous_affinity)
+    return result
+
+
+def _targets(
+    settings: Settings,
+    plan: Plan,
+    result: IngressResult,
+    tmp: Path,
+    before_rev: str | None,
+    items: tuple[workload.BenchCompany, ...],
+) -> None:
+    distinct = bodies(plan.bodies, hot=False)
+    hot = bodies(plan.bodies, hot=True)
+    inbound = inbound_bodies(items, int(plan.inbound_rate * plan.inbound_seconds) + 10)
+    names = ["bare", "ingress"] + (["before"] if before_rev else [])
+    for target in names:
+        scoped = settings.with_(ingress_port=free_port(), spool_dir=tmp / f"spool-{target}")
+        server = _server(target, scoped, tmp, before_rev)
+        print(f"bench:   {target}: starting", flush=True)
+        with server:
             url = f"http://127.0.0.1:{scoped.ingress_port}"
-            with running(servers.ingress(scoped, log_dir, processes)) as (service,):
-                servers.wait_all_ready(url + "/readyz")
-                _warm(url, bodies, plan.warmup)
-                for phase, concurrency in phases:
-                    label = f"ingress {processes}p"
-                    result = _load(url, bodies, plan.requests, concurrency, label, service)
-                    runs.append(Run("ingress", processes, phase, result))
-        baseline = servers.BaselineServer(settings, free_port(), log_dir)
-        url = f"http://127.0.0.1:{baseline.port}"
-        with running(baseline):
-            _warm(url, bodies[: plan.warmup], plan.warmup)
-            offset = plan.warmup
-            for phase, concurrency in phases:
-                chunk = bodies[offset : offset + plan.baseline_requests]
-                offset += len(chunk)
-                result = _load(url, chunk, len(chunk), concurrency, "baseline", baseline)
-                runs.append(Run("baseline", 1, phase, result))
-    return IngressResult(plan, runs)
+            _measure(url, distinct, plan.concurrencies[0], min(3.0, plan.seconds), tmp)  # warm-up
+            for concurrency in plan.concurrencies:
+                point = _point(server, url, distinct, concurrency, plan.seconds, tmp)
+                result.points.append(Point(target, "distinct", point))
+                _say(target, "distinct", point)
+            if target == "bare":
+                continue
+            for concurrency in plan.hot_concurrencies:
+                point = _point(server, url, hot, concurrency, plan.seconds, tmp)
+                result.points.append(Point(target, "hot", point))
+                _say(target, "hot key", point)
+            result.inbound[target] = asyncio.run(
+                paced.run(url, inbound, rate=plan.inbound_rate, seconds=plan.inbound_seconds)
+            )
+            print(f"bench:     call_inbound {result.inbound[target].describe()}", flush=True)
+            if plan.profile and server.pid is not None:
+                result.profiles[target] = _profile(server.pid, url, distinct, plan, tmp)
 
 
-def _requests(bodies: list[tuple[str, bytes]], count: int) -> list[Request]:
-    """``count`` signed requests, cycling through ``bodies``."""
-    chosen = [bodies[i % len(bodies)] for i in range(count)]
-    return loadgen.sign(chosen)
-
-
-def _warm(base_url: str, bodies: list[tuple[str, bytes]], count: int) -> None:
-    result = asyncio.run(loadgen.run(base_url, _requests(bodies, count), 10, deadline_s=120))
-    if result.ok == 0:
-        raise RuntimeError(f"warm-up got no 2xx from {base_url}: {result.describe_errors()}")
-
-
-def _load(
-    base_url: str,
-    bodies: list[tuple[str, bytes]],
-    count: int,
-    concurrency: int,
-    label: str,
-    server: Service,
-) -> LoadResult:
-    requests = _requests(bodies, count)
-    pid = server.proc.pid if server.proc is not None else None
-    before = servers.group_cpu_seconds(pid) if pid else None
-    machine = servers.machine_ticks()
-    result = asyncio.run(loadgen.run(base_url, requests, concurrency, deadline_s=150))
-    result.machine_busy = servers.busy_percent(machine, servers.machine_ticks())
-    after = servers.group_cpu_seconds(pid) if pid else None
-    if before is not None and after is not None:
-        result.server_cpu_s = after - before
-    latency = result.latency
+def _say(target: str, case: str, r: wrk.WrkResult) -> None:
     print(
-        f"  {label:<12} c={concurrency:<4} {result.ok}/{count} 2xx in {result.seconds:.2f}s "
-        f"= {result.rps:,.0f} req/s  p50 {latency.p50:.1f} ms  p99 {latency.p99:.1f} ms  "
-        f"errors: {result.describe_errors()}  CPU: server "
-        f"{result.cpu_percent(result.server_cpu_s):.0f}%, load generator "
-        f"{result.cpu_percent(result.client_cpu_s):.0f}% of a core; machine "
-        f"{result.machine_busy if result.machine_busy is not None else float('nan'):.0f}% busy",
+        f"bench:     {target} {case} c={r.concurrency}: {r.rps:,.0f} req/s 2xx, "
+        f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, non-2xx {r.non_2xx}, "
+        f"timeouts {r.timeouts}, errors {r.socket_errors}",
         flush=True,
     )
-    return result
+
+
+def _server(target: str, settings: Settings, tmp: Path, rev: str | None) -> servers.Pinned:
+    log = tmp / f"{target}.log"
+    if target == "bare":
+        cmd = [sys.executable, "-m", "bench.bare_server", "--port", str(settings.ingress_port)]
+        return servers.Pinned(cmd, settings, log, "/healthz", cpu=SERVER_CPU)
+    if target == "ingress":
+        cmd = [servers.SWITCHBOARD, "ingress", "--port", str(settings.ingress_port)]
+        return servers.Pinned(cmd, settings, log, "/readyz", cpu=SERVER_CPU)
+    assert rev is not None
+    tree = servers.export_revision(rev, tmp / f"rev-{rev}")
+    cmd = [
+        sys.executable, "-c", "from agents.main import main; main()",
+        "ingress", "--port", str(settings.ingress_port),
+    ]  # fmt: skip
+    return servers.Pinned(cmd, settings, log, "/readyz", cpu=SERVER_CPU, tree=tree)
+
+
+def _measure(
+    url: str, payload: list[tuple[str, bytes]], concurrency: int, seconds: float, tmp: Path
+) -> wrk.WrkResult:
+    requests = wrk.write_requests(payload, tmp)
+    try:
+        return wrk.run(url, requests, concurrency, seconds, cpu=CLIENT_CPU)
+    finally:
+        requests.unlink()
+
+
+def _point(
+    server: servers.Pinned,
+    url: str,
+    payload: list[tuple[str, bytes]],
+    concurrency: int,
+    seconds: float,
+    tmp: Path,
+) -> wrk.WrkResult:
+    before = server.cpu_seconds()
+    measured = _measure(url, payload, concurrency, seconds, tmp)
+    after = server.cpu_seconds()
+    cpu = after - before if before is not None and after is not None else None
+    time.sleep(1.0)  # let the server settle (acks, spool) before the next point
+    return wrk.WrkResult(**{**_fields(measured), "server_cpu_s": cpu})
+
+
+def _fields(r: wrk.WrkResult) -> dict[str, object]:
+    return {name: getattr(r, name) for name in r.__dataclass_fields__}
+
+
+def _profile(
+    pid: int, url: str, payload: list[tuple[str, bytes]], plan: Plan, tmp: Path
+) -> list[tuple[str, float]]:
+    """py-spy samples of the server during a run at the plan's first concurrency."""
+    out = tmp / f"profile-{pid}.txt"
+    spy = subprocess.Popen(
+        [
+            "taskset", "-c", str(CLIENT_CPU), str(Path(sys.executable).parent / "py-spy"),
+            "record", "--pid", str(pid), "--duration", f"{max(2, int(plan.seconds))}",
+            "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    _measure(url, payload, plan.concurrencies[0], plan.seconds, tmp)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        spy.wait(timeout=30)
+    if not out.exists():
+        return []
+    return profile_categories(out.read_text())
+
+
+def _readyz_spool(url: str) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+            body = orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = orjson.loads(exc.read() or b"{}")
+    except OSError:
+        return None
+    spool = body.get("spool")
+    return spool if isinstance(spool, dict) else None
+
+
+def _outage(base: Settings, plan: Plan, tmp: Path) -> Outage:
+    """Distinct-key load at the first concurrency while a private broker is stopped for
+    ``outage_down_s`` and started again; then how long the spool takes to drain."""
+    print("bench:   broker outage: starting a private Kafka", flush=True)
+    with private_kafka("bench-outage", tmp / "kafka") as kafka:
+        settings = base.with_(
+            kafka_bootstrap=kafka.bootstrap,
+            topic_prefix=f"bench{os.urandom(4).hex()}.",
+            ingress_port=free_port(),
+            spool_dir=tmp / "spool",
+        )
+        asyncio.run(topics.ensure_topics(settings))
+        url = f"http://127.0.0.1:{settings.ingress_port}"
+        cmd = [servers.SWITCHBOARD, "ingress", "--port", str(settings.ingress_port)]
+        server = servers.Pinned(
+            cmd, settings, tmp / "outage-ingress.log", "/healthz", cpu=SERVER_CPU
+        )
+        peak = 0
+        timeline: dict[str, float] = {}
+        stop_watch = threading.Event()
+
+        def break_the_broker() -> None:
+            time.sleep(5)
+            kafka.stop()
+            timeline["stopped"] = time.monotonic()
+            time.sleep(plan.outage_down_s)
+            timeline["starting"] = time.monotonic()
+            kafka.start()
+            timeline["back"] = time.monotonic()
+
+        def watch() -> None:
+            nonlocal peak
+            while not stop_watch.is_set():
+                spool = _readyz_spool(url)
+                if spool:
+                    peak = max(peak, int(spool["records"]))
+                time.sleep(0.5)
+
+        with server:
+            breaker = threading.Thread(target=break_the_broker, daemon=True)
+            watcher = threading.Thread(target=watch, daemon=True)
+            breaker.start()
+            watcher.start()
+            measured = _measure(
+                url, bodies(plan.bodies, hot=False), plan.concurrencies[0], plan.outage_seconds, tmp
+            )
+            breaker.join(timeout=300)
+            drained_at = None
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                spool = _readyz_spool(url)
+                if spool is not None and spool["records"] == 0 and "back" in timeline:
+                    drained_at = time.monotonic()
+                    break
+                time.sleep(0.5)
+            stop_watch.set()
+            watcher.join()
+            forwarded = _metric(url, "switchboard_ingress_spool_forwarded_total")
+        down = timeline.get("starting", 0) - timeline.get("stopped", 0)
+        drain = drained_at - timeline["back"] if drained_at and "back" in timeline else None
+        print(
+            f"bench:     outage: {measured.rps:,.0f} req/s 2xx, non-2xx {measured.non_2xx}, "
+            f"timeouts {measured.timeouts}, spool peak {peak}, drained "
+            f"{'n/a' if drain is None else f'{drain:.1f} s'} after the broker was back",
+            flush=True,
+        )
+        return Outage(measured, down, peak, drain, int(forwarded))
+
+
+def _metric(url: str, name: str) -> float:
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")

@@ -7,12 +7,13 @@ generated from those numbers, and the caveats say what the numbers cannot show.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from bench import ingress_report
 from bench.apply_bench import ApplyResult
 from bench.dashboard_bench import DashboardResult
-from bench.ingress_bench import IngressResult, Run
+from bench.ingress_bench import IngressResult
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Context:
     seconds: float
     facts: dict[str, str]
     revision: str
+    plots: dict[str, str] = field(default_factory=dict)  # name → path relative to docs/
 
 
 def _n(value: float, digits: int = 0) -> str:
@@ -66,7 +68,7 @@ def markdown(
     if apply is not None:
         out += _apply(apply, ctx.facts)
     if ingress is not None:
-        out += _ingress(ingress)
+        out += ingress_report.section(ingress, ctx.plots)
     if dashboard is not None:
         out += _dashboard(dashboard)
     out += _caveats(ctx.facts)
@@ -123,162 +125,6 @@ def _apply(r: ApplyResult, facts: dict[str, str]) -> list[str]:
         "transaction, however many web workers sit in front of it.",
         "",
     ]
-    return out
-
-
-def _row(run: Run, ratio: str) -> str:
-    r = run.result
-    lat = r.latency
-    target = (
-        "baseline (apply in request)"
-        if run.target == "baseline"
-        else (
-            "`switchboard ingress`"
-            + (f" `--processes {run.processes}`" if run.processes > 1 else "")
-        )
-    )
-    return (
-        f"| {target} | {r.concurrency} | {r.requests} | {r.ok} | {_n(r.rps)} | "
-        f"{_n(lat.p50, 1)} | {_n(lat.p99, 1)} | {r.non_2xx} | {ratio} | "
-        f"{_n(r.cpu_percent(r.server_cpu_s))}% | {_n(r.cpu_percent(r.client_cpu_s))}% | "
-        f"{_n(r.machine_busy) if r.machine_busy is not None else 'n/a'}% |"
-    )
-
-
-def _baseline_note(r: IngressResult) -> str:
-    base = r.find("baseline", "normal")
-    if base is None or not base.result.rps:
-        return ""
-    return (
-        f" (at its {_n(base.result.rps)} req/s, the ingress's {r.plan.requests} would take "
-        f"{r.plan.requests / base.result.rps:,.0f} s per phase)"
-    )
-
-
-def _ingress(r: IngressResult) -> list[str]:
-    p = r.plan
-    out = [
-        "## 2. Ingress: hand-off to Kafka vs doing the work inside the request",
-        "",
-        "A real `switchboard ingress` process (and `--processes 2`, SO_REUSEPORT) on "
-        "loopback, driven by `bench/loadgen.py` (asyncio + aiohttp, keep-alive connection "
-        "pool, one process on the same 2 cores) with signed Retell and Cal.com webhooks; "
-        "answers are 202 after Kafka acknowledged the record (acks=all). Baseline: "
-        "`bench/baseline_server.py`, which verifies, parses and applies each event to "
-        "MariaDB with `apply_batch` on one record inside the request, then answers 200. "
-        f"Each target had {p.warmup} warm-up requests first (not counted). The baseline "
-        f"runs {p.baseline_requests} distinct events per phase{_baseline_note(r)}. "
-        "Latency is per request, send to last byte read. "
-        '"non-2xx" counts every answer that was not 2xx plus transport errors and '
-        "requests not sent before the deadline. CPU columns: CPU time over the run's wall "
-        "time, in % of one core, of the server's processes (both ingress processes with "
-        "`--processes 2`; the baseline's MariaDB work is not in it) and of the load "
-        'generator; "machine busy": how busy both cores were during the run, everything '
-        "included (broker, MariaDB, other work).",
-        "",
-        "| target | concurrency | requests | 2xx | req/s | p50 ms | p99 ms | non-2xx | req/s vs baseline | server CPU | load generator CPU | machine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for phase in ("normal", "high"):
-        base = r.find("baseline", phase)
-        for run in [x for x in r.runs if x.phase == phase]:
-            ratio = (
-                "1.00× (baseline)"
-                if run.target == "baseline"
-                else (
-                    _ratio(run.result.rps / base.result.rps) if base and base.result.rps else "n/a"
-                )
-            )
-            out.append(_row(run, ratio))
-    errors = [
-        f"{x.target} {x.processes}p c={x.result.concurrency}: {x.result.describe_errors()}"
-        for x in r.runs
-        if x.result.non_2xx
-    ]
-    one = r.find("ingress", "normal")
-    two = next((x for x in r.runs if x.processes == 2 and x.phase == "normal"), None)
-    base = r.find("baseline", "normal")
-    high = [x for x in r.runs if x.phase == "high" and x.target == "ingress"]
-    out += [
-        "",
-        "Errors: " + ("; ".join(errors) if errors else "none in any run."),
-        "",
-        "**Interpretation.** ",
-    ]
-    text = []
-    if one and base and base.result.rps:
-        text.append(
-            f"One ingress process answered {_n(one.result.rps)} req/s at concurrency "
-            f"{one.result.concurrency} (p50 {_n(one.result.latency.p50, 1)} ms) against the "
-            f"baseline's {_n(base.result.rps)} req/s (p50 {_n(base.result.latency.p50, 1)} ms): "
-            f"{_ratio(one.result.rps / base.result.rps)}. The baseline can go no faster than one "
-            "per-event transaction at a time (benchmark 1's batch-of-1 rate): its blocked event "
-            "loop serializes them, and its latency is the queue in front of it."
-        )
-    if one and two:
-        gains = []
-        for phase in ("normal", "high"):
-            a = next(
-                (
-                    x
-                    for x in r.runs
-                    if x.target == "ingress" and x.processes == 1 and x.phase == phase
-                ),
-                None,
-            )
-            b = next((x for x in r.runs if x.processes == 2 and x.phase == phase), None)
-            if a and b and a.result.rps:
-                gains.append((b.result.concurrency, b.result.rps, b.result.rps / a.result.rps))
-        mean = sum(g for _, _, g in gains) / len(gains) if gains else float("nan")
-        if mean < 0.95:
-            verdict = "so a second process did not help here"
-        elif mean < 1.25:
-            verdict = "so a second process bought little here, within the noise of one run"
-        else:
-            verdict = "so the second process helped"
-        server = one.result.cpu_percent(one.result.server_cpu_s)
-        client = one.result.cpu_percent(one.result.client_cpu_s)
-        busy = two.result.machine_busy
-        sentence = (
-            "Two processes: "
-            + " and ".join(
-                f"{_n(rps)} req/s at concurrency {c} ({_ratio(g)} one process)"
-                for c, rps, g in gains
-            )
-            + f", {verdict}. In the one-process run the ingress used {_n(server)}% of a core"
-            + (" (CPU-bound)" if server >= 85 else "")
-            + f" and the load generator {_n(client)}%"
-        )
-        if busy is not None:
-            sentence += f"; during the two-process run both cores together were {_n(busy)}% busy"
-            if busy >= 85 and mean < 1.25:
-                sentence += (
-                    " (load generator, both ingress processes, the Kafka broker and MariaDB "
-                    "share them), so there was no idle core for the second process to use"
-                )
-        text.append(
-            sentence + ". This machine cannot show the multi-core scaling `--processes` is for."
-        )
-    if high:
-        bad = sum(x.result.non_2xx for x in high)
-        text.append(
-            f"At concurrency {high[0].result.concurrency} (the old system crashed above 100) the "
-            f"ingress (1 and 2 processes together) answered {sum(x.result.ok for x in high)} of "
-            f"{sum(x.result.requests for x in high)} requests with 2xx and {bad} otherwise"
-            + (
-                " — zero errors, as expected."
-                if bad == 0
-                else " — NOT the zero errors expected; see the errors line."
-            )
-        )
-    hb = r.find("baseline", "high")
-    if hb:
-        text.append(
-            f"The baseline at the same concurrency: p99 {_n(hb.result.latency.p99, 0)} ms, "
-            f"{hb.result.non_2xx} non-2xx ({hb.result.describe_errors()})."
-        )
-    out[-1] += " ".join(text)
-    out.append("")
     return out
 
 
@@ -358,9 +204,11 @@ def _caveats(facts: dict[str, str]) -> list[str]:
         "* Other work on the machine competes with a run: the load average at its start and "
         "end is in the machine table (on 2 cores, anything near or above 2 means the "
         "benchmarks shared the CPU with something else, e.g. another test suite).",
-        "* Everything shares 2 cores: the load generator, the server under test, the Kafka "
-        "broker and MariaDB. A load generator on another machine would see higher ingress "
-        "numbers, and `--processes 2` cannot show multi-core scaling here.",
+        "* Everything shares 2 cores: in the ingress benchmark the load generator has core 0 "
+        "and the server core 1, but the Kafka broker, MariaDB and anything else running "
+        "float over both, so the server does not have its core to itself; absolute req/s "
+        "move with the machine's load, the ratios to the ceiling measured in the same run "
+        "much less. `--processes N` (one process per core) cannot show scaling here.",
         f"* MariaDB ran with `innodb_flush_log_at_trx_commit={flush}`"
         + (
             " (every commit waits for the redo log flush), part of what makes a transaction "
@@ -371,9 +219,9 @@ def _caveats(facts: dict[str, str]) -> list[str]:
             "grow on a server that flushes per commit"
         )
         + ", and grow on a networked database with a longer round trip than loopback.",
-        "* The baseline server is a reconstruction (today's verification, parsing and apply "
-        "code, run inside the request), not the old system's code; the comparison is between "
-        "architectures.",
+        "* The dashboard baseline server is a reconstruction (today's verification, parsing and "
+        "apply code, run inside the request), not the old system's code; the comparison is "
+        "between architectures.",
         "* The benchmarks use their own databases (`switchboard_bench_<hex>`) and topic "
         "prefixes (`bench<hex>.`) and drop them at the end.",
         "",
@@ -392,21 +240,7 @@ def summary(
             "ratio_best_vs_batch_1": max(apply.ratio(v) for v in apply.variants),
         }
     if ingress is not None:
-        out["ingress"] = [
-            {
-                "target": x.target,
-                "processes": x.processes,
-                "phase": x.phase,
-                "concurrency": x.result.concurrency,
-                "requests": x.result.requests,
-                "ok": x.result.ok,
-                "non_2xx": x.result.non_2xx,
-                "rps": x.result.rps,
-                "p50_ms": x.result.latency.p50,
-                "p99_ms": x.result.latency.p99,
-            }
-            for x in ingress.runs
-        ]
+        out["ingress"] = ingress_report.summary(ingress)
     if dashboard is not None:
         out["dashboard"] = {
             "agreement": {str(k): v for k, v in dashboard.agreement.items()},

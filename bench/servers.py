@@ -9,6 +9,7 @@ subclass that starts ``python -m bench.baseline_server`` instead of the console 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,9 +19,84 @@ from pathlib import Path
 
 from pipeline.settings import Settings
 from testbed import services
-from testbed.services import Service, settings_env
+from testbed.services import SWITCHBOARD, Service, settings_env
 
 REPO = Path(__file__).resolve().parent.parent
+__all__ = ["SWITCHBOARD", "Pinned", "export_revision"]
+
+
+class Pinned:
+    """A server process pinned to one core (``taskset``), with the run's settings in its
+    environment, started and stopped by ``with``; ``tree`` runs it from an exported
+    revision (PYTHONPATH and working directory) instead of this checkout."""
+
+    def __init__(
+        self,
+        cmd: list[str],
+        settings: Settings,
+        log_path: Path,
+        ready_path: str,
+        *,
+        cpu: int,
+        tree: Path | None = None,
+    ) -> None:
+        self.cmd = ["taskset", "-c", str(cpu), *cmd]
+        self.settings = settings
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{settings.ingress_port}{ready_path}"
+        self.tree = tree
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def __enter__(self) -> Pinned:
+        env = settings_env(self.settings)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.cmd, env=env, stdout=log, stderr=log, cwd=self.tree or REPO,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.cmd} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.url} not ready after 60 s: {self.log_path.read_text()[-2000:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def cpu_seconds(self) -> float | None:
+        return None if self.proc is None else group_cpu_seconds(self.proc.pid)
+
+
+def export_revision(rev: str, directory: Path) -> Path:
+    """The code of git revision ``rev`` (``git archive``) in ``directory``: "before" runs
+    with the same interpreter and packages as "after", only the code differs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev], cwd=REPO, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
 
 
 def ingress(settings: Settings, log_dir: Path, processes: int = 1) -> Service:

@@ -12,6 +12,10 @@
 #                   print whether each service answers; exit 0 only if all asked are up
 #   kafka-start | kafka-stop | kafka-kill       one service, for fault tests; each waits
 #   mariadb-start | mariadb-stop | mariadb-kill (kill = SIGKILL, no clean shutdown)
+#   kafka-instance NAME up|start|stop|kill|status --port P --controller-port C [--dir D]
+#                   an extra single-node Kafka of its own (name, ports, data under D,
+#                   default $STACK_DIR/instances/NAME), for tests that stop or kill a
+#                   broker without touching the shared one; no root needed
 #   kafka-topics ARGS...   org.apache.kafka.tools.TopicCommand against the local broker
 #   kafka-groups ARGS...   ConsumerGroupCommand against the local broker (e.g. --list)
 #   env             print the SWITCHBOARD_* variables that point at this stack
@@ -174,17 +178,21 @@ kafka_cli() {
         -cp "$KAFKA_LIB_DIR/*" "$@"
 }
 
+# Where the node directories and the cluster id live: the shared stack's, or an extra
+# instance's (cmd_kafka_instance points it elsewhere).
+KAFKA_NODES_DIR=$STACK_DIR/kafka
+
 kafka_cluster_id() {
-    local f=$STACK_DIR/kafka/cluster.id
+    local f=$KAFKA_NODES_DIR/cluster.id
     if [[ ! -s $f ]]; then
-        mkdir -p "$STACK_DIR/kafka"
+        mkdir -p "$KAFKA_NODES_DIR"
         # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding (22 chars).
         head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$f"
     fi
     cat "$f"
 }
 
-kafka_node_dir() { echo "$STACK_DIR/kafka/node$1"; }
+kafka_node_dir() { echo "$KAFKA_NODES_DIR/node$1"; }
 
 # kafka_write_node_config NODE_ID BROKER_PORT CONTROLLER_PORT NODE_DIR VOTERS
 # Writes NODE_DIR/server.properties for one KRaft combined node. VOTERS is the
@@ -362,6 +370,44 @@ kafka_status() {
     fi
     echo "kafka    $KAFKA_HOST:$KAFKA_PORT  listening (pid $pid) but metadata request failed"
     return 1
+}
+
+# kafka-instance NAME ACTION --port P --controller-port C [--dir D]: one more single-node
+# broker with its own ports and data, sharing only the cached jars. Its lock is its own, so
+# it never queues behind (or blocks) the shared stack's commands.
+cmd_kafka_instance() {
+    local name=${1:-} action=${2:-} port="" cport="" dir=""
+    [[ -n $name && -n $action ]] || die "usage: kafka-instance NAME up|start|stop|kill|status --port P --controller-port C [--dir D]"
+    [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "kafka-instance: bad name '$name'"
+    shift 2
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+        --port) port=${2:-}; shift 2 ;;
+        --controller-port) cport=${2:-}; shift 2 ;;
+        --dir) dir=${2:-}; shift 2 ;;
+        *) die "kafka-instance: unknown option $1" ;;
+        esac
+    done
+    [[ $port =~ ^[0-9]+$ && $cport =~ ^[0-9]+$ ]] || die "kafka-instance needs --port and --controller-port"
+    [[ $port != "$KAFKA_PORT" && $cport != "$KAFKA_CONTROLLER_PORT" ]] || die "kafka-instance: those are the shared broker's ports"
+    KAFKA_NODES_DIR=$(realpath -m "${dir:-$STACK_DIR/instances/$name}")
+    mkdir -p "$KAFKA_NODES_DIR"
+    exec 9>"$KAFKA_NODES_DIR/.lock"
+    flock -w 300 9 || die "timed out waiting for $KAFKA_NODES_DIR/.lock"
+    case $action in
+    up | start) kafka_node_start 1 "$port" "$cport" "1@$KAFKA_HOST:$cport" ;;
+    stop) kafka_node_stop 1 TERM ;;
+    kill) kafka_node_stop 1 KILL ;;
+    status)
+        if kafka_node_pid 1 >/dev/null && port_open "$KAFKA_HOST" "$port"; then
+            echo "kafka instance $name  $KAFKA_HOST:$port  up (pid $(kafka_node_pid 1))"
+        else
+            echo "kafka instance $name  $KAFKA_HOST:$port  down"
+            return 1
+        fi
+        ;;
+    *) die "kafka-instance: unknown action $action" ;;
+    esac
 }
 
 # ---------------------------------------------------------------------------- MariaDB
@@ -656,6 +702,7 @@ main() {
     mariadb-start) take_lock; mariadb_start ;;
     mariadb-stop) take_lock; mariadb_stop TERM ;;
     mariadb-kill) take_lock; mariadb_stop KILL ;;
+    kafka-instance) cmd_kafka_instance "$@" ;;
     kafka-topics)
         kafka_jars_cached || die "no Kafka jars yet (run: scripts/stack.sh up)"
         kafka_cli org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" "$@"

@@ -54,6 +54,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         SWITCHBOARD_CONSUMER_GROUP=settings.consumer_group,
         SWITCHBOARD_ROUTING_REFRESH_S=str(settings.routing_refresh_s),
         SWITCHBOARD_WORKER_BATCH_WITHIN_S=str(settings.worker_batch_within_s),
+        SWITCHBOARD_ACK_BUDGET_S=str(settings.ack_budget_s),
+        SWITCHBOARD_SPOOL_DIR=str(settings.ingress_spool_dir()),
+        SWITCHBOARD_SPOOL_MAX_BYTES=str(settings.spool_max_bytes),
+        SWITCHBOARD_INGRESS_IDLE_TIMEOUT_S=str(settings.ingress_idle_timeout_s),
+        SWITCHBOARD_INGRESS_BODY_TIMEOUT_S=str(settings.ingress_body_timeout_s),
     )
     return env
 

@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -63,10 +64,12 @@ def db_settings() -> Iterator[Settings]:
 
 
 @pytest.fixture
-def stack_settings(db_settings: Settings) -> Iterator[Settings]:
-    """Settings with a fresh database and this test's own topics (prefix ``t<hex>.``)."""
+def stack_settings(db_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with a fresh database, this test's own topics (prefix ``t<hex>.``) and its
+    own ingress spool directory (a spool left by another test must never be forwarded here)."""
     suffix = uuid.uuid4().hex[:8]
     scoped = db_settings.with_(
+        spool_dir=tmp_path / "ingress-spool",
         topic_prefix=f"t{suffix}.",
         topic_partitions=TEST_PARTITIONS,
         consumer_group=f"switchboard-test-{suffix}",

@@ -65,6 +65,7 @@ def ingress(stack_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes],
         "SWITCHBOARD_DATABASE_URL": stack_settings.database_url.reveal(),
         "SWITCHBOARD_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
         "SWITCHBOARD_TOPIC_PREFIX": stack_settings.topic_prefix,
+        "SWITCHBOARD_SPOOL_DIR": str(stack_settings.ingress_spool_dir()),
         "RETELL_API_KEY": RETELL_KEY,
         "CALCOM_WEBHOOK_SECRET": CALCOM_SECRET,
     }
