@@ -78,7 +78,15 @@ def register_commands() -> None:
     import importlib
     from importlib.metadata import entry_points
 
-    for name in ("admin", "tenants", "ingress", "ops", "analyst"):
+    for name in (
+        "admin",
+        "tenants",
+        "ingress",
+        "replay",
+        "dlq",
+        "events",
+        "analyst",
+    ):
         importlib.import_module(f"pipeline.cli.{name}")
     for plugin in entry_points(group="switchboard.plugins"):
         plugin.load()()

@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import click
 
 from pipeline import database
 from pipeline import tenants as tenant_store
-from pipeline.cli import cli, settings_from
+from pipeline.cli import cli, quiet_kafka, settings_from
+from pipeline.ops import unroutable
 
 
 @cli.group()
@@ -38,10 +40,26 @@ def import_into_database(
 def tenants_import(ctx: click.Context, file: Path) -> None:
     """Upsert the companies and branches of FILE (JSON), keyed by branch phone number.
 
-    Importing the same file again changes nothing. FILE is
+    Importing the same file again changes nothing. Afterwards it says how many
+    unroutable events now have a home and how to apply them (`events reapply`). FILE is
     {"companies": [{"name", "timezone", "is_active", "branches": [{"name", "phone_number",
     "retell_agent_id", "calcom_event_type_id", "is_active"}]}]}.
     """
     items = tenant_store.read_file(file)
     report = import_into_database(ctx, items)
     click.echo(report.line())
+    for line in unroutable_hint(ctx):
+        click.echo(line)
+
+
+def unroutable_hint(ctx: click.Context) -> list[str]:
+    """How many unroutable events the directory can place now, and how to apply them
+    (a dry run of their re-apply; Kafka unreachable only costs the hint)."""
+    settings = settings_from(ctx)
+    engine = database.create_db_engine(settings, pool_size=2)
+    try:
+        with quiet_kafka():
+            found = asyncio.run(unroutable.preview(settings, engine))
+    finally:
+        engine.dispose()
+    return found.lines()

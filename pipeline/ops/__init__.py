@@ -1,7 +1,7 @@
 """Operations on the pipeline's history: ``replay``, ``dlq`` and ``events show``.
 
 Plain async functions that take :class:`~pipeline.settings.Settings`, so tests call exactly
-what the command line calls (``pipeline.cli.ops`` only parses arguments and prints):
+what the command line calls (``pipeline.cli`` only parses arguments and prints):
 
 * :mod:`pipeline.ops.replay`: re-apply a stretch of a webhook topic through the same apply
   path as the worker (:class:`~pipeline.apply.applier.Applier`);

@@ -6,6 +6,12 @@ summary, metadata), so every string is scanned for E.164 numbers, not just known
 Webhook bodies carry no secrets and the ingress writes no signature to Kafka, but a
 header or field *named* like a secret is hidden anyway: a new provider field, or a future
 header, must not leak by accident.
+
+Bodies, headers and rows are written by strangers (a booker's name, a caller's words), so
+everything printed goes through :func:`neutralise` last: terminal control characters
+(ESC sequences that could retitle the window, rewrite the screen or hide text, C1 codes,
+bidi overrides) are shown as ``\\u001b``-style escapes instead of being obeyed. The same
+escapes are valid JSON, so ``--json`` output goes through it too.
 """
 
 from __future__ import annotations
@@ -31,6 +37,22 @@ TRANSCRIPT_KEYS = frozenset(
 )
 TRANSCRIPT_CHARS = 200
 HIDDEN = "*** (hidden)"
+# C0 controls but newline and tab, DEL and C1 controls, and the invisible bidi controls that
+# can reorder what a terminal shows (Trojan Source).
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def neutralise(text: str) -> str:
+    """``text`` with every terminal control character shown as ``\\uXXXX``."""
+    return UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def json_text(value: Any, *, indent: bool = True) -> str:
+    """``--json`` output: datetimes ISO, decimals as strings, control characters escaped."""
+    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS
+    if indent:
+        option |= orjson.OPT_INDENT_2
+    return neutralise(orjson.dumps(value, default=_plain, option=option).decode())
 
 
 def mask_text(text: str) -> str:
@@ -106,6 +128,15 @@ def body_text(body: bytes, *, unmasked: bool = False) -> str:
     return pretty_json(scrub(parsed, unmasked=unmasked))
 
 
+def body_value(body: bytes) -> Any:
+    """A raw body for ``--json``: the parsed JSON, or ``{"not_json": text}`` (cut to 2,000
+    characters); scrub it before printing."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"not_json": truncate(body.decode("utf-8", "replace"), 2000)}
+
+
 def field_lines(row: Mapping[str, Any], *, unmasked: bool = False, indent: str = "  ") -> str:
     """A database row as aligned ``column  value`` lines, scrubbed like a body."""
     cleaned = scrub({k: _cell(v) for k, v in row.items()}, unmasked=unmasked)
@@ -119,6 +150,14 @@ def field_lines(row: Mapping[str, Any], *, unmasked: bool = False, indent: str =
             shown = shown.replace("\r", "\\r").replace("\n", "\\n")  # one line per field
         lines.append(f"{indent}{key.ljust(width)}  {shown}")
     return "\n".join(lines)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """A naive UTC ``DATETIME`` as ``2026-01-05T17:02:11.482Z``."""
+    if value is None:
+        return None
+    text = value.isoformat(timespec="milliseconds")
+    return text + "Z" if value.tzinfo is None else text
 
 
 def _cell(value: Any) -> Any:

@@ -51,6 +51,7 @@ async def replay(
     batch_size: int = DEFAULT_BATCH_SIZE,
     engine: Engine | None = None,
     on_progress: Progress | None = None,
+    on_plan: Callable[[int], None] | None = None,
 ) -> RunReport:
     """Re-apply ``stretch`` of ``topic`` (``webhooks.retell``/``webhooks.calcom``, the
     settings' prefix applied); return the totals."""
@@ -68,7 +69,12 @@ async def replay(
             outputs = await stack.enter_async_context(Outputs(settings))
         applier = Applier(engine, fetch=_fetcher(settings), dry_run=dry_run)
         batches = read_stretch(
-            settings.kafka_bootstrap, full_topic, stretch, partitions, batch_size=batch_size
+            settings.kafka_bootstrap,
+            full_topic,
+            stretch,
+            partitions,
+            batch_size=batch_size,
+            on_plan=on_plan,
         )
         if dry_run:
             batches = _regroup(batches, batch_size)

@@ -103,3 +103,32 @@ class RunReport:
                 total.update(counter)
             out[table] = +total
         return out
+
+    def as_dict(self) -> dict[str, object]:
+        """The report for ``--json``: every count by its status name, the reasons, and per
+        table and company (``null`` for none) what was (or would be) written."""
+        return {
+            "dry_run": self.dry_run,
+            "read": self.read,
+            "processed": self.processed,
+            "batches": self.batches,
+            "counts": {status: self.counts.get(status, 0) for status in STATUSES},
+            "reasons": [
+                {"status": status, "reason": reason, "count": n}
+                for (status, reason), n in sorted(self.reasons.items())
+            ],
+            "changes": [
+                {"table": table, "company_id": company, **dict(sorted(counter.items()))}
+                for table in sorted(self.changes)
+                for company, counter in sorted(
+                    self.changes[table].items(), key=lambda kv: (kv[0] is None, kv[0] or 0)
+                )
+                if +counter
+            ],
+            "changes_exact": not (self.dry_run and self.batches > 1),
+            "published": {
+                "dead_letters": self.dead_letters_published,
+                "snapshots": self.snapshots_published,
+            },
+            "skipped": dict(sorted(self.skipped.items())),
+        }

@@ -18,7 +18,7 @@ partition we are not reading.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
@@ -39,8 +39,13 @@ async def read_stretch(
     stretch: Stretch,
     partitions: Iterable[int] | None = None,
     batch_size: int = 500,
+    on_plan: Callable[[int], None] | None = None,
 ) -> AsyncIterator[list[WebhookRecord]]:
-    """Batches of records of ``topic`` within ``stretch``, partition by partition."""
+    """Batches of records of ``topic`` within ``stretch``, partition by partition.
+
+    ``on_plan`` is told the size of the stretch in offsets once its bounds are resolved,
+    before the first record (an upper bound of the records: transaction markers take
+    offsets too), so progress can show a total and the time left."""
     consumer = kafka_reader._consumer(bootstrap)
     await kafka_reader._start(consumer, bootstrap)
     try:
@@ -53,6 +58,8 @@ async def read_stretch(
         chosen = sorted(set(partitions) if partitions is not None else available)
         tps = [TopicPartition(topic, p) for p in chosen if p in available]
         if not tps:
+            if on_plan is not None:
+                on_plan(0)
             return
         try:
             starts = await consumer.beginning_offsets(tps)
@@ -68,6 +75,8 @@ async def read_stretch(
             if first <= last:
                 ranges[tp] = (first, last)
         kafka_reader.assign_at(consumer, {tp: first for tp, (first, _) in ranges.items()})
+        if on_plan is not None:
+            on_plan(sum(last - first + 1 for first, last in ranges.values()))
         for tp, (first, last) in ranges.items():
             consumer.resume(tp)
             async for records in _partition(consumer, tp, first, last, batch_size):

@@ -123,3 +123,37 @@ def test_truncate_and_table() -> None:
         "x     -",
         "long  3",
     ]
+
+
+# --- terminal control characters (a stranger's text must not drive the terminal) ----------
+
+HOSTILE = "Dana\x1b]0;owned\x07 \x1b[2J\x9b31m\u202eevil\r\x00"
+
+
+def test_control_characters_are_shown_not_obeyed() -> None:
+    from pipeline.ops.present import UNSAFE, neutralise
+
+    shown = neutralise(HOSTILE + "\nnext\tline")
+    assert not UNSAFE.search(shown)
+    assert shown == (
+        "Dana\\u001b]0;owned\\u0007 \\u001b[2J\\u009b31m\\u202eevil\\u000d\\u0000\nnext\tline"
+    )
+    assert neutralise("plain, ünïcode and emoji 📞") == "plain, ünïcode and emoji 📞"
+
+
+def test_every_printed_form_is_safe_after_neutralise() -> None:
+    from pipeline.ops.present import UNSAFE, json_text, neutralise
+
+    body = orjson.dumps({"payload": {"attendees": [{"name": HOSTILE}]}})
+    row = {"name": HOSTILE, "id": 1}
+    for text in (
+        body_text(body),
+        body_text(HOSTILE.encode()),  # not JSON: shown as text
+        field_lines(row),
+        table(["NAME"], [[HOSTILE]]),
+        field_lines(safe_headers({"x-note": HOSTILE})),
+    ):
+        assert not UNSAFE.search(neutralise(text)), text
+    dumped = json_text({"name": HOSTILE})
+    assert not UNSAFE.search(dumped)
+    assert orjson.loads(dumped) == {"name": HOSTILE}  # still the same value for a script
