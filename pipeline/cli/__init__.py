@@ -85,6 +85,7 @@ def register_commands() -> None:
         "replay",
         "dlq",
         "events",
+        "status",
         "analyst",
     ):
         importlib.import_module(f"pipeline.cli.{name}")
