@@ -27,7 +27,7 @@ help:
 	@echo "make browser     install Debian's chromium + chromium-driver (the page's browser test)"
 	@echo "make test-unit   pytest tests/unit (no services needed)"
 	@echo "make lint        ruff check + mypy"
-	@echo "make demo        stack + ingress + worker in the background;  make demo-stop"
+	@echo "make demo        stack + ingress + worker in the background, an outage healed, a busy day;  make demo-stop"
 	@echo "make bench       python -m bench"
 
 # ------------------------------------------------------------------ virtualenv
@@ -96,6 +96,7 @@ lint: venv
 
 demo: venv stack-up migrate topics
 	@$(DEMO) start
+	@$(DEMO) outage
 	@$(DEMO) traffic
 
 demo-stop:

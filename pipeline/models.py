@@ -238,3 +238,21 @@ dashboard_buckets = Table(
     Column("version", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", DT, nullable=False, server_default=NOW),
 )
+
+
+# Beyond docs/data-model.md: how far `switchboard backfill` has compared each provider's API
+# with what arrived (docs/backfill.md). One row per provider.
+backfill_watermarks = Table(
+    "backfill_watermarks",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    # Everything the provider reported before this instant has been compared (and healed).
+    Column("covered_until", DT, nullable=True),
+    Column("last_window_start", DT, nullable=True),
+    Column("last_window_end", DT, nullable=True),
+    Column("last_run_at", DT, nullable=True),
+    Column("last_success_at", DT, nullable=True),
+    Column("last_written", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", DT, nullable=False, server_default=NOW),
+)

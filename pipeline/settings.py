@@ -9,15 +9,22 @@ logs and tracebacks show ``***``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
 from pipeline.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "mysql+pymysql://switchboard:switchboard@127.0.0.1:3306/switchboard"
+DEFAULT_RETELL_API_URL = "https://api.retellai.com"
+DEFAULT_CALCOM_API_URL = "https://api.cal.com"
+#: The ``cal-api-version`` of ``GET /v2/bookings`` whose parameters the backfill relies on
+#: (docs/providers.md, "REST APIs for backfill").
+DEFAULT_CALCOM_API_VERSION = "2024-08-13"
 
 
 class Secret:
@@ -75,6 +82,15 @@ class Settings:
     ingress_max_in_flight: int = 512
     ingress_idle_timeout_s: float = 15.0
     ingress_body_timeout_s: float = 10.0
+    # Provider REST APIs, read by `switchboard backfill` only (docs/backfill.md).
+    retell_api_url: str = DEFAULT_RETELL_API_URL
+    calcom_api_url: str = DEFAULT_CALCOM_API_URL
+    calcom_api_key: Secret | None = None
+    calcom_api_version: str = DEFAULT_CALCOM_API_VERSION
+
+    def retell_api_key(self) -> Secret | None:
+        """Retell's REST key: the first of ``RETELL_API_KEY`` (the list exists for rotation)."""
+        return self.retell_api_keys[0] if self.retell_api_keys else None
 
     def secrets_for(self, provider: str) -> tuple[str, ...]:
         """Plain secret strings for a provider's verifier (empty → the provider is refused)."""
@@ -119,6 +135,19 @@ def _bootstrap_problem(raw: str) -> str | None:
             return f"has an entry without a host: {entry!r}"
         if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
             return f"has a bad port in {entry!r} (want 1-65535)"
+    return None
+
+
+def _base_url_problem(raw: str) -> str | None:
+    """Why ``raw`` is not an ``http(s)://host[:port][/path]`` base URL, or None.
+
+    Never quotes the value: an operator may have pasted a key into the wrong variable.
+    """
+    parsed = urlsplit(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "must be an http:// or https:// URL"
+    if parsed.query or parsed.fragment or parsed.username or parsed.password:
+        return "must be a plain base URL (no credentials, query or fragment)"
     return None
 
 
@@ -220,6 +249,22 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     number("SWITCHBOARD_INGRESS_BODY_TIMEOUT_S", "ingress_body_timeout_s", 0.5, 600.0)
     text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
     text("SWITCHBOARD_WORKER_STORE", "worker_store")
+    for var, attr in (("RETELL_API_URL", "retell_api_url"), ("CALCOM_API_URL", "calcom_api_url")):
+        raw = environ.get(var)
+        if raw is not None:
+            if problem := _base_url_problem(raw.strip()):
+                problems.append(f"{var} {problem}")
+            else:
+                values[attr] = raw.strip().rstrip("/")
+    raw_key = environ.get("CALCOM_API_KEY")
+    if raw_key is not None and raw_key.strip():
+        values["calcom_api_key"] = Secret(raw_key.strip())
+    raw_version = environ.get("CALCOM_API_VERSION")
+    if raw_version is not None:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_version.strip()):
+            values["calcom_api_version"] = raw_version.strip()
+        else:
+            problems.append(f"CALCOM_API_VERSION must look like 2024-08-13, got {raw_version!r}")
 
     if problems:
         raise ConfigError(problems)

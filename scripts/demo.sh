@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Background Switchboard processes for `make demo` / `make demo-stop`.
 #
-# Usage: scripts/demo.sh start|traffic|stop|status
+# Usage: scripts/demo.sh start|traffic|outage|stop|status
 #
 #   start   start `switchboard ingress` and `switchboard worker` in the background (the
 #           stack must be up and migrated; `make demo` does that first), wait until the
 #           ingress answers /healthz and the worker's web port accepts connections
 #   traffic seed tenants, simulate a busy day through the ingress, verify-run it against
 #           MySQL and the analyst API, print a dashboard and where to look next
+#   outage  a busy day that loses 15% of its webhooks upstream (an outage at the
+#           providers' side): verify-run shows the damage, `switchboard backfill` heals it
+#           from fake Retell and Cal.com APIs serving what really happened, verify-run
+#           finds no difference, a second backfill writes nothing (docs/backfill.md)
 #   stop    SIGTERM both (SIGKILL after DEMO_STOP_TIMEOUT seconds), remove the pid files
 #   status  print whether each is running
 #
@@ -32,6 +36,9 @@ export RETELL_API_KEY=${RETELL_API_KEY:-demo-retell-key}
 export CALCOM_WEBHOOK_SECRET=${CALCOM_WEBHOOK_SECRET:-demo-calcom-secret}
 export SWITCHBOARD_ANALYST_TOKENS=${SWITCHBOARD_ANALYST_TOKENS:-demo-analyst-token}
 export SWITCHBOARD_ROUTING_REFRESH_S=${SWITCHBOARD_ROUTING_REFRESH_S:-2}
+export CALCOM_API_KEY=${CALCOM_API_KEY:-demo-calcom-api-key}
+FAKE_RETELL_PORT=${DEMO_FAKE_RETELL_PORT:-8091}
+FAKE_CALCOM_PORT=${DEMO_FAKE_CALCOM_PORT:-8092}
 INGRESS_HOST=${SWITCHBOARD_INGRESS_HOST:-127.0.0.1}
 INGRESS_PORT=${SWITCHBOARD_INGRESS_PORT:-8080}
 WORKER_HOST=${SWITCHBOARD_WORKER_HOST:-127.0.0.1}
@@ -184,8 +191,49 @@ with create_engine(url).connect() as conn:
     echo "  http://$WORKER_HOST:$WORKER_PORT/dashboard?company=$company"
 }
 
+# An outage upstream, healed: lost webhooks rebuilt from the providers' (fake) APIs.
+cmd_outage() {
+    local seed=${DEMO_SEED:-$(date +%s)} calls=${DEMO_OUTAGE_CALLS:-200} rate=${DEMO_RATE:-60}
+    local delivered=$VAR_DIR/outage-$seed-delivered.json healed=$VAR_DIR/outage-$seed-healed.json
+    local state=$VAR_DIR/outage-$seed-providers.json api=http://$WORKER_HOST:$WORKER_PORT
+    local token=${SWITCHBOARD_ANALYST_TOKENS%%,*} since
+    since=$(date -u -d '8 hours ago' +%Y-%m-%dT%H:%M:%SZ)
+    mkdir -p "$LOG_DIR" "$RUN_DIR"
+    "$BIN" tenants seed --companies "${DEMO_COMPANIES:-5}" --seed 1 --output "$VAR_DIR/tenants.json"
+    sleep 3
+    say "simulating $calls calls (seed $seed); 15% of the webhooks are lost upstream and never arrive"
+    "$BIN" simulate --url "http://$INGRESS_HOST:$INGRESS_PORT" --seed "$seed" --calls "$calls" \
+        --rate "$rate" --drop-share 0.15 \
+        --expected "$delivered" --provider-state "$state" --expected-after-backfill "$healed"
+    say "everything that arrived is applied:"
+    "$BIN" verify-run "$delivered" --timeout 180
+    say "but compared with what really happened, rows and dashboard counters are missing:"
+    "$BIN" verify-run "$healed" --timeout 0 | tail -n 6 || true
+    say "the providers' APIs know what happened: fake Retell and Cal.com APIs serve it"
+    stop_one fake-providers
+    setsid "$BIN" fake-providers "$state" --retell-port "$FAKE_RETELL_PORT" \
+        --calcom-port "$FAKE_CALCOM_PORT" </dev/null >>"$LOG_DIR/fake-providers.log" 2>&1 &
+    echo $! >"$RUN_DIR/fake-providers.pid"
+    local deadline=$(($(date +%s) + DEMO_START_TIMEOUT))
+    until port_open 127.0.0.1 "$FAKE_CALCOM_PORT" && port_open 127.0.0.1 "$FAKE_RETELL_PORT"; do
+        (($(date +%s) < deadline)) || die "fake provider APIs did not start (log: $LOG_DIR/fake-providers.log)"
+        sleep 0.3
+    done
+    export RETELL_API_URL=http://127.0.0.1:$FAKE_RETELL_PORT CALCOM_API_URL=http://127.0.0.1:$FAKE_CALCOM_PORT
+    say "switchboard backfill --provider retell --provider calcom --since $since"
+    "$BIN" backfill --provider retell --provider calcom --since "$since"
+    say "healed: MySQL and the analyst API match what really happened"
+    "$BIN" verify-run "$healed" --api-url "$api" --token "$token" --timeout 180
+    say "a second backfill over the same window finds nothing missing and writes nothing"
+    "$BIN" backfill --provider retell --provider calcom --since "$since" | grep -E '^backfill|wrote'
+    stop_one fake-providers
+    echo
+    echo "Lost webhooks: docs/backfill.md; what to do when it happens: docs/runbook.md, \"Webhooks lost upstream\"."
+}
+
 cmd_stop() {
     local name
+    stop_one fake-providers
     # The ingress first, so nothing new arrives while the worker drains.
     for name in ingress worker; do stop_one "$name"; done
     say "demo processes stopped"
@@ -207,6 +255,7 @@ cmd_status() {
 case ${1:-} in
 start) cmd_start ;;
 traffic) cmd_traffic ;;
+outage) cmd_outage ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 *)

@@ -1,5 +1,5 @@
-"""Testbed commands, added to ``switchboard`` as a plugin: ``tenants seed``, ``simulate`` and
-``verify-run``.
+"""Testbed commands, added to ``switchboard`` as a plugin: ``tenants seed``, ``simulate``,
+``verify-run`` and ``fake-providers``.
 
 The demo flow is: seed tenants, run the pipeline, ``simulate --expected FILE``, then
 ``verify-run FILE`` (docs/simulator.md).
@@ -17,7 +17,7 @@ from pipeline.cli.tenants import import_into_database, tenants
 from pipeline.dashboard.analyst_api import default_token
 from pipeline.errors import SwitchboardError
 from testbed.simulator import tenants as tenant_store
-from testbed.simulator.run import SimulationConfig, run_simulation, write_json
+from testbed.simulator.run import OutageFiles, SimulationConfig, run_simulation, write_json
 from testbed.simulator.scenario import ScenarioConfig
 from testbed.simulator.sender import Progress, SendConfig
 from testbed.simulator.verify import Difference, verify
@@ -126,6 +126,24 @@ def tenants_seed(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the summary as JSON.",
 )
+@click.option(
+    "--drop-share",
+    type=click.FloatRange(0.0, 0.9),
+    default=0.0,
+    show_default=True,
+    help="Share of webhooks lost upstream on purpose (an outage): never sent at all. Needs "
+    "--provider-state and --expected-after-backfill.",
+)
+@click.option(
+    "--provider-state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the story as the providers' REST APIs show it (for `fake-providers`).",
+)
+@click.option(
+    "--expected-after-backfill",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the expected state once `switchboard backfill` healed the lost webhooks.",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.pass_context
 def simulate(
@@ -143,6 +161,9 @@ def simulate(
     deadline: float,
     expected_path: Path | None,
     summary_json: Path | None,
+    drop_share: float,
+    provider_state: Path | None,
+    expected_after_backfill: Path | None,
     quiet: bool,
 ) -> None:
     """Send a seeded, realistic busy day of Retell and Cal.com webhooks to the ingress.
@@ -161,6 +182,13 @@ def simulate(
         requests = max(1, int(duration * rate))
     elif calls is None:
         calls = 200
+    if (provider_state is None) != (expected_after_backfill is None):
+        raise click.UsageError("give --provider-state and --expected-after-backfill together")
+    if drop_share > 0 and provider_state is None:
+        raise click.UsageError("--drop-share needs --provider-state and --expected-after-backfill")
+    outage = None
+    if provider_state is not None and expected_after_backfill is not None:
+        outage = OutageFiles(provider_state, expected_after_backfill)
     config = SimulationConfig(
         scenario=ScenarioConfig(
             seed=seed,
@@ -170,9 +198,11 @@ def simulate(
             bad_share=bad_share,
             duplicate_share=duplicate_share,
             reorder_share=reorder_share,
+            drop_share=drop_share,
         ),
         send=SendConfig(url=url, rate=rate, concurrency=concurrency, deadline_s=deadline),
         expected_path=expected_path,
+        outage=outage,
     )
 
     def progress(p: Progress) -> None:
@@ -261,6 +291,56 @@ def verify_run(
         click.echo(diff.line())
     click.echo(f"{len(diffs)} differences", err=True)
     sys.exit(1)
+
+
+@cli.command("fake-providers")
+@click.argument("state_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--retell-port", type=click.IntRange(0, 65535), default=8091, show_default=True)
+@click.option("--calcom-port", type=click.IntRange(0, 65535), default=8092, show_default=True)
+@click.pass_context
+def fake_providers(
+    ctx: click.Context, state_file: Path, host: str, retell_port: int, calcom_port: int
+) -> None:
+    """Serve STATE_FILE (from `simulate --provider-state`) as fake Retell and Cal.com REST
+    APIs, for `switchboard backfill` (RETELL_API_URL / CALCOM_API_URL point here). They
+    accept the first RETELL_API_KEY and CALCOM_API_KEY. Runs until SIGTERM or Ctrl-C."""
+    import asyncio
+    import signal
+
+    import orjson
+
+    from testbed import fake_providers as fakes
+
+    settings = settings_from(ctx)
+    retell_key, calcom_key = settings.retell_api_key(), settings.calcom_api_key
+    if retell_key is None or calcom_key is None:
+        raise click.UsageError("set RETELL_API_KEY and CALCOM_API_KEY: the fakes check them")
+    state = fakes.State.from_document(orjson.loads(state_file.read_bytes()))
+
+    async def serve() -> None:
+        running, runners = await fakes.start(
+            state,
+            retell_key=retell_key.reveal(),
+            calcom_key=calcom_key.reveal(),
+            host=host,
+            retell_port=retell_port,
+            calcom_port=calcom_port,
+        )
+        click.echo(
+            f"fake Retell API at {running.retell_url} ({len(state.calls)} calls), fake Cal.com "
+            f"API at {running.calcom_url} ({len(state.bookings)} bookings)",
+            err=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for runner in runners:
+            await runner.cleanup()
+
+    asyncio.run(serve())
 
 
 def register() -> None:

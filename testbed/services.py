@@ -59,7 +59,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         SWITCHBOARD_SPOOL_MAX_BYTES=str(settings.spool_max_bytes),
         SWITCHBOARD_INGRESS_IDLE_TIMEOUT_S=str(settings.ingress_idle_timeout_s),
         SWITCHBOARD_INGRESS_BODY_TIMEOUT_S=str(settings.ingress_body_timeout_s),
+        RETELL_API_URL=settings.retell_api_url,
+        CALCOM_API_URL=settings.calcom_api_url,
+        CALCOM_API_VERSION=settings.calcom_api_version,
     )
+    if settings.calcom_api_key is not None:
+        env["CALCOM_API_KEY"] = settings.calcom_api_key.reveal()
     return env
 
 

@@ -87,6 +87,7 @@ def register_commands() -> None:
         "events",
         "status",
         "analyst",
+        "backfill",
     ):
         importlib.import_module(f"pipeline.cli.{name}")
     for plugin in entry_points(group="switchboard.plugins"):

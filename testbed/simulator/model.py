@@ -161,6 +161,9 @@ class Scenario:
     bookings: list[SimBooking]
     steps: dict[str, Step]
     deliveries: list[Delivery]
+    # Steps never delivered, as an outage upstream would lose them (``drop_share``); the
+    # providers' REST APIs still know what they were about (docs/backfill.md).
+    dropped: frozenset[str] = frozenset()
 
     def canonical_bytes(self) -> bytes:
         """Every body and the delivery order, for byte-for-byte determinism checks."""
@@ -183,6 +186,7 @@ class Scenario:
                 ],
                 "deliveries": [[d.step, d.attempt, d.slot] for d in self.deliveries],
             }
+            | ({"dropped": sorted(self.dropped)} if self.dropped else {})
         )
 
 

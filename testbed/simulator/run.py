@@ -24,7 +24,7 @@ import orjson
 from pipeline.database import check_database, create_db_engine
 from pipeline.errors import SwitchboardError
 from pipeline.settings import Settings
-from testbed.simulator import expected
+from testbed.simulator import expected, healing, rest_view
 from testbed.simulator.model import Scenario, iso_ms
 from testbed.simulator.scenario import ScenarioConfig, generate
 from testbed.simulator.sender import Outcome, Progress, SendConfig, Sender
@@ -48,6 +48,23 @@ class SimulationConfig:
     send: SendConfig = SendConfig()
     expected_path: Path | None = None
     ready_wait_s: float = 30.0  # how long to wait for the ingress's /readyz before sending
+    outage: OutageFiles | None = None  # with ScenarioConfig.drop_share: what a backfill needs
+
+
+@dataclass(frozen=True, slots=True)
+class OutageFiles:
+    """What a run that lost webhooks on purpose writes for ``switchboard backfill``.
+
+    ``provider_state``: the story as the providers' REST APIs show it (for
+    ``switchboard fake-providers``); ``after_backfill``: the expected state once a backfill
+    healed the outage (docs/backfill.md, its residuals included); ``complete``: the expected
+    state as if every webhook had arrived (differs from ``after_backfill`` only by the
+    documented residuals).
+    """
+
+    provider_state: Path
+    after_backfill: Path
+    complete: Path | None = None
 
 
 @dataclass
@@ -66,6 +83,7 @@ class Summary:
     other_retries: int = 0
     undelivered: int = 0
     skipped: int = 0
+    dropped: int = 0  # deliveries lost upstream on purpose (drop_share)
     unexpected: list[str] = field(default_factory=list)
     inbound_mismatches: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -94,6 +112,10 @@ class Summary:
             f"  undelivered {self.undelivered} (gave up at the deadline); skipped {self.skipped} "
             "(dependency never accepted)",
         ]
+        if self.dropped:
+            out.append(
+                f"  dropped     {self.dropped} deliveries lost upstream on purpose (an outage)"
+            )
         if lat:
             out.append(
                 f"  latency     p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, "
@@ -151,7 +173,7 @@ async def simulate(
             raise SimulationError(str(exc)) from exc
         windows: dict[int, dict[str, Any]] = {}
         baseline: dict[expected.BucketKey, dict[str, Any]] = {}
-        if config.expected_path is not None:
+        if config.expected_path is not None or config.outage is not None:
             everything = {k for k, s in scenario.steps.items() if s.expect_status < 300}
             projection = expected.compute(
                 scenario.companies, scenario.calls, scenario.bookings, everything
@@ -160,34 +182,56 @@ async def simulate(
             baseline = await asyncio.to_thread(_read_baseline, engine, windows)
         notes = await _preflight(config.send.url, config.ready_wait_s)
         began = time.monotonic()
-        outcomes = await Sender(scenario, secrets, config.send, on_progress=on_progress).run()
+        sender = Sender(scenario, secrets, config.send, on_progress=on_progress)
+        outcomes = await sender.run()
         elapsed = time.monotonic() - began
     finally:
         engine.dispose()
     summary = summarize(scenario, outcomes, elapsed)
     summary.notes += notes
-    if config.expected_path is not None:
-        accepted = {
-            o.step for o in outcomes if o.accepted and scenario.steps[o.step].expect_status < 300
-        }
-        result = expected.compute(scenario.companies, scenario.calls, scenario.bookings, accepted)
+    accepted = {
+        o.step for o in outcomes if o.accepted and scenario.steps[o.step].expect_status < 300
+    }
+    run = {
+        "seed": scenario.seed,
+        "run_tag": scenario.run_tag,
+        "anchor": iso_ms(scenario.anchor_ms),
+        "url": config.send.url,
+        "finished_at": iso_ms(int(time.time() * 1000)),
+        "accepted_steps": len(accepted),
+        "summary_ok": summary.ok,
+    }
+
+    def write(path: Path, calls: Any, bookings: Any, delivered: set[str], **extra: Any) -> None:
+        result = expected.compute(scenario.companies, calls, bookings, delivered)
         doc = expected.document(
             result,
-            run={
-                "seed": scenario.seed,
-                "run_tag": scenario.run_tag,
-                "anchor": iso_ms(scenario.anchor_ms),
-                "url": config.send.url,
-                "finished_at": iso_ms(int(time.time() * 1000)),
-                "accepted_steps": len(accepted),
-                "summary_ok": summary.ok,
-            },
+            run={**run, **extra},
             windows=windows,
             baseline=baseline,
             id_prefixes={"calls": f"call_{scenario.run_tag}", "appointments": scenario.run_tag},
         )
-        write_json(config.expected_path, doc)
+        write_json(path, doc)
+
+    if config.expected_path is not None:
+        write(config.expected_path, scenario.calls, scenario.bookings, accepted)
         summary.expected_path = str(config.expected_path)
+    if config.outage is not None:
+        metadata = {key.rpartition(":")[2]: value for key, value in sender.inbound_metadata.items()}
+        state = rest_view.provider_state(scenario.calls, scenario.bookings, metadata)
+        write_json(config.outage.provider_state, state)
+        bookings, delivered = healing.heal(
+            scenario.calls, scenario.bookings, accepted, int(time.time() * 1000)
+        )
+        write(config.outage.after_backfill, scenario.calls, bookings, delivered, healed=True)
+        if config.outage.complete is not None:
+            complete = accepted | set(scenario.dropped)
+            write(config.outage.complete, scenario.calls, scenario.bookings, complete)
+        summary.notes.append(
+            f"{len(scenario.dropped)} webhooks lost upstream; the providers' APIs are in "
+            f"{config.outage.provider_state}, the state after a backfill in "
+            f"{config.outage.after_backfill}"
+        )
     return summary
 
 
@@ -248,6 +292,9 @@ def summarize(scenario: Scenario, outcomes: list[Outcome], elapsed: float) -> Su
         summary.other_retries += o.answers_other_retryable
         if o.error == "skipped":
             summary.skipped += 1
+            continue
+        if o.error == "dropped":
+            summary.dropped += 1
             continue
         if o.status is None:
             summary.undelivered += 1

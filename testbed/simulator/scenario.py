@@ -57,6 +57,7 @@ class ScenarioConfig:
     reorder_window: int = 12
     burst_share: float = 0.01  # chance per delivery that a burst (10-60 at once) starts
     bad_share: float = 0.0  # of deliveries: unknown numbers, bad signatures, malformed
+    drop_share: float = 0.0  # of accepted webhooks: lost upstream, never delivered at all
 
     def validate(self) -> None:
         if self.now_ms is None:
@@ -76,6 +77,7 @@ class ScenarioConfig:
             "burst_share",
             "long_transcript_share",
             "web_booking_share",
+            "drop_share",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ScenarioError(f"{name} must be between 0 and 1")
@@ -387,6 +389,7 @@ class _Builder(BookingStory):
             bad_total = round(good_deliveries * cfg.bad_share / (1 - cfg.bad_share))
             steps.extend(self.bad_traffic(bad_total))
         ordered = order(steps, cfg, self.rng)
+        keyed = {s.key: s for _, s in steps}
         return Scenario(
             seed=cfg.seed,
             run_tag=self.tag,
@@ -394,8 +397,9 @@ class _Builder(BookingStory):
             companies=self.companies,
             calls=self.calls,
             bookings=self.bookings,
-            steps={s.key: s for _, s in steps},
+            steps=keyed,
             deliveries=ordered,
+            dropped=lost_upstream(keyed, cfg),
         )
 
     def bad_traffic(self, total: int) -> list[tuple[int, Step]]:
@@ -437,6 +441,24 @@ def good_steps(calls: list[SimCall], bookings: list[SimBooking]) -> list[tuple[i
     for booking in bookings:
         out.extend(booking_steps(booking, by_uid))
     return out
+
+
+def lost_upstream(steps: dict[str, Step], config: ScenarioConfig) -> frozenset[str]:
+    """The webhooks an upstream outage loses (``drop_share`` of those the ingress accepts).
+
+    Drawn from a ``Random`` of its own, so a scenario without drops is byte-for-byte what it
+    was before drops existed. ``call_inbound`` is never lost: it is Retell's synchronous
+    routing request, whose failure is a different story (the call goes to the default
+    agent), and its answer is what the call's metadata holds.
+    """
+    if config.drop_share <= 0:
+        return frozenset()
+    rng = Random(f"drop:{config.seed}")
+    return frozenset(
+        key
+        for key, step in steps.items()
+        if step.expect_status == 202 and rng.random() < config.drop_share
+    )
 
 
 def generate(companies: tuple[Company, ...] | list[Company], config: ScenarioConfig) -> Scenario:

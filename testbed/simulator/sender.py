@@ -93,7 +93,7 @@ class Sender:
         self.progress = Progress(total=len(scenario.deliveries))
         self.first_done: dict[str, asyncio.Event] = {}
         self.accepted_steps: set[str] = set()
-        self.inbound_metadata: dict[str, dict[str, Any] | None] = {}
+        self.inbound_metadata: dict[str, dict[str, Any] | None] = {}  # by step key
         self.bodies: dict[str, bytes] = {}
 
     async def run(self) -> list[Outcome]:
@@ -138,9 +138,13 @@ class Sender:
         try:
             if step.depends_on is not None:
                 await self.first_done[step.depends_on].wait()
-                if step.depends_on not in self.accepted_steps:
+                lost = step.depends_on in self.scenario.dropped  # the provider sends it anyway
+                if step.depends_on not in self.accepted_steps and not lost:
                     outcome.error = "skipped"  # a no-show for a booking that never arrived
                     return
+            if step.key in self.scenario.dropped:
+                outcome.error = "dropped"  # lost upstream: never reaches the ingress
+                return
             body = await self._body(step)
             answer = await self._send(session, step, body, outcome)
             if outcome.accepted:
@@ -154,7 +158,7 @@ class Sender:
             self.progress.done += 1
             if outcome.accepted:
                 self.progress.accepted += 1
-            elif outcome.error != "skipped":
+            elif outcome.error not in ("skipped", "dropped"):
                 self.progress.rejected += 1
             if outcome.attempt == 0:
                 self.first_done[step.key].set()
