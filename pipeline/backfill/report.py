@@ -38,6 +38,37 @@ class BackfillReport:
     def total_written(self) -> int:
         return sum(self.written.values())
 
+    def as_dict(self) -> dict[str, object]:
+        """The report as plain JSON values (``switchboard backfill --json``)."""
+        return {
+            "provider": self.provider,
+            "since": iso_ms(self.since),
+            "until": iso_ms(self.until),
+            "dry_run": self.dry_run,
+            "listed": self.listed,
+            "owed": self.owed,
+            "present": self.present,
+            "pending": self.pending,
+            "written": dict(sorted(self.written.items())),
+            "written_total": self.total_written,
+            "restored": self.restored,
+            "unattributable": [{"event_id": e, "reason": r} for e, r in self.unattributable],
+            "still_unroutable": self.still_unroutable,
+            "refused": [{"event_id": e, "reason": r} for e, r in self.refused],
+            "not_applied": list(self.not_applied),
+            "notes": list(self.notes),
+            "api": {
+                "requests": self.requests,
+                "throttled": self.throttled,
+                "fetched": self.fetched,
+            },
+            "changes": {
+                table: {str(company): dict(counter) for company, counter in per_company.items()}
+                for table, per_company in self.changes.items()
+            },
+            "watermark": iso_ms(self.watermark) if self.watermark and not self.dry_run else None,
+        }
+
     def lines(self) -> list[str]:
         verb = "would write" if self.dry_run else "wrote"
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.written.items())) or "nothing"

@@ -34,6 +34,7 @@ from pipeline.backfill.run import (
 from pipeline.backfill.synthesized import Synthesized
 from pipeline.backfill.when import to_ms, utc_now
 from pipeline.cli import cli, quiet_kafka, settings_from
+from pipeline.cli.output import emit, emit_json, json_option
 from pipeline.logs import configure_logging
 from pipeline.records import WebhookRecord
 from pipeline.settings import Settings
@@ -113,6 +114,7 @@ def apply_judge(settings: Settings, engine: Engine) -> Judge:
 @click.option("--retell-requests-per-minute", type=click.FloatRange(1, 10_000), default=300.0, show_default=True, help="Request budget for Retell (no published limit).")  # fmt: skip
 @click.option("--page-size", type=click.IntRange(1, 1000), default=None, help="Items per API page (default: the maximum, 1000 Retell / 250 Cal.com).")  # fmt: skip
 @click.option("--loglevel", default="info", show_default=True)
+@json_option
 @click.pass_context
 def backfill(
     ctx: click.Context,
@@ -133,6 +135,7 @@ def backfill(
     retell_requests_per_minute: float,
     page_size: int | None,
     loglevel: str,
+    as_json: bool,
 ) -> None:
     """List the provider's calls or bookings through its REST API and write every webhook
     that never arrived (or arrived unusable) to the webhook topic, with the event id the
@@ -158,10 +161,10 @@ def backfill(
             raise click.UsageError("--until must be after --since")
         for name in names:
             api_key(settings, name)  # a disabled provider fails before anything is read
-        _once(settings, names, start, end or utc_now(), dry_run, options, metrics_textfile)
+        _once(settings, names, start, end or utc_now(), dry_run, options, metrics_textfile, as_json)
         return
-    if dry_run or end is not None:
-        raise click.UsageError("--every runs forever: --dry-run and --until do not apply")
+    if dry_run or end is not None or as_json:
+        raise click.UsageError("--every runs forever: --dry-run, --until and --json do not apply")
     schedule = Schedule(
         every=parse_duration(every, "--every"),
         margin=parse_duration(margin, "--margin"),
@@ -194,9 +197,11 @@ def _once(
     dry_run: bool,
     options: Options,
     textfile: Path | None,
+    as_json: bool,
 ) -> None:
     engine = database.create_db_engine(settings, pool_size=2)
     metrics = BackfillMetrics()
+    reports = []
     try:
         database.check_database(engine)
         for name in names:
@@ -214,8 +219,12 @@ def _once(
                         metrics=metrics,
                     )
                 )
-            for line in report.lines():
-                click.echo(line)
+            reports.append(report)
+            if not as_json:
+                for line in report.lines():
+                    emit(line)
+        if as_json:
+            emit_json({"reports": [r.as_dict() for r in reports]})
     finally:
         if textfile is not None:
             metrics.write_textfile(textfile)
