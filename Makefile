@@ -15,11 +15,12 @@ DEMO  := scripts/demo.sh
 PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) \
                       $(shell command -v python3.11 2>/dev/null) python3.11)
 
-.PHONY: help venv stack-up stack-down stack-wipe stack-status migrate topics \
+.PHONY: help venv lock stack-up stack-down stack-wipe stack-status migrate topics \
         test test-unit lint demo demo-stop bench browser
 
 help:
-	@echo "make venv        create $(VENV) (python3.11) and pip install -e '.[dev]'"
+	@echo "make venv        create $(VENV) (python3.11) from requirements-dev.lock (exact pins)"
+	@echo "make lock        re-pin requirements.lock / requirements-dev.lock from setup.cfg"
 	@echo "make stack-up    install/start Kafka 127.0.0.1:9092 and MariaDB 127.0.0.1:3306"
 	@echo "make stack-down  stop both;  make stack-wipe  stop and delete all their data"
 	@echo "make migrate     switchboard migrate;  make topics  switchboard topics"
@@ -40,11 +41,22 @@ $(PY):
 		|| { echo "make: need Python 3.11 (set PYTHON=/path/to/python3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# Re-installs whenever setup.cfg or pyproject.toml is newer than the stamp.
-$(STAMP): setup.cfg pyproject.toml | $(PY)
-	@echo "==> pip install -e '.[dev]'"
-	$(PY) -m pip install --no-input -q --disable-pip-version-check -e '.[dev]'
+# Re-installs whenever setup.cfg, pyproject.toml or the lock is newer than the stamp.
+# Exact versions from requirements-dev.lock (the image installs requirements.lock, the same
+# runtime pins: docs/deploy.md), then the project itself without resolving anything.
+$(STAMP): setup.cfg pyproject.toml requirements-dev.lock | $(PY)
+	@echo "==> pip install -r requirements-dev.lock && pip install --no-deps -e ."
+	$(PY) -m pip install --no-input -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --no-input -q --disable-pip-version-check --no-deps -e .
 	@touch $@
+
+# Re-pin every dependency (after editing setup.cfg): runtime first, dev constrained by it.
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile setup.cfg --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" -q -o requirements.lock
+	$(VENV)/bin/uv pip compile setup.cfg --extra dev --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" -q -c requirements.lock \
+		-o requirements-dev.lock
 
 # ------------------------------------------------------------------ services
 

@@ -9,19 +9,43 @@ record are on Kafka before that record is committed.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import faust
 
-from pipeline.settings import Settings
+from pipeline.errors import ConfigError
+from pipeline.kafka import faust_credentials
+from pipeline.settings import UNROUTABLE_HOSTS, Settings
+
+
+def advertised_url(settings: Settings) -> str:
+    """The URL the other workers use to reach this one; refuse one nobody can connect to.
+
+    Faust routes an analyst request by comparing the owner's advertised URL with its own:
+    if every worker advertised ``http://0.0.0.0:6066``, each would think it owns every
+    company and answer 404 or zeros from its own table, without an error.
+    """
+    url = settings.worker_url()
+    host = urlsplit(url).hostname or ""
+    if host in UNROUTABLE_HOSTS or host.strip("[]") in UNROUTABLE_HOSTS:
+        raise ConfigError(
+            [
+                f"the worker would advertise {url}, which other workers cannot reach: set "
+                "SWITCHBOARD_WORKER_ADVERTISED_URL (e.g. http://worker-0.workers:6066) "
+                "or bind SWITCHBOARD_WORKER_HOST to a routable address"
+            ]
+        )
+    return url
 
 
 def create_faust_app(settings: Settings, *, store: str | None = None) -> faust.App:
-    url = f"http://{settings.worker_host}:{settings.worker_port}"
+    url = advertised_url(settings)
     datadir = Path(settings.data_dir).resolve() / f"worker-{settings.worker_port}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store=store or settings.worker_store,
         autodiscover=False,
         processing_guarantee="at_least_once",

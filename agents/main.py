@@ -18,11 +18,13 @@ from pipeline.cli import cli, register_commands, settings_from
 @click.pass_context
 def worker(ctx: click.Context, port: int | None, loglevel: str) -> None:
     """Run a Faust worker: agents, tables and the analyst API."""
+    from agents.app import advertised_url
     from agents.worker import run_worker
 
     settings = settings_from(ctx)
     if port is not None:
         settings = settings.with_(worker_port=port)
+    advertised_url(settings)  # refuse an unroutable URL before connecting to anything
     run_worker(settings, loglevel=loglevel)
 
 

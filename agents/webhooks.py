@@ -99,7 +99,7 @@ def register(app: faust.App, settings: Settings, engine: Engine, metrics: Worker
     )
 
     async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
-        return await fetch(settings.kafka_bootstrap, coords)
+        return await fetch(settings, coords)
 
     applier = Applier(
         engine,

@@ -40,6 +40,7 @@ from bench.harness import ANALYST_TOKEN, Latency
 from pipeline.apply.batch import apply_batch
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot
 from pipeline.dashboard.snapshots import company_key, encode, table_key, table_value
+from pipeline.kafka import kafka_options
 from pipeline.settings import Settings
 from pipeline.topics import SNAPSHOTS
 from tables import dashboard
@@ -156,7 +157,7 @@ def _row_counts(engine: Engine) -> dict[str, int]:
 
 
 async def _publish(settings: Settings, snapshots: list[BucketSnapshot]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=5)
     await producer.start()
     try:
         futures = [

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from pipeline import database, topics
+from pipeline.kafka import kafka_options
 from pipeline.settings import Secret, Settings, load_settings
 from testbed.databases import create_scratch_database, drop_scratch_database, server_url
 
@@ -86,7 +87,7 @@ def with_topics(settings: Settings, partitions: int = 3) -> Settings:
 
 async def _delete_topics(settings: Settings) -> None:
     """The prefixed topics, and the Faust internal topics named after the consumer group."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         present = await admin.list_topics()

@@ -28,7 +28,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline.errors import KafkaUnavailable
+from pipeline.kafka import kafka_options
 from pipeline.records import WebhookRecord, decode_headers
+from pipeline.settings import Settings
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,9 +52,9 @@ def to_record(message: object) -> WebhookRecord:
     )
 
 
-def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="none",
@@ -61,13 +63,13 @@ def _consumer(bootstrap: str) -> AIOKafkaConsumer:
     )
 
 
-async def _start(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
+async def _start(consumer: AIOKafkaConsumer, settings: Settings) -> None:
     try:
         await consumer.start()
     except KafkaError as exc:
         await consumer.stop()
         raise KafkaUnavailable(
-            f"Kafka unreachable at {bootstrap}: {exc.__class__.__name__}"
+            f"Kafka unreachable at {settings.kafka_bootstrap}: {exc.__class__.__name__}"
         ) from exc
     # start() creates the group-less coordinator's background task without letting it run;
     # a stop() before its first step cancels it unstarted and raises CancelledError out of
@@ -94,15 +96,15 @@ def assign_at(consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int
     consumer.pause(*positions)
 
 
-async def fetch(bootstrap: str, coordinates: Iterable[Coordinates]) -> list[WebhookRecord]:
+async def fetch(settings: Settings, coordinates: Iterable[Coordinates]) -> list[WebhookRecord]:
     """The records at exactly these coordinates (missing ones, e.g. expired, are skipped)."""
     wanted: dict[TopicPartition, set[int]] = defaultdict(set)
     for c in coordinates:
         wanted[TopicPartition(c.topic, c.partition)].add(c.offset)
     if not wanted:
         return []
-    consumer = _consumer(bootstrap)
-    await _start(consumer, bootstrap)
+    consumer = _consumer(settings)
+    await _start(consumer, settings)
     found: list[WebhookRecord] = []
     try:
         ends = await consumer.end_offsets(list(wanted))

@@ -92,6 +92,19 @@ class Settings:
         """Retell's REST key: the first of ``RETELL_API_KEY`` (the list exists for rotation)."""
         return self.retell_api_keys[0] if self.retell_api_keys else None
 
+    # Kafka security (docs/deploy.md, "Managed Kafka"): one group, read by the one client
+    # builder (pipeline/kafka.py) that every Kafka client and the Faust app use.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    # The URL other workers use to reach this one (analyst API routing); the bind address
+    # (worker_host) may be 0.0.0.0, the advertised URL never (docs/deploy.md, "Workers").
+    worker_advertised_url: str | None = None
+
     def secrets_for(self, provider: str) -> tuple[str, ...]:
         """Plain secret strings for a provider's verifier (empty → the provider is refused)."""
         chosen = {"retell": self.retell_api_keys, "calcom": self.calcom_webhook_secrets}
@@ -104,6 +117,10 @@ class Settings:
     def ingress_spool_dir(self) -> Path:
         """Where the ingress processes keep their spools (one file set per process)."""
         return self.spool_dir if self.spool_dir is not None else self.data_dir / "ingress-spool"
+
+    def worker_url(self) -> str:
+        """The URL this worker advertises to the others: explicit, or the bind address."""
+        return self.worker_advertised_url or f"http://{self.worker_host}:{self.worker_port}"
 
     def with_(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -148,6 +165,77 @@ def _base_url_problem(raw: str) -> str | None:
         return "must be an http:// or https:// URL"
     if parsed.query or parsed.fragment or parsed.username or parsed.password:
         return "must be a plain base URL (no credentials, query or fragment)"
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: Hosts that a server can bind to but nobody can connect to.
+UNROUTABLE_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
+
+
+def _kafka_security(environ: Mapping[str, str], problems: list[str]) -> dict[str, object]:
+    """The SWITCHBOARD_KAFKA_SECURITY_PROTOCOL group: consistent, files readable."""
+    values: dict[str, object] = {}
+    raw = (environ.get("SWITCHBOARD_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").strip().upper()
+    if raw not in SECURITY_PROTOCOLS:
+        problems.append(
+            f"SWITCHBOARD_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}"
+        )
+        return values
+    values["kafka_security_protocol"] = raw
+    sasl, tls = raw.startswith("SASL_"), raw.endswith("SSL")
+    mechanism = (environ.get("SWITCHBOARD_KAFKA_SASL_MECHANISM") or "").strip().upper()
+    username = (environ.get("SWITCHBOARD_KAFKA_SASL_USERNAME") or "").strip()
+    password = environ.get("SWITCHBOARD_KAFKA_SASL_PASSWORD") or ""
+    if sasl:
+        if mechanism not in SASL_MECHANISMS:
+            problems.append(
+                f"SWITCHBOARD_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)} "
+                f"with {raw}"
+            )
+        if not username:
+            problems.append(f"SWITCHBOARD_KAFKA_SASL_USERNAME is required with {raw}")
+        if not password:
+            problems.append(f"SWITCHBOARD_KAFKA_SASL_PASSWORD is required with {raw}")
+        values.update(
+            kafka_sasl_mechanism=mechanism or None,
+            kafka_sasl_username=username or None,
+            kafka_sasl_password=Secret(password) if password else None,
+        )
+    elif mechanism or username or password:
+        # Credentials with a protocol that does not send them: a half-done configuration.
+        problems.append(
+            f"SWITCHBOARD_KAFKA_SASL_* are set but SWITCHBOARD_KAFKA_SECURITY_PROTOCOL is {raw}"
+        )
+    files = {}
+    for part in ("CAFILE", "CERTFILE", "KEYFILE"):
+        var = f"SWITCHBOARD_KAFKA_SSL_{part}"
+        path = (environ.get(var) or "").strip()
+        if not path:
+            continue
+        if not tls:
+            problems.append(f"{var} is set but SWITCHBOARD_KAFKA_SECURITY_PROTOCOL is {raw}")
+        elif not Path(path).is_file():
+            problems.append(f"{var} names no readable file: {path}")
+        else:
+            files[f"kafka_ssl_{part.lower()}"] = Path(path)
+    if tls and ("kafka_ssl_certfile" in files) != ("kafka_ssl_keyfile" in files):
+        problems.append("SWITCHBOARD_KAFKA_SSL_CERTFILE and _KEYFILE go together (mutual TLS)")
+    values.update(files)
+    return values
+
+
+def _advertised_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the URL other workers use to reach this one, or None."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        return "must be an http:// or https:// URL with a host, e.g. http://worker-0.workers:6066"
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "has a bad port"
+    if (parsed.hostname or "") in UNROUTABLE_HOSTS:
+        return f"names {parsed.hostname or 'no host'}, which other workers cannot connect to"
     return None
 
 
@@ -265,6 +353,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             values["calcom_api_version"] = raw_version.strip()
         else:
             problems.append(f"CALCOM_API_VERSION must look like 2024-08-13, got {raw_version!r}")
+    values.update(_kafka_security(environ, problems))
+    raw_advertised = environ.get("SWITCHBOARD_WORKER_ADVERTISED_URL")
+    if raw_advertised is not None:
+        advertised = raw_advertised.strip().rstrip("/")
+        if problem := _advertised_url_problem(advertised):
+            problems.append(f"SWITCHBOARD_WORKER_ADVERTISED_URL {problem}")
+        else:
+            values["worker_advertised_url"] = advertised
 
     if problems:
         raise ConfigError(problems)

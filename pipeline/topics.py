@@ -25,6 +25,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
 
 from pipeline.errors import KafkaUnavailable, SwitchboardError
+from pipeline.kafka import kafka_options
 from pipeline.settings import Settings
 
 RETELL = "webhooks.retell"
@@ -61,9 +62,7 @@ async def ensure_topics(
     settings: Settings, names: tuple[str, ...] = ALL_TOPICS
 ) -> list[TopicReport]:
     """Create missing topics; report existing ones whose partition count differs."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
-    )
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
     except KafkaError as exc:

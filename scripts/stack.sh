@@ -39,6 +39,13 @@ KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:-}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-120}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-60}
 KAFKA_NUM_PARTITIONS=${KAFKA_NUM_PARTITIONS:-12}
+# Optional client listener with TLS and SASL (SCRAM-SHA-512 and PLAIN), for private brokers
+# that tests start on other ports (docs/stack.md, "A private broker with TLS and SASL"):
+# KAFKA_SASL_SSL_PORT, KAFKA_SSL_KEYSTORE_PEM (private key + certificate chain, PEM),
+# KAFKA_SASL_USERS ("name:password name2:password2").
+KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-}
+KAFKA_SSL_KEYSTORE_PEM=${KAFKA_SSL_KEYSTORE_PEM:-}
+KAFKA_SASL_USERS=${KAFKA_SASL_USERS:-}
 KAFKA_MAVEN_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies
 
 MARIADB_HOST=127.0.0.1
@@ -213,6 +220,11 @@ advertised.listeners=PLAINTEXT://$KAFKA_HOST:$port
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
+EOF
+    if [[ -n $KAFKA_SASL_SSL_PORT ]]; then
+        kafka_sasl_ssl_config "$port" "$cport" >>"$dir/server.properties.tmp"
+    fi
+    cat >>"$dir/server.properties.tmp" <<EOF
 
 # Topics are created explicitly by \`switchboard topics\` (docs/architecture.md); a typo must not
 # silently create a topic.
@@ -241,6 +253,42 @@ num.recovery.threads.per.data.dir=1
 log.retention.hours=168
 EOF
     mv "$dir/server.properties.tmp" "$dir/server.properties"
+}
+
+# The SASL_SSL listener (KAFKA_SASL_SSL_PORT): later keys override the PLAINTEXT-only ones
+# above. Brokers talk to each other on PLAINTEXT; clients on SASL_SSL log in with SCRAM
+# (credentials stored in the cluster metadata at format time) or PLAIN (from the JAAS line).
+kafka_sasl_ssl_config() {
+    local port=$1 cport=$2 user name password plain_users=""
+    [[ -s $KAFKA_SSL_KEYSTORE_PEM ]] || die "KAFKA_SSL_KEYSTORE_PEM must name a PEM file (key + certificate chain)"
+    [[ -n $KAFKA_SASL_USERS ]] || die "KAFKA_SASL_USERS must list name:password pairs"
+    for user in $KAFKA_SASL_USERS; do
+        name=${user%%:*} password=${user#*:}
+        plain_users+=" user_$name=\"$password\""
+    done
+    cat <<EOF
+
+# SASL_SSL client listener (scripts/stack.sh kafka_sasl_ssl_config)
+listeners=PLAINTEXT://$KAFKA_HOST:$port,CONTROLLER://$KAFKA_HOST:$cport,SASL_SSL://$KAFKA_HOST:$KAFKA_SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$port,SASL_SSL://$KAFKA_HOST:$KAFKA_SASL_SSL_PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain_users;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_SSL_KEYSTORE_PEM
+listener.name.sasl_ssl.ssl.client.auth=none
+EOF
+}
+
+# --add-scram arguments for the storage format (NUL-separated): one SCRAM-SHA-512
+# credential per user of KAFKA_SASL_USERS.
+kafka_scram_args() {
+    local user
+    [[ -n $KAFKA_SASL_SSL_PORT ]] || return 0
+    for user in $KAFKA_SASL_USERS; do
+        printf -- '--add-scram\0SCRAM-SHA-512=[name=%s,password=%s]\0' "${user%%:*}" "${user#*:}"
+    done
 }
 
 kafka_node_pid() {
@@ -281,8 +329,10 @@ kafka_node_start() {
         if [[ ! -f $dir/data/meta.properties ]]; then
             cid=$(kafka_cluster_id)
             say "formatting KRaft storage for node $id (cluster id $cid)"
+            local -a scram=()
+            mapfile -d '' scram < <(kafka_scram_args)
             kafka_cli kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" \
-                --ignore-formatted >"$dir/format.log" 2>&1 ||
+                --ignore-formatted "${scram[@]}" >"$dir/format.log" 2>&1 ||
                 { log_tail "$dir/format.log"; die "kafka storage format failed"; }
         fi
         [[ -f $log ]] && mv -f "$log" "$log.1"

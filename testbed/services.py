@@ -65,6 +65,26 @@ def settings_env(settings: Settings) -> dict[str, str]:
     )
     if settings.calcom_api_key is not None:
         env["CALCOM_API_KEY"] = settings.calcom_api_key.reveal()
+    env.update(security_env(settings))
+    return env
+
+
+def security_env(settings: Settings) -> dict[str, str]:
+    """The SWITCHBOARD_KAFKA_* security variables (and the advertised worker URL) that
+    make a child process connect the way ``settings`` does."""
+    env = {"SWITCHBOARD_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol}
+    optional = {
+        "SWITCHBOARD_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "SWITCHBOARD_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "SWITCHBOARD_KAFKA_SASL_PASSWORD": (
+            settings.kafka_sasl_password.reveal() if settings.kafka_sasl_password else None
+        ),
+        "SWITCHBOARD_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "SWITCHBOARD_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "SWITCHBOARD_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+        "SWITCHBOARD_WORKER_ADVERTISED_URL": settings.worker_advertised_url,
+    }
+    env.update({k: str(v) for k, v in optional.items() if v is not None})
     return env
 
 

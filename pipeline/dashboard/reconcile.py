@@ -43,6 +43,7 @@ from pipeline.dashboard.drift import Counters, Drift, Scope
 from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.database import is_transient
 from pipeline.errors import DatabaseUnavailable, KafkaUnavailable, SwitchboardError
+from pipeline.kafka import kafka_options
 from pipeline.models import (
     COUNTERS,
     appointments,
@@ -458,7 +459,7 @@ async def _fix(
     report: Report,
 ) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

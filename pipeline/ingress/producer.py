@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from pipeline.errors import KafkaUnavailable
+from pipeline.kafka import kafka_options
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class KafkaPublisher:
     def _new_producer(self) -> AIOKafkaProducer:
         max_request = max(1024 * 1024, self._settings.max_body_bytes + 64 * 1024)
         return AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
+            **kafka_options(self._settings),
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,

@@ -165,7 +165,7 @@ async def read_dead_letters(
     """Every record of the DLQ topic (from ``since_ms`` by record time, if given)."""
     stretch = Stretch(from_time_ms=since_ms) if since_ms is not None else Stretch(from_offset=0)
     out: list[DeadLetterEntry] = []
-    async for batch in read_stretch(settings.kafka_bootstrap, settings.topic(topics.DLQ), stretch):
+    async for batch in read_stretch(settings, settings.topic(topics.DLQ), stretch):
         out += [DeadLetterEntry(r, parse_dlq_headers(r.headers)) for r in batch]
     return out
 
@@ -214,7 +214,7 @@ async def show_dead_letter(settings: Settings, partition: int, offset: int) -> D
     topic = settings.topic(topics.DLQ)
     found = []
     stretch = Stretch(from_offset=offset, to_offset=offset)
-    async for batch in read_stretch(settings.kafka_bootstrap, topic, stretch, [partition]):
+    async for batch in read_stretch(settings, topic, stretch, [partition]):
         found += [r for r in batch if r.offset == offset]
     if not found:
         raise NotFound(f"no dead letter at {partition}:{offset} on {topic}")
@@ -257,7 +257,7 @@ async def redrive(
         todo.sort(key=lambda pair: (pair[1].topic, pair[1].partition, pair[1].offset))
 
         async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
-            return await fetch(settings.kafka_bootstrap, coords)
+            return await fetch(settings, coords)
 
         applier = Applier(engine, fetch=fetch_parked, dry_run=dry_run)
         for start in range(0, len(todo), batch_size):

@@ -138,7 +138,7 @@ async def lineage(
         await asyncio.to_thread(database.check_database, engine)
         event = await asyncio.to_thread(_rows, engine, provider, event_id)
         found = await fetch(
-            settings.kafka_bootstrap,
+            settings,
             [Coordinates(event["kafka_topic"], event["kafka_partition"], event["kafka_offset"])],
         )
         result = Lineage(event=event, record=found[0] if found else None)

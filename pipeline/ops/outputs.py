@@ -27,6 +27,7 @@ from pipeline.apply.batch import BatchResult
 from pipeline.apply.deadletters import dlq_headers
 from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.errors import KafkaUnavailable
+from pipeline.kafka import kafka_options
 from pipeline.settings import Settings
 
 
@@ -45,7 +46,7 @@ class Outputs:
         self.snapshot_topic = settings.topic(topics.SNAPSHOTS)
         self.published = Published()
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_options(settings),
             client_id=client_id,
             acks="all",
             enable_idempotence=True,

@@ -69,7 +69,7 @@ async def replay(
             outputs = await stack.enter_async_context(Outputs(settings))
         applier = Applier(engine, fetch=_fetcher(settings), dry_run=dry_run)
         batches = read_stretch(
-            settings.kafka_bootstrap,
+            settings,
             full_topic,
             stretch,
             partitions,
@@ -92,7 +92,7 @@ async def replay(
 
 def _fetcher(settings: Settings) -> Fetch:
     async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
-        return await fetch(settings.kafka_bootstrap, coords)
+        return await fetch(settings, coords)
 
     return fetch_parked
 

@@ -28,13 +28,14 @@ from pipeline.errors import KafkaUnavailable
 from pipeline.kafka_reader import Stretch, to_record
 from pipeline.ops import RecordsGone
 from pipeline.records import WebhookRecord
+from pipeline.settings import Settings
 
 #: Seconds a partition may make no progress before the read fails (never stops short).
 STALL_S = 60.0
 
 
 async def read_stretch(
-    bootstrap: str,
+    settings: Settings,
     topic: str,
     stretch: Stretch,
     partitions: Iterable[int] | None = None,
@@ -46,8 +47,8 @@ async def read_stretch(
     ``on_plan`` is told the size of the stretch in offsets once its bounds are resolved,
     before the first record (an upper bound of the records: transaction markers take
     offsets too), so progress can show a total and the time left."""
-    consumer = kafka_reader._consumer(bootstrap)
-    await kafka_reader._start(consumer, bootstrap)
+    consumer = kafka_reader._consumer(settings)
+    await kafka_reader._start(consumer, settings)
     try:
         available = consumer.partitions_for_topic(topic)
         if available is None:

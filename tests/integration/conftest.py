@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import Engine
 
 from pipeline import database, topics
+from pipeline.kafka import kafka_options
 from pipeline.settings import Secret, Settings, load_settings
 from testbed.databases import create_scratch_database, drop_scratch_database
 
@@ -41,7 +42,7 @@ def drop_test_database(settings: Settings) -> None:
 
 
 async def delete_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         names = [settings.topic(t) for t in topics.ALL_TOPICS]

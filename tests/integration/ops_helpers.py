@@ -179,7 +179,7 @@ async def apply_like_worker(settings: Settings, engine: Engine, provider: str) -
     applier = Applier(engine)
     topic = settings.topic(f"webhooks.{provider}")
     async with Outputs(settings) as outputs:
-        async for batch in read_stretch(settings.kafka_bootstrap, topic, Stretch(from_offset=0)):
+        async for batch in read_stretch(settings, topic, Stretch(from_offset=0)):
             result = await applier.apply(batch)
             published = await outputs.publish(result)
             report.dead_letters_published += published.dead_letters
@@ -192,7 +192,7 @@ async def read_all(settings: Settings, name: str) -> list[Any]:
     """Every record of a topic of this test (WebhookRecords)."""
     out: list[Any] = []
     topic = settings.topic(name)
-    async for batch in read_stretch(settings.kafka_bootstrap, topic, Stretch(from_offset=0)):
+    async for batch in read_stretch(settings, topic, Stretch(from_offset=0)):
         out += batch
     return out
 

@@ -15,6 +15,7 @@ from pipeline import kafka_reader
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka_reader import Stretch
 from pipeline.ops import stretch
+from pipeline.settings import Settings
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _install(monkeypatch: pytest.MonkeyPatch, consumer: FakeConsumer) -> None:
 
 async def _offsets(stretch_: Stretch, batch_size: int = 500) -> list[int]:
     out = []
-    async for batch in stretch.read_stretch("x:1", "t", stretch_, batch_size=batch_size):
+    async for batch in stretch.read_stretch(Settings(), "t", stretch_, batch_size=batch_size):
         out += [r.offset for r in batch]
     return out
 
@@ -136,9 +137,9 @@ async def test_unknown_topic_and_absent_partitions(monkeypatch: pytest.MonkeyPat
 
     consumer._client = Client()  # type: ignore[attr-defined]
     with pytest.raises(KafkaUnavailable, match="topic nope does not exist"):
-        async for _ in stretch.read_stretch("x:1", "nope", Stretch(from_offset=0)):
+        async for _ in stretch.read_stretch(Settings(), "nope", Stretch(from_offset=0)):
             pass
-    got = [b async for b in stretch.read_stretch("x:1", "t", Stretch(from_offset=0), [5])]
+    got = [b async for b in stretch.read_stretch(Settings(), "t", Stretch(from_offset=0), [5])]
     assert got == []
 
 

@@ -1,0 +1,83 @@
+"""The one place that turns Settings into Kafka client options: address, TLS and SASL.
+
+Every Kafka client Switchboard makes (the ingress producer, the readers of the ops
+commands and of the worker's un-parking, the admin client of ``switchboard topics``,
+``reconcile --fix``, ``doctor``) is built with ``**kafka_options(settings)``, and the Faust
+app gets the same security through :func:`faust_credentials`. So a managed cluster
+(Confluent Cloud: SASL_SSL + PLAIN; Aiven, Redpanda Cloud, MSK: SASL_SSL + SCRAM or mutual
+TLS) is configured once, in the SWITCHBOARD_KAFKA_* variables, and no client can miss it
+(docs/deploy.md, "Managed Kafka").
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.helpers import create_ssl_context
+
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL / SASL_SSL (None for the plaintext protocols).
+
+    Without SWITCHBOARD_KAFKA_SSL_CAFILE the system's CA store verifies the brokers, which
+    is right for the public CAs of managed services; the hostname is always checked.
+    """
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    return create_ssl_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+        certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+        keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+    )
+
+
+def kafka_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer / AIOKafkaAdminClient."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.reveal() if password is not None else None,
+        )
+    return options
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """The same security for the Faust app (its ``broker_credentials``); None = plaintext."""
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = ssl_context(settings)
+    if protocol == "SSL":
+        return SSLCredentials(context)
+    password = settings.kafka_sasl_password
+    return SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.reveal() if password is not None else None,
+        ssl_context=context,  # None for SASL_PLAINTEXT: Faust then says SASL_PLAINTEXT
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
+def describe(settings: Settings) -> str:
+    """Where and how we connect, for error messages and logs (never the password)."""
+    how = settings.kafka_security_protocol
+    if settings.kafka_sasl_mechanism and how.startswith("SASL_"):
+        how += f"/{settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}"
+    return f"{settings.kafka_bootstrap} ({how})"
