@@ -286,6 +286,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         del values["kafka_bootstrap"]
         problems.append(f"SWITCHBOARD_KAFKA_BOOTSTRAP {problem}")
     raw_url = environ.get("SWITCHBOARD_DATABASE_URL")
+    password = environ.get("SWITCHBOARD_DATABASE_PASSWORD")
+    if password is not None:
+        # A password from a secret store, kept out of the URL: no percent-encoding needed.
+        try:
+            base = make_url(raw_url or DEFAULT_DATABASE_URL)
+        except Exception:  # noqa: BLE001 - reported below, once, by the URL check
+            pass
+        else:
+            raw_url = base.set(password=password).render_as_string(hide_password=False)
     if raw_url is not None:
         try:
             url = make_url(raw_url)

@@ -39,6 +39,8 @@ KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:-}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-120}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-60}
 KAFKA_NUM_PARTITIONS=${KAFKA_NUM_PARTITIONS:-12}
+# __consumer_offsets partitions: a private test broker creates them in a moment with a few.
+KAFKA_OFFSETS_PARTITIONS=${KAFKA_OFFSETS_PARTITIONS:-50}
 # Optional client listener with TLS and SASL (SCRAM-SHA-512 and PLAIN), for private brokers
 # that tests start on other ports (docs/stack.md, "A private broker with TLS and SASL"):
 # KAFKA_SASL_SSL_PORT, KAFKA_SSL_KEYSTORE_PEM (private key + certificate chain, PEM),
@@ -233,6 +235,7 @@ num.partitions=$KAFKA_NUM_PARTITIONS
 default.replication.factor=$rf
 min.insync.replicas=$min_isr
 offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=$KAFKA_OFFSETS_PARTITIONS
 transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$min_isr
 unclean.leader.election.enable=false
