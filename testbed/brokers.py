@@ -1,26 +1,22 @@
-"""A private Kafka broker for a test, started by ``scripts/stack.sh`` on other ports.
+"""A private Kafka whose client listener is SASL_SSL, as managed clusters are.
 
-The shared broker (127.0.0.1:9092) belongs to everyone's tests and is never touched. A test
-that needs a broker configured differently (here: a SASL_SSL client listener with
-certificates the test made) gets its own: data, logs, pid file and lock under a temporary
-``STACK_DIR``, ports picked free, stopped at the end by the same script. Every call passes
-that ``STACK_DIR`` explicitly, so a stop can only ever reach this broker.
+Started through ``scripts/stack.sh kafka-instance`` (:mod:`testbed.kafka_instance`) on free
+ports with its data under the test's temporary directory, so the shared broker is never
+touched. The script's ``KAFKA_SASL_SSL_PORT``, ``KAFKA_SSL_KEYSTORE_PEM`` and
+``KAFKA_SASL_USERS`` add the listener (docs/stack.md, "A private broker with TLS and
+SASL"); the certificates are made here by a throw-away CA.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.certs import Authority
+from testbed.kafka_instance import PrivateKafka
 from testbed.services import free_port
-
-REPO = Path(__file__).resolve().parents[1]
-STACK = REPO / "scripts" / "stack.sh"
 
 
 @dataclass(frozen=True)
@@ -28,23 +24,10 @@ class SecureBroker:
     """Where the SASL_SSL listener is, and what a client needs to log in to it."""
 
     sasl_ssl_bootstrap: str
-    plaintext_bootstrap: str  # the inter-broker listener; clients of the tests never use it
+    plaintext_bootstrap: str  # the inter-broker listener; the tests' clients never use it
     cafile: Path
     users: dict[str, str]
     log: Path
-
-
-def _env(stack_dir: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        STACK_DIR=str(stack_dir),
-        KAFKA_LIB_DIR=os.environ.get("KAFKA_LIB_DIR", str(REPO / "docker" / "kafka" / "lib")),
-        KAFKA_HEAP_OPTS="-Xms128m -Xmx512m",
-        KAFKA_NUM_PARTITIONS="3",
-        KAFKA_OFFSETS_PARTITIONS="3",
-        **extra,
-    )
-    return env
 
 
 @contextmanager
@@ -54,32 +37,26 @@ def sasl_ssl_broker(directory: Path, users: dict[str, str]) -> Iterator[SecureBr
     server = ca.issue("broker", hosts=("127.0.0.1", "localhost"))
     keystore = directory / "certs" / "broker-keystore.pem"
     keystore.write_text(server.key.read_text() + server.cert.read_text())
-    stack_dir = directory / "stack"
-    port, controller, sasl_port = free_port(), free_port(), free_port()
-    env = _env(
-        stack_dir,
-        KAFKA_PORT=str(port),
-        KAFKA_CONTROLLER_PORT=str(controller),
-        KAFKA_SASL_SSL_PORT=str(sasl_port),
-        KAFKA_SSL_KEYSTORE_PEM=str(keystore),
-        KAFKA_SASL_USERS=" ".join(f"{name}:{password}" for name, password in users.items()),
+    sasl_port = free_port()
+    kafka = PrivateKafka(
+        f"sasl-{sasl_port}",
+        directory / "kafka",
+        env={
+            "KAFKA_SASL_SSL_PORT": str(sasl_port),
+            "KAFKA_SSL_KEYSTORE_PEM": str(keystore),
+            "KAFKA_SASL_USERS": " ".join(f"{name}:{pw}" for name, pw in users.items()),
+            "KAFKA_NUM_PARTITIONS": "3",
+            "KAFKA_OFFSETS_PARTITIONS": "3",
+        },
     )
-    started = subprocess.run(
-        [str(STACK), "kafka-start"], env=env, capture_output=True, text=True, timeout=300
-    )
+    kafka.start()
     try:
-        if started.returncode != 0:
-            raise AssertionError(
-                f"private broker did not start:\n{started.stdout}\n{started.stderr}"
-            )
         yield SecureBroker(
             sasl_ssl_bootstrap=f"127.0.0.1:{sasl_port}",
-            plaintext_bootstrap=f"127.0.0.1:{port}",
+            plaintext_bootstrap=kafka.bootstrap,
             cafile=ca.cafile,
             users=dict(users),
-            log=stack_dir / "kafka" / "node1" / "kafka.log",
+            log=directory / "kafka" / "node1" / "kafka.log",
         )
     finally:
-        subprocess.run(
-            [str(STACK), "kafka-stop"], env=_env(stack_dir), capture_output=True, timeout=120
-        )
+        kafka.stop()

@@ -16,9 +16,10 @@ STACK = Path(__file__).resolve().parents[1] / "scripts" / "stack.sh"
 
 
 class PrivateKafka:
-    def __init__(self, name: str, directory: Path) -> None:
+    def __init__(self, name: str, directory: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.directory = directory
+        self.env = env or {}  # scripts/stack.sh variables, e.g. a SASL_SSL listener's
         self.port = free_port()
         self.controller_port = free_port()
 
@@ -27,7 +28,7 @@ class PrivateKafka:
         return f"127.0.0.1:{self.port}"
 
     def run(self, action: str, timeout_s: float = 240.0) -> None:
-        env = {**os.environ, "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m"}
+        env = {**os.environ, "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m", **self.env}
         args = [
             str(STACK), "kafka-instance", self.name, action,
             "--port", str(self.port), "--controller-port", str(self.controller_port),

@@ -18,19 +18,21 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
-PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)")
-
-
 def pins(lock: str) -> dict[str, str]:
-    """``{normalised name: version}`` of a lock file; every pin must carry hashes."""
+    """``{normalised name: version}`` of a lock file, for this interpreter and platform (a
+    universal lock may pin a package twice under exclusive markers); every pin has hashes."""
     text = (ROOT / lock).read_text()
     found: dict[str, str] = {}
     for block in re.split(r"\n(?=\S)", text):
-        match = PIN.match(block)
-        if match is None:
+        if block.startswith("#") or not block.strip():
             continue
-        assert "--hash=sha256:" in block, f"{lock}: {match[1]} has no hash"
-        found[canonical(match[1])] = match[2]
+        requirement = Requirement(block.split("\\")[0].strip())
+        assert "--hash=sha256:" in block, f"{lock}: {requirement.name} has no hash"
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        (spec,) = requirement.specifier
+        assert spec.operator == "==", f"{lock}: {requirement} is not an exact pin"
+        found[canonical(requirement.name)] = spec.version
     return found
 
 
