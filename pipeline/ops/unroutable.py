@@ -106,7 +106,7 @@ async def _records(
     settings: Settings, page: list[Candidate], report: RunReport
 ) -> list[WebhookRecord]:
     """The page's records from Kafka; gone or mismatching ones are counted, not applied."""
-    records = await fetch(settings.kafka_bootstrap, [c.coordinates for c in page])
+    records = await fetch(settings, [c.coordinates for c in page])
     found = {Coordinates(r.topic, r.partition, r.offset): r for r in records}
     out = []
     for candidate in page:
@@ -148,7 +148,7 @@ async def reapply(
             outputs = await stack.enter_async_context(Outputs(settings))
 
         async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
-            return await fetch(settings.kafka_bootstrap, coords)
+            return await fetch(settings, coords)
 
         applier = Applier(engine, fetch=fetch_parked, dry_run=dry_run)
         taken = 0

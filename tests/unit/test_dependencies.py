@@ -18,6 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 def pins(lock: str) -> dict[str, str]:
     """``{normalised name: version}`` of a lock file, for this interpreter and platform (a
     universal lock may pin a package twice under exclusive markers); every pin has hashes."""

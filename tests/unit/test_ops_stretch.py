@@ -254,7 +254,7 @@ async def test_empty_partitions_are_never_assigned_and_the_assignment_is_made_on
 
     monkeypatch.setattr(kafka_reader, "_start", start)
     got = []
-    async for batch in stretch.read_stretch("x:1", "t", Stretch(from_offset=0), partitions):
+    async for batch in stretch.read_stretch(Settings(), "t", Stretch(from_offset=0), partitions):
         got += [(r.partition, r.offset) for r in batch]
     chosen = sorted(held) if partitions is None else partitions
     assert got == [(p, o) for p in chosen for o in held[p]]
@@ -277,7 +277,7 @@ async def test_fetch_assigns_only_readable_partitions_each_at_a_position(
     monkeypatch.setattr(kafka_reader, "_start", start)
     wanted = [Coordinates("t", 0, 0), Coordinates("t", 1, 2), Coordinates("t", 1, 9)]
     wanted += [Coordinates("t", 1, 0), Coordinates("t", 2, 5)]
-    found = await fetch("x:1", wanted)
+    found = await fetch(Settings(), wanted)
     assert [(r.partition, r.offset) for r in found] == [(1, 0), (1, 2), (2, 5)]
     assert consumer.assignments == 1 and consumer.stopped
     assert {tp.partition for tp in consumer.assigned} == {1, 2}
