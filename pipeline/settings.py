@@ -165,6 +165,7 @@ def _base_url_problem(raw: str) -> str | None:
         return "must be an http:// or https:// URL"
     if parsed.query or parsed.fragment or parsed.username or parsed.password:
         return "must be a plain base URL (no credentials, query or fragment)"
+    return None
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -26,6 +26,7 @@ from pipeline import providers
 from pipeline.backfill.synthesized import Synthesized
 from pipeline.backfill.when import to_ms, utc_now
 from pipeline.errors import KafkaUnavailable
+from pipeline.kafka import kafka_options
 from pipeline.settings import Settings
 
 SOURCE = "backfill"
@@ -49,7 +50,7 @@ class EventWriter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_options(settings),
             client_id="switchboard-backfill",
             acks="all",
             enable_idempotence=True,

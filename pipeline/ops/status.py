@@ -40,6 +40,7 @@ from sqlalchemy import Engine, func, select
 
 from pipeline import database, kafka_reader, topics
 from pipeline.errors import SwitchboardError
+from pipeline.kafka import kafka_options
 from pipeline.models import webhook_events
 from pipeline.ops.dlq import list_dead_letters
 from pipeline.settings import Settings
@@ -164,9 +165,7 @@ async def gather(
 
 
 async def _kafka_part(settings: Settings, status: Status) -> list[Worker]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
-    )
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10_000)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.consumer_group)
@@ -207,8 +206,8 @@ def _member(raw: dict[str, Any]) -> Worker:
 async def _lag(
     settings: Settings, names: list[str], committed: dict[TopicPartition, Any]
 ) -> list[PartitionLag]:
-    consumer = kafka_reader._consumer(settings.kafka_bootstrap)
-    await kafka_reader._start(consumer, settings.kafka_bootstrap)
+    consumer = kafka_reader._consumer(settings)
+    await kafka_reader._start(consumer, settings)
     try:
         tps = [tp for name in names for tp in await _partitions(consumer, name)]
         if not tps:
@@ -238,8 +237,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 async def _dlq_part(settings: Settings, engine: Engine, status: Status) -> None:
     topic = settings.topic(topics.DLQ)
-    consumer = kafka_reader._consumer(settings.kafka_bootstrap)
-    await kafka_reader._start(consumer, settings.kafka_bootstrap)
+    consumer = kafka_reader._consumer(settings)
+    await kafka_reader._start(consumer, settings)
     try:
         tps = await _partitions(consumer, topic)
         starts = await consumer.beginning_offsets(tps) if tps else {}
