@@ -50,6 +50,12 @@ class Secret:
         return hash(self._value)
 
 
+DEFAULT_TOPIC_RETENTION_DAYS = 30
+# Day buckets are kept 400 days and reconcile recounts them from the rows that webhook_events
+# marks applied, so its rows must live longer than that.
+DEFAULT_EVENTS_RETENTION_DAYS = 430
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -87,6 +93,10 @@ class Settings:
     calcom_api_url: str = DEFAULT_CALCOM_API_URL
     calcom_api_key: Secret | None = None
     calcom_api_version: str = DEFAULT_CALCOM_API_VERSION
+    # Retention (docs/runbook.md "Retention"): raw bodies on the webhook topics and the DLQ,
+    # and webhook_events rows, which must outlive every record that could bring them back.
+    topic_retention_days: int = DEFAULT_TOPIC_RETENTION_DAYS
+    events_retention_days: int = DEFAULT_EVENTS_RETENTION_DAYS
 
     def retell_api_key(self) -> Secret | None:
         """Retell's REST key: the first of ``RETELL_API_KEY`` (the list exists for rotation)."""
@@ -345,6 +355,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     integer("SWITCHBOARD_INGRESS_MAX_IN_FLIGHT", "ingress_max_in_flight", 1, 100_000)
     number("SWITCHBOARD_INGRESS_IDLE_TIMEOUT_S", "ingress_idle_timeout_s", 1.0, 3600.0)
     number("SWITCHBOARD_INGRESS_BODY_TIMEOUT_S", "ingress_body_timeout_s", 0.5, 600.0)
+    integer("SWITCHBOARD_TOPIC_RETENTION_DAYS", "topic_retention_days", 1, 3650)
+    integer("SWITCHBOARD_EVENTS_RETENTION_DAYS", "events_retention_days", 401, 36_500)
+    topic_days = values.get("topic_retention_days", DEFAULT_TOPIC_RETENTION_DAYS)
+    event_days = values.get("events_retention_days", DEFAULT_EVENTS_RETENTION_DAYS)
+    if isinstance(topic_days, int) and isinstance(event_days, int) and event_days < topic_days + 15:
+        problems.append(
+            "SWITCHBOARD_EVENTS_RETENTION_DAYS must be at least SWITCHBOARD_TOPIC_RETENTION_DAYS"
+            " + 15 (a webhook_events row must outlive every record that could re-apply it)"
+        )
     text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
     text("SWITCHBOARD_WORKER_STORE", "worker_store")
     for var, attr in (("RETELL_API_URL", "retell_api_url"), ("CALCOM_API_URL", "calcom_api_url")):

@@ -58,6 +58,22 @@ def _topic_configs(settings: Settings) -> dict[str, str]:
     }
 
 
+#: Topics holding raw webhook bodies (personal data): their retention is ours to set.
+RETAINED = (RETELL, CALCOM, DLQ)
+DAY_MS = 86_400_000
+
+
+def retention_ms(settings: Settings) -> str:
+    return str(settings.topic_retention_days * DAY_MS)
+
+
+def _retention(settings: Settings, name: str) -> dict[str, str]:
+    """``retention.ms`` for a new topic that holds raw bodies. Only at creation: on an
+    existing topic it is ``switchboard retention apply``'s, which never overrides an
+    operator's value."""
+    return {"retention.ms": retention_ms(settings)} if name in RETAINED else {}
+
+
 async def ensure_topics(
     settings: Settings, names: tuple[str, ...] = ALL_TOPICS
 ) -> list[TopicReport]:
@@ -78,7 +94,7 @@ async def ensure_topics(
                     name=t,
                     num_partitions=settings.topic_partitions,
                     replication_factor=settings.topic_replication,
-                    topic_configs=_topic_configs(settings),
+                    topic_configs=_topic_configs(settings) | _retention(settings, full[t]),
                 )
                 for t in missing
             ]

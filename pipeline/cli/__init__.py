@@ -86,6 +86,7 @@ def register_commands() -> None:
         "dlq",
         "events",
         "status",
+        "data",
         "analyst",
         "backfill",
     ):

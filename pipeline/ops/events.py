@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, or_, select
 
+from pipeline.erasures import normalise_phone
 from pipeline.models import appointments, calls, companies, customers, webhook_events
 from pipeline.ops import BadArguments
 from pipeline.providers.calcom import BOOKING_EVENTS, FLAT_EVENTS, NO_SHOW_EVENT
@@ -105,17 +106,6 @@ class Found:
     rows: list[dict[str, Any]]
     total: int  # matching rows, of which at most ``limit`` (the newest) are in ``rows``
     subjects: dict[str, list[str]]  # call ids and booking uids the lookup went through
-
-
-def normalise_phone(text: str) -> str | None:
-    """``+1 (415) 555-0142`` → ``+14155550142``; ``0049…`` → ``+49…``; None if no digits."""
-    kept = "".join(ch for ch in text.strip() if ch.isdigit() or ch == "+")
-    if kept.startswith("00"):
-        kept = "+" + kept[2:]
-    digits = kept.lstrip("+")
-    if not digits.isdigit() or "+" in digits:
-        return None
-    return kept
 
 
 def call_event_ids(call_ids: Iterable[str]) -> list[tuple[str, str]]:

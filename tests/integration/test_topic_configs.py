@@ -77,7 +77,8 @@ def test_operator_overrides_survive_topics_and_our_keys_are_restored(
     assert after["max.message.bytes"].value == ours["max.message.bytes"]
     assert after["min.insync.replicas"].value == ours["min.insync.replicas"]
     # The other topics were not touched by the change to this one.
-    assert not asyncio.run(_configs(stack_settings, topics.CALCOM))["retention.ms"].overridden
+    calcom = asyncio.run(_configs(stack_settings, topics.CALCOM))["retention.ms"]
+    assert calcom.value == topics.retention_ms(stack_settings)  # as created
 
     asyncio.run(_alter(stack_settings, retell, {"retention.ms": None}))
     back = _settled(stack_settings, retell, lambda c: not c["retention.ms"].overridden)

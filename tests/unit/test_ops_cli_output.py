@@ -7,8 +7,9 @@ from datetime import datetime
 import pytest
 
 from pipeline.cli.output import Progress, duration
+from pipeline.erasures import normalise_phone
 from pipeline.ops import BadArguments
-from pipeline.ops.events import Find, Listing, booking_event_ids, call_event_ids, normalise_phone
+from pipeline.ops.events import Find, Listing, booking_event_ids, call_event_ids
 from pipeline.ops.unroutable import Preview
 
 
