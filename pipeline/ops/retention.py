@@ -32,6 +32,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from pipeline import database, topics
 from pipeline.errors import KafkaUnavailable
+from pipeline.kafka import kafka_options
 from pipeline.models import webhook_events
 from pipeline.ops import BadArguments
 from pipeline.settings import Settings
@@ -101,9 +102,7 @@ async def _topics_part(
     unknown = release - set(names) - set(names.values())
     if unknown:
         raise BadArguments(f"--release: not a topic with raw bodies: {', '.join(sorted(unknown))}")
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
-    )
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
     except KafkaError as exc:
