@@ -34,6 +34,14 @@ FULL = {
         outage_seconds=45,
         outage_down_s=20,
         profile=True,
+        producer_variants=(
+            (2, 16 * 1024, "none"),  # the old settings (aiokafka's default batch)
+            (5, 16 * 1024, "none"),
+            (2, 512 * 1024, "none"),
+            (5, 512 * 1024, "none"),  # the default now
+            (10, 512 * 1024, "none"),
+            (5, 512 * 1024, "gzip"),
+        ),
     ),
     "dashboard": dashboard_bench.Plan(
         calls=25_000, companies=4, requests=300, in_process_reads=5000

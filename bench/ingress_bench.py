@@ -57,6 +57,10 @@ class Plan:
     outage_seconds: float  # 0: no outage run
     outage_down_s: float
     profile: bool
+    # (linger_ms, max_batch_bytes, compression) variants of the producer, each measured at
+    # producer_concurrency with distinct keys and with one hot key
+    producer_variants: tuple[tuple[int, int, str], ...] = ()
+    producer_concurrency: int = 512
 
 
 @dataclass
@@ -76,6 +80,15 @@ class Outage:
 
 
 @dataclass
+class ProducerPoint:
+    linger_ms: int
+    max_batch_bytes: int
+    compression: str
+    distinct: wrk.WrkResult
+    hot: wrk.WrkResult
+
+
+@dataclass
 class IngressResult:
     plan: Plan
     before_rev: str | None
@@ -83,6 +96,7 @@ class IngressResult:
     inbound: dict[str, paced.PacedResult] = field(default_factory=dict)
     profiles: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     outage: Outage | None = None
+    producer: list[ProducerPoint] = field(default_factory=list)
 
     def find(self, target: str, case: str, concurrency: int) -> wrk.WrkResult | None:
         return next(
@@ -171,6 +185,7 @@ def run(base: Settings, plan: Plan, *, before_rev: str | None = None) -> Ingress
             workload.seed_tenants(engine, items)
             with tempfile.TemporaryDirectory(prefix="switchboard-bench-ingress-") as tmp:
                 _targets(settings, plan, result, Path(tmp), before_rev, items)
+                _producer_variants(settings, plan, result, Path(tmp))
         if plan.outage_seconds:
             with tempfile.TemporaryDirectory(prefix="switchboard-bench-outage-") as tmp:
                 result.outage = _outage(base, plan, Path(tmp))
@@ -214,6 +229,34 @@ def _targets(
             print(f"bench:     call_inbound {result.inbound[target].describe()}", flush=True)
             if plan.profile and server.pid is not None:
                 result.profiles[target] = _profile(server.pid, url, distinct, plan, tmp)
+
+
+def _producer_variants(settings: Settings, plan: Plan, result: IngressResult, tmp: Path) -> None:
+    distinct, hot = bodies(plan.bodies, hot=False), bodies(plan.bodies, hot=True)
+    for linger, batch, codec in plan.producer_variants:
+        scoped = settings.with_(
+            ingress_port=free_port(),
+            spool_dir=tmp / f"spool-p{linger}-{batch}-{codec}",
+            kafka_linger_ms=linger,
+            kafka_max_batch_bytes=batch,
+            kafka_compression=codec,
+        )
+        server = _server("ingress", scoped, tmp, None)
+        with server:
+            url = f"http://127.0.0.1:{scoped.ingress_port}"
+            _measure(url, distinct, 64, min(2.0, plan.seconds), tmp)  # warm-up
+            c = plan.producer_concurrency
+            point = ProducerPoint(
+                linger, batch, codec,
+                _point(server, url, distinct, c, plan.seconds, tmp),
+                _point(server, url, hot, c, plan.seconds, tmp),
+            )  # fmt: skip
+        result.producer.append(point)
+        print(
+            f"bench:     producer linger {linger} ms, batch {batch // 1024} KiB, {codec}: "
+            f"{point.distinct.rps:,.0f} req/s distinct, {point.hot.rps:,.0f} req/s hot key",
+            flush=True,
+        )
 
 
 def _say(target: str, case: str, r: wrk.WrkResult) -> None:

@@ -62,6 +62,7 @@ def section(r: IngressResult, plots: dict[str, str]) -> list[str]:
     for key in ("throughput", "p99"):
         if key in plots:
             out += [f"![ingress {key} by concurrency]({plots[key]})", ""]
+    out += _producer(r)
     out += _inbound(r)
     out += _outage(r)
     out += _profiles(r)
@@ -91,6 +92,28 @@ def _table(r: IngressResult, case: str, concurrencies: tuple[int, ...], title: s
                 f"{_n(x.p50_ms, 1)} | {_n(x.p99_ms, 1)} | {x.non_2xx:,} | {x.timeouts:,} | "
                 f"{x.socket_errors:,} | {_cpu_ms(x)} |"
             )
+    return [*out, ""]
+
+
+def _producer(r: IngressResult) -> list[str]:
+    if not r.producer:
+        return []
+    out = [
+        f"**Producer settings** (`SWITCHBOARD_KAFKA_LINGER_MS`, `_MAX_BATCH_BYTES`, "
+        f"`_COMPRESSION`), each a fresh `switchboard ingress` at concurrency "
+        f"{r.plan.producer_concurrency}, {r.plan.seconds:g} s with distinct keys and "
+        f"{r.plan.seconds:g} s with one hot key",
+        "",
+        "| linger ms | max batch | compression | distinct: 2xx req/s | p99 ms | CPU ms/req | hot key: 2xx req/s | p99 ms | non-2xx + timeouts |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for x in r.producer:
+        d, h = x.distinct, x.hot
+        out.append(
+            f"| {x.linger_ms} | {x.max_batch_bytes // 1024} KiB | {x.compression} | "
+            f"{_n(d.rps)} | {_n(d.p99_ms)} | {_cpu_ms(d)} | {_n(h.rps)} | {_n(h.p99_ms)} | "
+            f"{d.non_2xx + d.timeouts + h.non_2xx + h.timeouts} |"
+        )
     return [*out, ""]
 
 
@@ -271,4 +294,14 @@ def summary(r: IngressResult) -> dict[str, Any]:
             "drain_s": r.outage.drain_s,
         },
         "profiles": r.profiles,
+        "producer": [
+            {
+                "linger_ms": x.linger_ms,
+                "max_batch_bytes": x.max_batch_bytes,
+                "compression": x.compression,
+                "distinct_rps": x.distinct.rps,
+                "hot_rps": x.hot.rps,
+            }
+            for x in r.producer
+        ],
     }

@@ -8,7 +8,7 @@ from collections import Counter
 
 # (category, substrings of a frame's "function (file:line)"), checked in this order per frame.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("logging", ("/logging/", "pipeline/logs.py")),
+    ("logging", ("logging/", "pipeline/logs.py")),
     ("metrics (prometheus-client)", ("prometheus_client",)),
     ("spool (SQLite)", ("pipeline/ingress/spool.py", "sqlite3")),
     ("Kafka client (aiokafka)", ("aiokafka",)),

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from pipeline.errors import ConfigError
 
+COMPRESSION_CODECS = ("none", "gzip", "lz4", "zstd", "snappy")
 DEFAULT_DATABASE_URL = "mysql+pymysql://switchboard:switchboard@127.0.0.1:3306/switchboard"
 DEFAULT_RETELL_API_URL = "https://api.retellai.com"
 DEFAULT_CALCOM_API_URL = "https://api.cal.com"
@@ -86,8 +87,13 @@ class Settings:
     spool_max_bytes: int = 1024 * 1024 * 1024
     spool_max_age_s: float = 86_400.0
     ingress_max_in_flight: int = 512
+    ingress_max_connections: int = 8192
     ingress_idle_timeout_s: float = 15.0
     ingress_body_timeout_s: float = 10.0
+    # The ingress's producer (measured in docs/benchmarks.md; docs/ingress.md "Producer").
+    kafka_linger_ms: int = 5
+    kafka_max_batch_bytes: int = 512 * 1024
+    kafka_compression: str = "none"
     # Provider REST APIs, read by `switchboard backfill` only (docs/backfill.md).
     retell_api_url: str = DEFAULT_RETELL_API_URL
     calcom_api_url: str = DEFAULT_CALCOM_API_URL
@@ -353,6 +359,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     integer("SWITCHBOARD_SPOOL_MAX_BYTES", "spool_max_bytes", 1024 * 1024, 1 << 50)
     number("SWITCHBOARD_SPOOL_MAX_AGE_S", "spool_max_age_s", 1.0, 365 * 86_400.0)
     integer("SWITCHBOARD_INGRESS_MAX_IN_FLIGHT", "ingress_max_in_flight", 1, 100_000)
+    integer("SWITCHBOARD_INGRESS_MAX_CONNECTIONS", "ingress_max_connections", 16, 1_000_000)
     number("SWITCHBOARD_INGRESS_IDLE_TIMEOUT_S", "ingress_idle_timeout_s", 1.0, 3600.0)
     number("SWITCHBOARD_INGRESS_BODY_TIMEOUT_S", "ingress_body_timeout_s", 0.5, 600.0)
     integer("SWITCHBOARD_TOPIC_RETENTION_DAYS", "topic_retention_days", 1, 3650)
@@ -364,6 +371,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "SWITCHBOARD_EVENTS_RETENTION_DAYS must be at least SWITCHBOARD_TOPIC_RETENTION_DAYS"
             " + 15 (a webhook_events row must outlive every record that could re-apply it)"
         )
+    integer("SWITCHBOARD_KAFKA_LINGER_MS", "kafka_linger_ms", 0, 1000)
+    integer(
+        "SWITCHBOARD_KAFKA_MAX_BATCH_BYTES", "kafka_max_batch_bytes", 16 * 1024, 16 * 1024 * 1024
+    )
+    raw_codec = environ.get("SWITCHBOARD_KAFKA_COMPRESSION")
+    if raw_codec is not None:
+        if raw_codec.strip().lower() in COMPRESSION_CODECS:
+            values["kafka_compression"] = raw_codec.strip().lower()
+        else:
+            problems.append(
+                f"SWITCHBOARD_KAFKA_COMPRESSION must be one of {', '.join(COMPRESSION_CODECS)}"
+            )
     text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
     text("SWITCHBOARD_WORKER_STORE", "worker_store")
     for var, attr in (("RETELL_API_URL", "retell_api_url"), ("CALCOM_API_URL", "calcom_api_url")):

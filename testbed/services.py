@@ -62,6 +62,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         RETELL_API_URL=settings.retell_api_url,
         CALCOM_API_URL=settings.calcom_api_url,
         CALCOM_API_VERSION=settings.calcom_api_version,
+        SWITCHBOARD_INGRESS_MAX_CONNECTIONS=str(settings.ingress_max_connections),
+        SWITCHBOARD_KAFKA_LINGER_MS=str(settings.kafka_linger_ms),
+        SWITCHBOARD_KAFKA_MAX_BATCH_BYTES=str(settings.kafka_max_batch_bytes),
+        SWITCHBOARD_KAFKA_COMPRESSION=settings.kafka_compression,
     )
     if settings.calcom_api_key is not None:
         env["CALCOM_API_KEY"] = settings.calcom_api_key.reveal()

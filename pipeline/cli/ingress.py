@@ -105,13 +105,15 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
-    from pipeline.ingress.app import create_app, drain, runner_options
+    from pipeline.ingress.app import METRICS, cap_connections, create_app, drain, runner_options
 
     app = create_app(settings)
     runner = web.AppRunner(
         app, access_log=None, shutdown_timeout=shutdown_timeout, **runner_options(settings)
     )
     await runner.setup()
+    assert runner.server is not None
+    cap_connections(runner.server, settings.ingress_max_connections, app[METRICS])
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
         await site.start()

@@ -96,8 +96,11 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
             code="unsupported_encoding",
         )
     try:
-        async with asyncio.timeout(settings.ingress_body_timeout_s):
+        if request.content.is_eof():  # already all here (the usual case): no timer needed
             body = await request.read()
+        else:
+            async with asyncio.timeout(settings.ingress_body_timeout_s):
+                body = await request.read()
     except TimeoutError as exc:
         raise RequestTimeout(
             f"the body did not arrive within {settings.ingress_body_timeout_s:g}s"
@@ -252,6 +255,7 @@ def _observe(app: web.Application) -> None:
     if isinstance(router, RoutingCache):
         metrics.observe_routing(router.size, router.loaded_at)
     metrics.producer_connected.set(1 if app[PUBLISHER].is_connected() else 0)
+    metrics.in_flight.set(app[IN_FLIGHT].count)
     if HANDOFF in app:
         spool = app[HANDOFF].spool
         metrics.observe_spool(spool.count, spool.bytes, spool.max_bytes, spool.oldest_age_s())
@@ -267,6 +271,24 @@ def runner_options(settings: Settings) -> dict[str, Any]:
     never inflated: a ``Content-Encoding`` is refused before reading.
     """
     return {"keepalive_timeout": settings.ingress_idle_timeout_s, "auto_decompress": False}
+
+
+def cap_connections(server: web.Server, limit: int, metrics: IngressMetrics) -> None:
+    """Close any connection beyond ``limit`` open ones as soon as it opens.
+
+    Each connection costs a file descriptor; past the process's limit, accept() fails for
+    everyone and the producer, the spool and MySQL cannot open theirs either. Trickling
+    connections are closed by the idle and body timeouts within seconds, so under normal
+    load the cap is never reached (docs/ingress.md, "Slow clients")."""
+    made = server.connection_made
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        if len(server.connections) > limit:
+            metrics.connections_refused.inc()
+            transport.close()
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
 
 
 def create_app(

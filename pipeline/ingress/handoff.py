@@ -50,9 +50,9 @@ class Handoff:
         metrics = self._metrics
         if not self.spool.depth and self.publisher.is_connected():
             try:
-                async with asyncio.timeout(self._budget):
+                async with asyncio.timeout(self._budget):  # the one timer of the request
                     async with self._slots:
-                        await self.publisher.publish(topic, key, value, headers)
+                        await self.publisher.publish(topic, key, value, headers, bounded=True)
                 metrics.child(metrics.durable, "kafka").inc()
                 return "kafka"
             except TimeoutError:

@@ -135,6 +135,11 @@ class IngressMetrics:
             "fsynced spool transactions (each carries one or more records: group commit).",
             registry=registry,
         )
+        self.connections_refused = Counter(
+            "switchboard_ingress_connections_refused_total",
+            "Connections closed at once because SWITCHBOARD_INGRESS_MAX_CONNECTIONS were open.",
+            registry=registry,
+        )
         self.producer_connected = Gauge(
             "switchboard_ingress_kafka_producer_connected",
             "1 while the Kafka producer reaches the broker (the minimum over processes).",

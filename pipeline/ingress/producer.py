@@ -61,8 +61,11 @@ class Publisher(Protocol):
 
     def is_connected(self) -> bool: ...
 
-    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
-        """Return once the record is durable; raise KafkaUnavailable otherwise."""
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, headers: Headers, *, bounded: bool = False
+    ) -> Published:
+        """Return once the record is durable; raise KafkaUnavailable otherwise. Unless
+        ``bounded`` (the caller holds a deadline), give up after the ack budget."""
         ...
 
     async def publish_many(
@@ -79,9 +82,12 @@ LatencyHook = Callable[[str, float], None]  # (topic, seconds)
 class KafkaPublisher:
     """An idempotent ``acks=all`` AIOKafkaProducer with a bounded wait for every ack.
 
-    ``linger_ms`` lets concurrent requests share a produce request. Measured on the local
-    stack (docs/ingress.md): no linger halves HTTP throughput under load; 1 ms and 5 ms give
-    the same throughput, but every ack waits the linger, so 2 ms is the default.
+    ``linger_ms`` lets concurrent requests share a produce request, and ``max_batch_size``
+    bounds how many bytes of one partition one request carries: with one hot key every
+    record goes to one partition, and the idempotent producer keeps few requests per
+    partition in flight, so small batches cap that key's throughput. Both, and the
+    compression, come from settings; their defaults are measured (docs/ingress.md,
+    "Producer").
     """
 
     def __init__(
@@ -89,15 +95,14 @@ class KafkaPublisher:
         settings: Settings,
         *,
         client_id: str = "switchboard-ingress",
-        linger_ms: int = 2,
-        compression_type: str | None = None,
         on_latency: LatencyHook | None = None,
         on_failure: FailureHook | None = None,
     ) -> None:
         self._settings = settings
         self._client_id = client_id
-        self._linger_ms = linger_ms
-        self._compression = compression_type
+        self._linger_ms = settings.kafka_linger_ms
+        codec = settings.kafka_compression
+        self._compression = None if codec == "none" else codec
         self._on_latency = on_latency
         self._on_failure = on_failure
         self._producer: AIOKafkaProducer | None = None
@@ -128,17 +133,26 @@ class KafkaPublisher:
             except (TimeoutError, KafkaError) as exc:
                 log.warning("kafka producer did not flush cleanly: %s", type(exc).__name__)
 
-    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, headers: Headers, *, bounded: bool = False
+    ) -> Published:
+        """``bounded=True``: the caller already holds a deadline around this call (the
+        hand-off does), so no second timer is armed per request."""
         producer = self._producer
         if producer is None or self._closing:
             self._fail(topic, "not_connected")
             raise KafkaUnavailable("Kafka producer is not connected")
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._settings.ack_budget_s):
+            if bounded:
                 meta = await producer.send_and_wait(
                     topic, value=value, key=key, headers=list(headers)
                 )
+            else:
+                async with asyncio.timeout(self._settings.ack_budget_s):
+                    meta = await producer.send_and_wait(
+                        topic, value=value, key=key, headers=list(headers)
+                    )
         except TimeoutError as exc:
             self._healthy = False
             self._fail(topic, "timeout")
@@ -208,6 +222,7 @@ class KafkaPublisher:
             acks="all",
             enable_idempotence=True,
             linger_ms=self._linger_ms,
+            max_batch_size=min(self._settings.kafka_max_batch_bytes, max_request),
             compression_type=self._compression,
             max_request_size=max_request,
             request_timeout_ms=30_000,

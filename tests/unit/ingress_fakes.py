@@ -80,7 +80,9 @@ class FakePublisher:
     def is_connected(self) -> bool:
         return self.connected
 
-    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, headers: Headers, *, bounded: bool = False
+    ) -> Published:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.mode == "down":

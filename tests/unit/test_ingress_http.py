@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from pipeline.ingress.app import HANDOFF, create_app, runner_options
+from pipeline.ingress.app import HANDOFF, METRICS, cap_connections, create_app, runner_options
 from tests.support.fixtures import fixture_bytes, fixture_names
 from tests.unit.ingress_fakes import FakePublisher, FakeRouter, make_settings, now_ms, signed
 
@@ -506,3 +506,26 @@ async def test_a_trickling_body_is_cut_off_with_408(
     resp = await client.post("/webhooks/calcom", data=trickle(), headers=headers)
     await assert_error(resp, 408, "request_timeout")
     assert publisher.records == []
+
+
+async def test_connections_beyond_the_cap_are_closed_at_once(aiohttp_client: Any) -> None:
+    settings = make_settings(ingress_max_connections=3)
+    app = create_app(settings, publisher=FakePublisher(), routing=FakeRouter())
+    server = TestServer(app)
+    await server.start_server(**runner_options(settings))
+    assert server.runner is not None and server.runner.server is not None
+    cap_connections(server.runner.server, settings.ingress_max_connections, app[METRICS])
+    opened = [await asyncio.open_connection(server.host, server.port) for _ in range(5)]
+    await asyncio.sleep(0.2)
+    closed = 0
+    for reader, writer in opened:
+        try:
+            data = await asyncio.wait_for(reader.read(1), timeout=0.5)
+        except TimeoutError:
+            data = None  # still open: waiting for a request
+        closed += data == b""
+        writer.close()
+    assert closed == 2
+    client = await aiohttp_client(server)
+    text = await (await client.get("/metrics")).text()
+    assert "switchboard_ingress_connections_refused_total 2.0" in text

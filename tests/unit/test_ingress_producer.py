@@ -56,11 +56,13 @@ def connected(pub: KafkaPublisher, stub: StubProducer) -> KafkaPublisher:
 
 
 async def test_producer_is_idempotent_with_acks_all() -> None:
-    producer = KafkaPublisher(make_settings())._new_producer()
+    settings = make_settings(kafka_linger_ms=7, kafka_max_batch_bytes=256 * 1024)
+    producer = KafkaPublisher(settings)._new_producer()
     try:
         assert producer._sender._acks == -1
         assert producer._txn_manager is not None  # idempotence enabled
-        assert producer._message_accumulator._linger_time == pytest.approx(0.002)
+        assert producer._message_accumulator._linger_time == pytest.approx(0.007)
+        assert producer._message_accumulator._batch_size == 256 * 1024
     finally:
         await producer.stop()
 
