@@ -246,8 +246,11 @@ def plot(r: IngressResult, directory: Path, prefix: str = "benchmarks") -> dict[
                 if pts:
                     xs, ys = zip(*pts, strict=True)
                     suffix = "" if case == "distinct" else ", one hot key"
-                    ax.plot(xs, ys, style, label=f"{_name(r, target).strip('`')}{suffix}")
+                    name = _name(r, target).replace("`", "")
+                    ax.plot(xs, ys, style, label=f"{name}{suffix}")
         ax.set_xscale("log", base=2)
+        ticks = sorted({x.result.concurrency for x in r.points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
         if key == "p99":
             ax.set_yscale("log")
         ax.set_xlabel("concurrent connections (wrk)")

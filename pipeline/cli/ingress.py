@@ -107,6 +107,13 @@ async def _serve(
 
     from pipeline.ingress.app import METRICS, cap_connections, create_app, drain, runner_options
 
+    # Our own handlers (not aiohttp's), installed first: a SIGTERM while the app is still
+    # starting (the producer connecting, the spool opening) is a graceful stop too, and a
+    # second signal must not abort a graceful shutdown.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     app = create_app(settings)
     runner = web.AppRunner(
         app, access_log=None, shutdown_timeout=shutdown_timeout, **runner_options(settings)
@@ -120,11 +127,6 @@ async def _serve(
     except OSError as exc:
         await runner.cleanup()
         raise SwitchboardError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    # Our own handlers (not aiohttp's): a second signal must not abort a graceful shutdown.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     watcher = asyncio.create_task(_watch_parent(stop)) if watch_parent else None
     log.info(
         "ingress listening on %s:%d", host, port,
