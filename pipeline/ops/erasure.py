@@ -20,10 +20,11 @@ disappear with the topics' retention (``switchboard retention apply``), and unti
 erasure list (:mod:`pipeline.erasures`) keeps replays, redrives and late webhooks from
 storing the person's data again.
 
-Order of work, in one transaction: the erasure list entry is inserted first; a worker
-batch reads the list with a shared lock, so this insert waits for batches that read it
-before, and later batches wait for this commit and then see the entry. The rows are then
-read with locking reads, so nothing committed in between is missed.
+Order of work, in one transaction: the erasure list entry is inserted first, then the rows
+are read with locking reads. The apply path's check (being added) reads the list with a
+shared lock before it locks any row, so this insert waits for the batches that read the
+list before it, and later batches wait for this commit and then see the entry: no batch
+writes the person's data after the erasure, and the two never wait on each other in a cycle.
 """
 
 from __future__ import annotations

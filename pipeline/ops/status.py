@@ -15,7 +15,8 @@ stopping the others (the point of a status screen is the day something is down):
 * **ingress**: each ``--ingress-url``'s ``/readyz`` (the spool: records, bytes, oldest),
   or its ``switchboard_ingress_spool_*`` metrics; "unknown" when it does not answer;
 * **freshness**: the newest applied event in ``webhook_events`` and its age, the
-  unroutable count, and the schema revision against the code's head.
+  unroutable count, the schema revision against the code's head, and the periodic
+  backfill's watermark per provider (``backfill_watermarks``).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from aiokafka.coordinator.protocol import (
 )
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, inspect, select
 
 from pipeline import database, kafka_reader, topics
 from pipeline.errors import SwitchboardError
 from pipeline.kafka import kafka_options
-from pipeline.models import webhook_events
+from pipeline.models import backfill_watermarks, webhook_events
 from pipeline.ops.dlq import list_dead_letters
 from pipeline.settings import Settings
 
@@ -93,6 +94,7 @@ class Status:
     unroutable: int | None = None
     schema: str | None = None
     schema_head: str | None = None
+    backfill: list[dict[str, Any]] = field(default_factory=list)  # watermarks per provider
 
     @property
     def ok(self) -> bool:
@@ -275,13 +277,32 @@ def _database_part(settings: Settings, engine: Engine, status: Status, now: date
             ).scalar_one()
         )
         status.schema = MigrationContext.configure(conn).get_current_revision()
+        if inspect(conn).has_table("backfill_watermarks"):  # older schemas: see "schema"
+            status.backfill = [
+                {
+                    "provider": r.provider,
+                    "covered_until": _iso(r.covered_until),
+                    "last_success_at": _iso(r.last_success_at),
+                    "last_written": int(r.last_written),
+                    "last_error": r.last_error,
+                }
+                for r in conn.execute(
+                    select(backfill_watermarks).order_by(backfill_watermarks.c.provider)
+                )
+            ]
     status.schema_head = ScriptDirectory.from_config(
         database.alembic_config(settings)
     ).get_current_head()
     if newest is not None:
-        stamp = newest.replace(tzinfo=UTC)
-        status.newest_applied = stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        status.freshness_s = round(max(0.0, (now - stamp).total_seconds()), 1)
+        status.newest_applied = _iso(newest)
+        status.freshness_s = round(max(0.0, (now - newest.replace(tzinfo=UTC)).total_seconds()), 1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    """A naive UTC DATETIME as ``2026-01-05T17:02:11.482Z``."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --- HTTP: workers and ingress -----------------------------------------------------------
@@ -461,4 +482,11 @@ def lines(status: Status, *, all_partitions: bool = False) -> list[str]:
             else f" (code expects {status.schema_head}: run switchboard migrate)"
         )
         out.append(f"schema     revision {schema}{note}")
+        for mark in status.backfill:
+            error = f", last error: {mark['last_error']}" if mark["last_error"] else ""
+            out.append(
+                f"backfill   {mark['provider']}: covered until {mark['covered_until'] or '-'}, "
+                f"last success {mark['last_success_at'] or 'never'}, "
+                f"{mark['last_written']} written last run{error}"
+            )
     return out

@@ -131,8 +131,8 @@ def test_status_without_kafka_still_shows_mysql_and_fails(
 def test_a_reader_stopped_right_after_it_started_stops_cleanly(stack_settings: Settings) -> None:
     async def start_stop() -> None:
         for _ in range(5):
-            consumer = kafka_reader._consumer(stack_settings.kafka_bootstrap)
-            await kafka_reader._start(consumer, stack_settings.kafka_bootstrap)
+            consumer = kafka_reader._consumer(stack_settings)
+            await kafka_reader._start(consumer, stack_settings)
             await consumer.stop()
 
     asyncio.run(start_stop())

@@ -82,6 +82,18 @@ def test_the_screen() -> None:
         "schema     revision 0001 (code expects 0002: run switchboard migrate)",
     ]
     assert len(lines(status, all_partitions=True)) == len(lines(status)) + 2
+    status.backfill = [
+        {"provider": "calcom", "covered_until": "2026-01-05T16:58:00.000Z",
+         "last_success_at": "2026-01-05T16:58:02.000Z", "last_written": 3, "last_error": None},
+        {"provider": "retell", "covered_until": None, "last_success_at": None,
+         "last_written": 0, "last_error": "the API key was refused"},
+    ]  # fmt: skip
+    assert lines(status)[-2:] == [
+        "backfill   calcom: covered until 2026-01-05T16:58:00.000Z, last success "
+        "2026-01-05T16:58:02.000Z, 3 written last run",
+        "backfill   retell: covered until -, last success never, 0 written last run, "
+        "last error: the API key was refused",
+    ]
     down = Status(at="t", group="g", kafka="Kafka unreachable at x:1", database="MySQL unreachable")
     assert not down.ok
     assert "kafka      Kafka unreachable at x:1" in lines(down)
