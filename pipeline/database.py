@@ -175,9 +175,14 @@ def unavailable(exc: BaseException, where: str = "database") -> DatabaseUnavaila
 
 
 def create_db_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
-    """An engine with READ COMMITTED (no gap locks, fewer deadlocks) and pre-ping."""
+    """An engine with READ COMMITTED (no gap locks, fewer deadlocks) and pre-ping.
+
+    ``hide_parameters``: SQLAlchemy's exception text would otherwise quote every bound
+    value (names, e-mail addresses, phone numbers, summaries) into tracebacks and logs.
+    """
     return create_engine(
         settings.database_url.reveal(),
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_recycle=1800,
         pool_size=pool_size,

@@ -7,8 +7,18 @@ background task created inside the request inherits it (asyncio copies the conte
 
 docs/architecture.md, invariant 7: secrets and PII stay out of logs. Callers must never log bodies,
 transcripts or secrets; phone numbers go through :func:`mask_phone`. As a second line of
-defence the formatter masks anything that looks like an E.164 number in the message and in
-string extras, so one careless ``log.info("... %s", to_number)`` does not leak a caller.
+defence the formatter masks anything that looks like an E.164 number or an e-mail address
+anywhere in the line, so one careless ``log.info("... %s", to_number)`` does not leak a
+caller.
+
+Tracebacks are the third way data could leak: SQLAlchemy's exception text quotes the
+statement's parameters, MySQL's own messages quote values (``Duplicate entry '...'``), and a
+``ValueError`` quotes whatever failed to parse. A logged traceback therefore keeps its
+frames (file, line, function: where) and the class of every exception in the chain, but the
+*message* only of exceptions known to carry no row data: our own error tree (whose messages
+are one-line and data-free, see :mod:`pipeline.errors`), OS and network errors, and the
+Kafka clients'. A database error says its MySQL errno instead; any other message is withheld
+(docs/security.md, "Logs").
 """
 
 from __future__ import annotations
@@ -33,6 +43,13 @@ correlation_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # ("+5 retries") are left alone.
 _PHONE = re.compile(r"\+\d{7,15}")
 
+# "local@domain.tld": masked to its first character ("z***@***") wherever it appears.
+_EMAIL = re.compile(r"([A-Za-z0-9])[A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+# Exceptions from these modules say what failed without quoting the data it failed on.
+_TRUSTED_MESSAGES = ("pipeline.", "agents.", "testbed.", "aiokafka.", "kafka.", "faust.", "mode.")
+_WITHHELD = "(message withheld: it may quote event data)"
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
@@ -54,7 +71,60 @@ def mask_phone(phone: str | None) -> str:
 
 
 def _mask_text(text: str) -> str:
-    return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+    text = _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+    return _EMAIL.sub(r"\1***@***", text)
+
+
+def _safe_message(exc: BaseException) -> str:
+    """What a logged exception may say about itself (see the module docstring)."""
+    errno = _mysql_errno(exc)
+    if errno is not None:
+        return f"MySQL error {errno}"
+    module = type(exc).__module__ or ""
+    if isinstance(exc, OSError) or module.startswith(_TRUSTED_MESSAGES):
+        return str(exc)
+    if module.startswith("sqlalchemy"):
+        return "(statement and parameters withheld)"
+    return _WITHHELD if str(exc) else ""
+
+
+def _mysql_errno(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    if orig is None and type(exc).__module__.startswith("pymysql"):
+        orig = exc
+    args = getattr(orig, "args", None)
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def format_exception(exc: BaseException) -> str:
+    """A traceback of ``exc`` and its chain (causes and contexts), oldest first, with
+    frames and class names but only the messages :func:`_safe_message` allows."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif current.__suppress_context__:
+            current = None
+        else:
+            current = current.__context__
+    parts: list[str] = []
+    for older, newer in zip(reversed(chain), [*reversed(chain)][1:] + [None], strict=True):
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_list(traceback.extract_tb(older.__traceback__)))
+        name = type(older).__qualname__
+        message = _safe_message(older)
+        parts.append(f"{name}: {message}\n" if message else f"{name}\n")
+        if newer is not None:
+            parts.append(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+                if newer.__cause__ is older
+                else "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+    return "".join(parts)
 
 
 @contextmanager
@@ -75,7 +145,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": _mask_text(record.getMessage()),
+            "msg": record.getMessage(),
         }
         cid = getattr(record, "correlation_id", None) or correlation_id_var.get()
         if cid:
@@ -83,13 +153,13 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key in _STANDARD_ATTRS or key.startswith("_"):
                 continue
-            entry[key] = _mask_text(value) if isinstance(value, str) else value
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["exc_type"] = record.exc_info[0].__name__
-            # Tracebacks name code, not data: frames and the exception message. Exception
-            # messages in this code base are one-line and PII-free (see pipeline.errors).
-            entry["exc"] = _mask_text("".join(traceback.format_exception(*record.exc_info)))
-        return orjson.dumps(entry, default=str).decode("utf-8")
+            entry[key] = value
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            entry["exc_type"] = type(exc).__name__
+            entry["exc"] = format_exception(exc)
+        # Masked last, over the whole line: nested extras and tracebacks included.
+        return _mask_text(orjson.dumps(entry, default=str).decode("utf-8"))
 
 
 _HANDLER_MARK = "_switchboard_json_handler"
