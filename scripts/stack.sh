@@ -19,6 +19,11 @@
 #   kafka-topics ARGS...   org.apache.kafka.tools.TopicCommand against the local broker
 #   kafka-groups ARGS...   ConsumerGroupCommand against the local broker (e.g. --list)
 #   env             print the SWITCHBOARD_* variables that point at this stack
+#   mariadb-instance NAME up|start|stop|kill|status|sql --port P [--dir D] [SQL]
+#                   an extra MariaDB server of its own (port, socket and data under D,
+#                   default $STACK_DIR/instances/NAME) with the switchboard user, for
+#                   fault tests that stop it, make it read-only or revoke grants; `sql`
+#                   runs SQL as its root, over its socket
 #
 # Every command is idempotent and meant to run as root (apt, /run/mysqld, /var/lib/mysql).
 # Mutating commands take a lock on $STACK_DIR/.lock so concurrent callers queue up.
@@ -671,6 +676,151 @@ mariadb_reset_databases() {
     mariadb_setup_db
 }
 
+# mariadb-instance NAME ACTION --port P [--dir D]: one more MariaDB server with its own
+# port, socket, pid file, config and data directory; nothing of the shared server's
+# (/etc/mysql, /var/lib/mysql, /run/mysqld) is read or written. Its own lock.
+cmd_mariadb_instance() {
+    local name=${1:-} action=${2:-} port="" dir=""
+    [[ -n $name && -n $action ]] || die "usage: mariadb-instance NAME up|start|stop|kill|status|sql --port P [--dir D] [SQL]"
+    [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "mariadb-instance: bad name '$name'"
+    shift 2
+    local -a rest=()
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+        --port) port=${2:-}; shift 2 ;;
+        --dir) dir=${2:-}; shift 2 ;;
+        *) rest+=("$1"); shift ;;
+        esac
+    done
+    [[ $port =~ ^[0-9]+$ ]] || die "mariadb-instance needs --port"
+    [[ $port != "$MARIADB_PORT" ]] || die "mariadb-instance: $MARIADB_PORT is the shared server's port"
+    dir=$(realpath -m "${dir:-$STACK_DIR/instances/$name}")
+    [[ $dir != "$MARIADB_DATADIR" && $dir != "$MARIADB_DATADIR"/* ]] || die "mariadb-instance: $dir is the shared server's"
+    mkdir -p "$dir"
+    local sock=$dir/mysqld.sock pidf=$dir/mysqld.pid
+    exec 9>"$dir/.lock"
+    flock -w 300 9 || die "timed out waiting for $dir/.lock"
+    case $action in
+    up | start) instance_mariadb_start "$name" "$dir" "$port" ;;
+    stop) instance_mariadb_stop "$name" "$sock" "$pidf" TERM ;;
+    kill) instance_mariadb_stop "$name" "$sock" "$pidf" KILL ;;
+    status)
+        if instance_sql "$sock" -N -e 'select 1' >/dev/null 2>&1; then
+            echo "mariadb instance $name  $MARIADB_HOST:$port  up (pid $(cat "$pidf" 2>/dev/null || echo '?')), log $dir/error.log"
+        else
+            echo "mariadb instance $name  $MARIADB_HOST:$port  down"
+            return 1
+        fi
+        ;;
+    sql)
+        [[ ${#rest[@]} -gt 0 ]] || die "mariadb-instance sql needs the SQL to run"
+        instance_sql "$sock" -e "${rest[*]}"
+        ;;
+    *) die "mariadb-instance: unknown action $action" ;;
+    esac
+}
+
+instance_sql() {
+    local sock=$1
+    shift
+    mariadb --no-defaults --protocol=socket --socket="$sock" -uroot "$@"
+}
+
+instance_mariadb_start() {
+    local name=$1 dir=$2 port=$3
+    local cnf=$dir/my.cnf sock=$dir/mysqld.sock pidf=$dir/mysqld.pid log=$dir/error.log
+    local bin who pid deadline
+    mariadb_install
+    bin=$(mariadb_server_bin)
+    if instance_sql "$sock" -N -e 'select 1' >/dev/null 2>&1; then
+        say "mariadb instance $name already running on $MARIADB_HOST:$port"
+    else
+        if port_open "$MARIADB_HOST" "$port"; then
+            who=$(who_listens "$port")
+            die "port $MARIADB_HOST:$port is taken by ${who:-another process}"
+        fi
+        chown mysql:mysql "$dir"
+        install -d -o mysql -g mysql -m 0750 "$dir/data"
+        {
+            echo "# Written by switchboard scripts/stack.sh (mariadb-instance $name); overwritten on start."
+            echo "[mariadb]"
+            echo "user = mysql"
+            echo "bind-address = $MARIADB_HOST"
+            echo "port = $port"
+            echo "socket = $sock"
+            echo "pid-file = $pidf"
+            echo "datadir = $dir/data"
+            echo "log_error = $log"
+            echo "innodb_buffer_pool_size = 64M"
+            echo "max_connections = 200"
+            echo "character-set-server = utf8mb4"
+            echo "skip-name-resolve"
+            echo "sql_mode = ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+        } >"$cnf"
+        if [[ ! -d $dir/data/mysql ]]; then
+            say "initialising $dir/data"
+            mariadb-install-db --defaults-file="$cnf" --auth-root-authentication-method=socket \
+                --skip-test-db >"$dir/install-db.log" 2>&1 ||
+                { log_tail "$dir/install-db.log"; die "mariadb-install-db failed for instance $name"; }
+        fi
+        rm -f "$pidf"
+        say "starting mariadb instance $name on $MARIADB_HOST:$port, log $log"
+        setsid "$bin" --defaults-file="$cnf" >"$dir/mariadbd.out" 2>&1 </dev/null 9>&- &
+        pid=$!
+        deadline=$(($(now) + MARIADB_START_TIMEOUT))
+        until instance_sql "$sock" -N -e 'select 1' >/dev/null 2>&1; do
+            if ! pid_alive "$pid"; then
+                log_tail "$log" 40
+                die "mariadb instance $name exited during startup"
+            fi
+            if (($(now) >= deadline)); then
+                log_tail "$log" 40
+                die "mariadb instance $name did not answer within ${MARIADB_START_TIMEOUT}s"
+            fi
+            sleep 0.3
+        done
+    fi
+    instance_sql "$sock" -e "
+CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASSWORD';
+GRANT ALL PRIVILEGES ON \`$DB_NAME\`.* TO '$DB_USER'@'127.0.0.1', '$DB_USER'@'localhost';
+GRANT ALL PRIVILEGES ON \`${DB_NAME}\\_%\`.* TO '$DB_USER'@'127.0.0.1', '$DB_USER'@'localhost';
+FLUSH PRIVILEGES;" || die "could not create the $DB_USER user on mariadb instance $name"
+    say "mariadb instance $name up (pid $(cat "$pidf" 2>/dev/null || echo '?')) on $MARIADB_HOST:$port"
+}
+
+# instance_mariadb_stop NAME SOCKET PIDFILE TERM|KILL
+instance_mariadb_stop() {
+    local name=$1 sock=$2 pidf=$3 sig=$4 pid deadline
+    pid=$(cat "$pidf" 2>/dev/null || true)
+    if ! pid_alive "$pid"; then
+        rm -f "$pidf"
+        say "mariadb instance $name not running"
+        return 0
+    fi
+    if [[ $sig == KILL ]]; then
+        say "killing mariadb instance $name (pid $pid, SIGKILL)"
+        kill -KILL "$pid"
+    else
+        say "stopping mariadb instance $name (pid $pid)"
+        mariadb-admin --no-defaults --protocol=socket --socket="$sock" -uroot \
+            --shutdown-timeout="$MARIADB_STOP_TIMEOUT" shutdown 2>/dev/null ||
+            kill -TERM "$pid" 2>/dev/null || true
+    fi
+    deadline=$(($(now) + MARIADB_STOP_TIMEOUT))
+    while pid_alive "$pid"; do
+        if (($(now) >= deadline)); then
+            warn "mariadb instance $name still running after ${MARIADB_STOP_TIMEOUT}s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            deadline=$(($(now) + 30))
+        fi
+        sleep 0.2
+    done
+    rm -f "$pidf"
+    say "mariadb instance $name stopped"
+}
+
 # ---------------------------------------------------------------------------- commands
 
 FETCH_PID=""
@@ -766,6 +916,7 @@ main() {
             --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" "$@"
         ;;
     env) cmd_env ;;
+    mariadb-instance) cmd_mariadb_instance "$@" ;;
     -h | --help | help) usage ;;
     "") usage >&2; exit 2 ;;
     *) usage >&2; die "unknown command: $cmd" ;;
