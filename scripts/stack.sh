@@ -19,6 +19,11 @@
 #   kafka-topics ARGS...   org.apache.kafka.tools.TopicCommand against the local broker
 #   kafka-groups ARGS...   ConsumerGroupCommand against the local broker (e.g. --list)
 #   env             print the SWITCHBOARD_* variables that point at this stack
+#   kafka-cluster NAME up|down|kill|status|kill-broker N|stop-broker N|start-broker N
+#                   [--base-port P] [--dir D]
+#                   a three-node KRaft cluster of its own (replication 3,
+#                   min.insync.replicas 2; node N on P+2(N-1), its controller on the
+#                   next port; default P 29092, D $STACK_DIR/instances/NAME)
 #   mariadb-instance NAME up|start|stop|kill|status|sql --port P [--dir D] [SQL]
 #                   an extra MariaDB server of its own (port, socket and data under D,
 #                   default $STACK_DIR/instances/NAME) with the switchboard user, for
@@ -466,6 +471,118 @@ cmd_kafka_instance() {
         ;;
     *) die "kafka-instance: unknown action $action" ;;
     esac
+}
+
+# kafka-cluster NAME ACTION [N] [--base-port P] [--dir D]: a three-node KRaft cluster of
+# its own (each node broker and controller; replication 3, min.insync.replicas 2), for
+# tests that kill a broker under load. Node N listens on P+2(N-1), its controller on
+# P+2(N-1)+1; data under D/nodeN. Shares only the cached jars; its own lock.
+CLUSTER_NODES=(1 2 3)
+
+cmd_kafka_cluster() {
+    local name=${1:-} action=${2:-} base=29092 dir="" node=""
+    [[ -n $name && -n $action ]] || die "usage: kafka-cluster NAME up|down|kill|status|kill-broker N|stop-broker N|start-broker N [--base-port P] [--dir D]"
+    [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "kafka-cluster: bad name '$name'"
+    shift 2
+    case $action in
+    kill-broker | stop-broker | start-broker)
+        node=${1:-}
+        [[ $node =~ ^[123]$ ]] || die "kafka-cluster $action needs a node number, 1 to 3"
+        shift
+        ;;
+    esac
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+        --base-port) base=${2:-}; shift 2 ;;
+        --dir) dir=${2:-}; shift 2 ;;
+        *) die "kafka-cluster: unknown option $1" ;;
+        esac
+    done
+    [[ $base =~ ^[0-9]+$ ]] || die "kafka-cluster: --base-port must be a number"
+    local n p
+    for n in "${CLUSTER_NODES[@]}"; do
+        for p in "$(cluster_port "$base" "$n")" "$(($(cluster_port "$base" "$n") + 1))"; do
+            [[ $p != "$KAFKA_PORT" && $p != "$KAFKA_CONTROLLER_PORT" ]] ||
+                die "kafka-cluster: base port $base overlaps the shared broker's ports"
+        done
+    done
+    KAFKA_NODES_DIR=$(realpath -m "${dir:-$STACK_DIR/instances/$name}")
+    KAFKA_REPLICATION_FACTOR=3
+    KAFKA_MIN_INSYNC_REPLICAS=2
+    mkdir -p "$KAFKA_NODES_DIR"
+    exec 9>"$KAFKA_NODES_DIR/.lock"
+    flock -w 300 9 || die "timed out waiting for $KAFKA_NODES_DIR/.lock"
+    case $action in
+    up) cluster_up "$base" ;;
+    down) cluster_each "$base" stop TERM ;;
+    kill) cluster_each "$base" stop KILL ;;
+    kill-broker) kafka_node_stop "$node" KILL ;;
+    stop-broker) kafka_node_stop "$node" TERM ;;
+    start-broker) kafka_node_start "$node" "$(cluster_port "$base" "$node")" \
+        "$(($(cluster_port "$base" "$node") + 1))" "$(cluster_voters "$base")" ;;
+    status) cluster_status "$name" "$base" ;;
+    *) die "kafka-cluster: unknown action $action" ;;
+    esac
+}
+
+cluster_port() { echo $(($1 + 2 * ($2 - 1))); }
+
+cluster_voters() {
+    local base=$1 n voters=""
+    for n in "${CLUSTER_NODES[@]}"; do
+        voters+="${voters:+,}$n@$KAFKA_HOST:$(($(cluster_port "$base" "$n") + 1))"
+    done
+    echo "$voters"
+}
+
+cluster_bootstrap() {
+    local base=$1 n out=""
+    for n in "${CLUSTER_NODES[@]}"; do
+        out+="${out:+,}$KAFKA_HOST:$(cluster_port "$base" "$n")"
+    done
+    echo "$out"
+}
+
+# The nodes start together: none reports "started" before a quorum of controllers is up.
+cluster_up() {
+    local base=$1 n rc=0
+    local -a pids=()
+    ensure_java_maven
+    kafka_fetch_jars
+    kafka_cluster_id >/dev/null # one id for all nodes, written before they fork
+    for n in "${CLUSTER_NODES[@]}"; do
+        (kafka_node_start "$n" "$(cluster_port "$base" "$n")" \
+            "$(($(cluster_port "$base" "$n") + 1))" "$(cluster_voters "$base")") &
+        pids+=($!)
+    done
+    for n in "${pids[@]}"; do
+        wait "$n" || rc=1
+    done
+    [[ $rc -eq 0 ]] || die "kafka cluster did not start (node logs under $KAFKA_NODES_DIR/node*/kafka.log)"
+    say "kafka cluster up: $(cluster_bootstrap "$base") (replication 3, min.insync.replicas 2)"
+}
+
+# cluster_each BASE stop TERM|KILL: all nodes at once (a node alone waits on the others).
+cluster_each() {
+    local n
+    for n in "${CLUSTER_NODES[@]}"; do
+        (kafka_node_stop "$n" "$3") &
+    done
+    wait
+}
+
+cluster_status() {
+    local name=$1 base=$2 n rc=0 port
+    for n in "${CLUSTER_NODES[@]}"; do
+        port=$(cluster_port "$base" "$n")
+        if kafka_node_pid "$n" >/dev/null && port_open "$KAFKA_HOST" "$port"; then
+            echo "kafka cluster $name node $n  $KAFKA_HOST:$port  up (pid $(kafka_node_pid "$n"))"
+        else
+            echo "kafka cluster $name node $n  $KAFKA_HOST:$port  down"
+            rc=1
+        fi
+    done
+    return $rc
 }
 
 # ---------------------------------------------------------------------------- MariaDB
@@ -917,6 +1034,7 @@ main() {
         ;;
     env) cmd_env ;;
     mariadb-instance) cmd_mariadb_instance "$@" ;;
+    kafka-cluster) cmd_kafka_cluster "$@" ;;
     -h | --help | help) usage ;;
     "") usage >&2; exit 2 ;;
     *) usage >&2; die "unknown command: $cmd" ;;
