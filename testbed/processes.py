@@ -88,13 +88,21 @@ class WorkerProcess:
     """One ``switchboard worker`` subprocess."""
 
     def __init__(
-        self, settings: Settings, *, port: int, data_dir: Path, group: str, log_path: Path
+        self,
+        settings: Settings,
+        *,
+        port: int,
+        data_dir: Path,
+        group: str,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.port = port
         self.data_dir = data_dir
         self.group = group
         self.log_path = log_path
+        self.extra_env = dict(extra_env or {})  # e.g. fault injection (tests/faults)
         self.proc: subprocess.Popen[bytes] | None = None
         self.token = default_token(settings) or TOKEN_FALLBACK
 
@@ -109,9 +117,12 @@ class WorkerProcess:
             log.flush()
             self.proc = subprocess.Popen(
                 [SWITCHBOARD, "worker"],
-                env=worker_env(
-                    self.settings, port=self.port, data_dir=self.data_dir, group=self.group
-                ),
+                env={
+                    **worker_env(
+                        self.settings, port=self.port, data_dir=self.data_dir, group=self.group
+                    ),
+                    **self.extra_env,
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

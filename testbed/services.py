@@ -94,20 +94,27 @@ def security_env(settings: Settings) -> dict[str, str]:
 
 class Service:
     def __init__(
-        self, name: str, args: list[str], settings: Settings, ready_url: str, log_dir: Path
+        self,
+        name: str,
+        args: list[str],
+        settings: Settings,
+        ready_url: str,
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.args = args
         self.settings = settings
         self.ready_url = ready_url
         self.log_path = log_dir / f"{name}.log"
+        self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> Service:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [SWITCHBOARD, *self.args],
-            env=settings_env(self.settings),
+            env={**settings_env(self.settings), **self.extra_env},
             stdout=log,
             stderr=log,
             start_new_session=True,

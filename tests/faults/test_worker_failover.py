@@ -1,0 +1,150 @@
+"""Fault 5: two workers share the work; one is killed with SIGKILL under load. Its webhook
+partitions and its dashboard table partitions move to the survivor, nothing is lost or
+counted twice, and the analyst API on the survivor keeps answering throughout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from pipeline.models import webhook_events
+from pipeline.settings import Settings
+from testbed.processes import eventually, http_get
+from testbed.simulator.scenario import ScenarioConfig
+from tests.faults.harness import PARTITIONS, TOKEN, Figures, World
+
+pytestmark = pytest.mark.long
+
+COMMAND = ".venv/bin/pytest -q tests/faults/test_worker_failover.py"
+
+
+class Poller(threading.Thread):
+    """Asks a worker's analyst API for every company's summary, over and over."""
+
+    def __init__(self, url: str, companies: list[int]) -> None:
+        super().__init__(daemon=True, name="api-poller")
+        self.url, self.companies = url, companies
+        self.answers: Counter[str] = Counter()
+        self.odd: list[str] = []  # anything but a 200: when, which company, what
+        self.slowest_s = 0.0
+        self.running = True
+        self.killed_at: float | None = None
+
+    def run(self) -> None:
+        while self.running:
+            for company in self.companies:
+                started = time.monotonic()
+                try:
+                    answer = http_get(
+                        f"{self.url}/api/v1/companies/{company}/summary", TOKEN, timeout=15
+                    )
+                    self.answers[str(answer.status)] += 1
+                    if answer.status != 200:
+                        self._odd(company, f"{answer.status} {answer.body}")
+                except OSError as exc:
+                    self.answers[type(exc).__name__] += 1
+                    self._odd(company, type(exc).__name__)
+                self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+            time.sleep(0.2)
+
+    def _odd(self, company: int, what: str) -> None:
+        since = "" if self.killed_at is None else f"{time.monotonic() - self.killed_at:+.1f}s "
+        self.odd.append(f"{since}company {company}: {what}"[:300])
+
+
+def per_partition(world: World) -> Counter[tuple[str, int]]:
+    """webhook_events rows per source partition."""
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                webhook_events.c.kafka_topic, webhook_events.c.kafka_partition, func.count()
+            ).group_by(webhook_events.c.kafka_topic, webhook_events.c.kafka_partition)
+        )
+        return Counter({(topic, partition): n for topic, partition, n in rows})
+
+
+def owned_partitions(url: str) -> set[tuple[str, str]]:
+    """Webhook partitions the worker says it owns (its consumer-lag gauge's labels)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    owned = set()
+    for line in text.splitlines():
+        if line.startswith("switchboard_worker_consumer_lag{"):
+            labels = dict(
+                part.split("=", 1)
+                for part in line[line.index("{") + 1 : line.index("}")].split(",")
+            )
+            owned.add((labels["topic"].strip('"'), labels["partition"].strip('"')))
+    return owned
+
+
+def test_a_killed_worker_hands_over_its_partitions_and_tables(
+    shared: Settings, tmp_path: Path, worlds: list[World]
+) -> None:
+    world = World(shared, tmp_path, "worker-failover")
+    worlds.append(world)
+    figures = Figures(
+        "worker-failover",
+        "Two workers, one killed",
+        "two workers share the partitions; one is killed with SIGKILL under load; the "
+        "survivor takes its webhook partitions and dashboard table partitions, and its "
+        "analyst API is asked for every company's summary every 0.2 s throughout",
+        times=1,
+        command=COMMAND,
+    )
+    world.ingress()
+    survivor, victim = world.worker("worker-a"), world.worker("worker-b")
+    survivor.wait_ready(120)
+    victim.wait_ready(120)
+    simulation = world.simulate(
+        ScenarioConfig(seed=51, calls=40, duplicate_share=0.3, reorder_share=0.5), rate=10
+    )
+    world.send_poison(1)
+    # A company without any bucket yet is a 404 (no data): poll once every one has data.
+    companies = [1, 2, 3]
+
+    def every_company_has_data() -> None:
+        assert [survivor.summary(c).status for c in companies] == [200] * len(companies)
+
+    eventually(every_company_has_data, timeout=120, what="every company has dashboard data")
+    poller = Poller(survivor.url, companies)
+    poller.start()
+    time.sleep(3)
+    victims = {(topic, int(p)) for topic, p in owned_partitions(victim.url)}
+    assert victims, "the victim owned nothing: the test proves nothing"
+    before = world.processed()
+    at_kill = per_partition(world)
+    victim.kill()
+    killed = time.monotonic()
+    poller.killed_at = killed
+    figures.recover_s.append(world.resumed(killed, before))
+    # Its partitions moved when the survivor applies records from each of them.
+    deadline = killed + 180
+    while any(per_partition(world)[tp] <= at_kill[tp] for tp in victims):
+        assert time.monotonic() < deadline, f"the victim's partitions never moved: {victims}"
+        survivor._check_alive()
+        time.sleep(0.5)
+    moved_s = round(time.monotonic() - killed, 1)
+    figures.recover_s.append(moved_s)
+    summary = simulation.result()
+    world.send_poison(1)
+    poller.running = False
+    poller.join(30)
+    figures.notes.append(
+        f"the survivor applied records from each of the victim's {len(victims)} webhook "
+        f"partitions {moved_s} s after the kill (of {2 * PARTITIONS} in all)"
+    )
+    figures.notes.append(
+        "analyst API on the survivor during the run: "
+        + ", ".join(f"{n}× {status}" for status, n in sorted(poller.answers.items()))
+        + f"; slowest answer {poller.slowest_s:.2f} s"
+    )
+    world.finish(figures, summary, api_url=survivor.url)
+    assert set(poller.answers) == {"200"}, "\n".join(poller.odd[:30])
