@@ -94,7 +94,7 @@ def preflight(settings: Settings) -> None:
         database.check_database(engine)
     finally:
         engine.dispose()
-    reports = asyncio.run(topics.ensure_topics(settings))
+    reports = asyncio.run(topics.ensure_topics(settings, tables=True))
     bad = [r for r in reports if r.action == "mismatch"]
     if bad:
         raise KafkaUnavailable("; ".join(f"{r.name} {r.detail}" for r in bad))

@@ -74,10 +74,26 @@ def _retention(settings: Settings, name: str) -> dict[str, str]:
     return {"retention.ms": retention_ms(settings)} if name in RETAINED else {}
 
 
+# The worker's Faust tables (tables/). The worker's preflight creates their changelogs
+# (named by Faust after the app id, which is the consumer group) before Faust starts: left
+# to Faust, a changelog created during the first start can be missing from the metadata at
+# the first assignment (three brokers: the others learn of it a moment later), the table
+# then gets no changelog partitions, and the agent that fills it crashes with
+# PartitionsMismatch ("... has 0 partitions") until the worker is restarted.
+TABLES = ("dashboard",)
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{settings.consumer_group}-{table}-changelog"
+
+
 async def ensure_topics(
-    settings: Settings, names: tuple[str, ...] = ALL_TOPICS
+    settings: Settings, names: tuple[str, ...] = ALL_TOPICS, *, tables: bool = False
 ) -> list[TopicReport]:
-    """Create missing topics; report existing ones whose partition count differs."""
+    """Create missing topics; report existing ones whose partition count differs. With
+    ``tables``, the tables' changelog topics too (compacted), so that a worker's tables
+    find theirs at its first start."""
     admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
@@ -85,6 +101,8 @@ async def ensure_topics(
         raise KafkaUnavailable(f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}") from exc
     try:
         full = {settings.topic(n): n for n in names}
+        changelogs = [changelog_topic(settings, t) for t in TABLES] if tables else []
+        full.update({c: c for c in changelogs})
         existing = await _describe(admin, list(full))
         missing = [t for t in full if t not in existing]
         reports: list[TopicReport] = []
@@ -94,7 +112,9 @@ async def ensure_topics(
                     name=t,
                     num_partitions=settings.topic_partitions,
                     replication_factor=settings.topic_replication,
-                    topic_configs=_topic_configs(settings) | _retention(settings, full[t]),
+                    topic_configs=_topic_configs(settings)
+                    | _retention(settings, full[t])
+                    | ({"cleanup.policy": "compact"} if t in changelogs else {}),
                 )
                 for t in missing
             ]

@@ -856,12 +856,13 @@ instance_mariadb_start() {
             who=$(who_listens "$port")
             die "port $MARIADB_HOST:$port is taken by ${who:-another process}"
         fi
-        chown mysql:mysql "$dir"
-        install -d -o mysql -g mysql -m 0750 "$dir/data"
+        # It runs as whoever starts it (root here): its directory may be one that the
+        # mysql user cannot even traverse, such as a test's private temporary directory.
+        mkdir -p "$dir/data"
         {
             echo "# Written by switchboard scripts/stack.sh (mariadb-instance $name); overwritten on start."
             echo "[mariadb]"
-            echo "user = mysql"
+            echo "user = $(id -un)"
             echo "bind-address = $MARIADB_HOST"
             echo "port = $port"
             echo "socket = $sock"

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import faust
 
+from pipeline import topics
 from pipeline.dashboard.aggregates import (
     DAY,
     HOUR,
@@ -30,7 +31,7 @@ from pipeline.dashboard.snapshots import table_key
 from pipeline.models import COUNTERS, DECIMAL_COUNTERS
 from pipeline.settings import Settings
 
-TABLE_NAME = "dashboard"
+TABLE_NAME = topics.TABLES[0]  # its changelog is created by `switchboard topics`
 MAX_SERIES_BUCKETS = {HOUR: 24 * 14, DAY: 400}
 
 Lookup = Callable[[str], dict[str, Any] | None]

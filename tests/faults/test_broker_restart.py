@@ -1,0 +1,60 @@
+"""Fault 2: the Kafka broker is killed with SIGKILL under load and restarted, on a private
+single-node broker (``scripts/stack.sh kafka-instance``). The ingress keeps accepting (its
+spool holds what the broker cannot take), the worker waits for the broker and resumes from
+its committed offsets; nothing is lost or counted twice."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import Settings
+from testbed.kafka_instance import private_kafka
+from testbed.simulator.scenario import ScenarioConfig
+from tests.faults.harness import Figures, World
+
+pytestmark = pytest.mark.long
+
+COMMAND = ".venv/bin/pytest -q tests/faults/test_broker_restart.py"
+DOWN_S = 15.0
+
+
+def test_the_broker_killed_under_load_and_restarted(
+    shared: Settings, tmp_path: Path, worlds: list[World]
+) -> None:
+    figures = Figures(
+        "broker-restart",
+        "Kafka broker killed and restarted",
+        f"the only broker (a private one) is killed with SIGKILL under load, left down for "
+        f"{DOWN_S:.0f} s, and started again",
+        times=1,
+        command=COMMAND,
+    )
+    with private_kafka("fault-kafka", tmp_path / "kafka") as kafka:
+        world = World(shared.with_(kafka_bootstrap=kafka.bootstrap), tmp_path, "broker-restart")
+        worlds.append(world)
+        world.ingress()
+        worker = world.worker()
+        worker.wait_ready(120)
+        simulation = world.simulate(
+            ScenarioConfig(seed=81, calls=60, duplicate_share=0.2, reorder_share=0.5), rate=8
+        )
+        world.send_poison(1)
+        time.sleep(10)
+        kafka.run("kill")
+        killed = time.monotonic()
+        time.sleep(DOWN_S)
+        kafka.start()
+        back, before = time.monotonic(), world.processed()
+        figures.notes.append(f"the broker was down {back - killed:.0f} s (restart included)")
+        figures.recover_s.append(world.resumed(back, before))
+        summary = simulation.result()
+        world.send_poison(1)
+        worker._check_alive()
+        figures.notes.append(
+            f"the simulated providers saw {summary.answers_503} answers 503 and "
+            f"{summary.other_retries} other retryable failures"
+        )
+        world.finish(figures, summary, api_url=worker.url)
