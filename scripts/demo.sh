@@ -16,27 +16,48 @@
 #   status  print whether each is running
 #
 # Logs: var/log/{ingress,worker}.log   pid files: var/run/{ingress,worker}.pid
-# Provider secrets and analyst tokens get demo values when not already set in the
-# environment, so the demo runs out of the box; they are printed so a client can sign.
+# Secrets: provider secrets, the Cal.com API key and the analyst token come from the
+# environment; those not set there are generated at random once and kept in var/demo.env
+# (mode 600), so `start`, `traffic` and `outage` agree. Nothing prints a secret or passes one
+# on a command line (ps shows those): the commands read them from the environment, and the
+# messages name the file (`. var/demo.env` to use them in a shell). DEMO_VAR_DIR moves var/.
 
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-VAR_DIR=$REPO/var
+VAR_DIR=${DEMO_VAR_DIR:-$REPO/var}
 LOG_DIR=$VAR_DIR/log
 RUN_DIR=$VAR_DIR/run
+SECRETS=$VAR_DIR/demo.env
 BIN=${DEMO_SWITCHBOARD:-$REPO/.venv/bin/switchboard}
 PY=$REPO/.venv/bin/python
 DEMO_START_TIMEOUT=${DEMO_START_TIMEOUT:-120}
 DEMO_STOP_TIMEOUT=${DEMO_STOP_TIMEOUT:-30}
 
-export RETELL_API_KEY=${RETELL_API_KEY:-demo-retell-key}
-export CALCOM_WEBHOOK_SECRET=${CALCOM_WEBHOOK_SECRET:-demo-calcom-secret}
-export SWITCHBOARD_ANALYST_TOKENS=${SWITCHBOARD_ANALYST_TOKENS:-demo-analyst-token}
+# The secrets the environment does not set: generated once (never a well-known value),
+# kept in $SECRETS readable by this user only, exported for the commands below.
+demo_secrets() {
+    local name value
+    mkdir -p "$VAR_DIR"
+    (
+        umask 077
+        touch "$SECRETS"
+    )
+    chmod 600 "$SECRETS"
+    for name in RETELL_API_KEY CALCOM_WEBHOOK_SECRET SWITCHBOARD_ANALYST_TOKENS CALCOM_API_KEY; do
+        [[ -n ${!name:-} ]] && continue
+        value=$(sed -n "s/^export $name=//p" "$SECRETS" | tail -n 1)
+        if [[ -z $value ]]; then
+            value=demo-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+            printf 'export %s=%s\n' "$name" "$value" >>"$SECRETS"
+        fi
+        export "$name=$value"
+    done
+}
+demo_secrets
 export SWITCHBOARD_ROUTING_REFRESH_S=${SWITCHBOARD_ROUTING_REFRESH_S:-2}
-export CALCOM_API_KEY=${CALCOM_API_KEY:-demo-calcom-api-key}
 FAKE_RETELL_PORT=${DEMO_FAKE_RETELL_PORT:-8091}
 FAKE_CALCOM_PORT=${DEMO_FAKE_CALCOM_PORT:-8092}
 INGRESS_HOST=${SWITCHBOARD_INGRESS_HOST:-127.0.0.1}
@@ -141,11 +162,11 @@ cmd_start() {
 
 Switchboard demo is running.
   ingress   http://$INGRESS_HOST:$INGRESS_PORT   (POST /webhooks/retell, /webhooks/calcom; GET /healthz /readyz /metrics)
-  worker    http://$WORKER_HOST:$WORKER_PORT   (analyst API; Authorization: Bearer $SWITCHBOARD_ANALYST_TOKENS)
-  kafka     127.0.0.1:9092      mariadb 127.0.0.1:3306/switchboard (switchboard/switchboard)
+  worker    http://$WORKER_HOST:$WORKER_PORT   (analyst API; Authorization: Bearer \$SWITCHBOARD_ANALYST_TOKENS)
+  kafka     127.0.0.1:9092      mariadb 127.0.0.1:3306/switchboard
   logs      $LOG_DIR/{ingress,worker}.log
   pids      $RUN_DIR/{ingress,worker}.pid
-  secrets   RETELL_API_KEY=$RETELL_API_KEY CALCOM_WEBHOOK_SECRET=$CALCOM_WEBHOOK_SECRET
+  secrets   the environment's, the rest in $SECRETS (mode 600; \`. $SECRETS\` in a shell)
   stop      make demo-stop   (processes and the stack)  or  scripts/demo.sh stop  (processes only)
 EOF
 }
@@ -154,16 +175,17 @@ EOF
 cmd_traffic() {
     local seed=${DEMO_SEED:-$(date +%s)} calls=${DEMO_CALLS:-400} rate=${DEMO_RATE:-60}
     local expected=$VAR_DIR/expected-$seed.json api=http://$WORKER_HOST:$WORKER_PORT
-    local token=${SWITCHBOARD_ANALYST_TOKENS%%,*}
     say "seeding ${DEMO_COMPANIES:-5} companies with their branches (tenants seed --seed 1)"
     "$BIN" tenants seed --companies "${DEMO_COMPANIES:-5}" --seed 1 --output "$VAR_DIR/tenants.json"
     # The demo's ingress reloads its routing cache every 2 s: new branches route at once.
     sleep 3
     say "simulating $calls calls and their bookings at $rate deliveries/s (seed $seed, 3% bad traffic)"
-    "$BIN" simulate --seed "$seed" --calls "$calls" --rate "$rate" --bad-share 0.03 \
+    "$BIN" simulate --url "http://$INGRESS_HOST:$INGRESS_PORT" --seed "$seed" --calls "$calls" \
+        --rate "$rate" --bad-share 0.03 \
         --expected "$expected"
     say "verifying MySQL and the analyst API against $expected"
-    "$BIN" verify-run "$expected" --api-url "$api" --token "$token" --timeout 180
+    # No --token: the commands take the first plain token of SWITCHBOARD_ANALYST_TOKENS.
+    "$BIN" verify-run "$expected" --api-url "$api" --timeout 180
     local company
     company=$("$PY" -c '
 import json, os, sys
@@ -174,11 +196,11 @@ with create_engine(url).connect() as conn:
     print(conn.execute(text("SELECT id FROM companies WHERE name = :n"), {"n": names[0]}).scalar())
 ' "$VAR_DIR/tenants.json")
     say "dashboard of company $company"
-    "$BIN" dashboard "$company" --worker-url "$api" --token "$token"
+    "$BIN" dashboard "$company" --worker-url "$api"
     echo
-    echo "Where to look next:"
-    echo "  analyst API   curl -H 'Authorization: Bearer $token' $api/api/v1/companies/$company/summary"
-    echo "                curl -H 'Authorization: Bearer $token' '$api/api/v1/companies/$company/series?granularity=hour'"
+    echo "Where to look next (the token and secrets: . $SECRETS):"
+    echo "  analyst API   curl -H \"Authorization: Bearer \$SWITCHBOARD_ANALYST_TOKENS\" $api/api/v1/companies/$company/summary"
+    echo "                curl -H \"Authorization: Bearer \$SWITCHBOARD_ANALYST_TOKENS\" '$api/api/v1/companies/$company/series?granularity=hour'"
     echo "  metrics       curl http://$INGRESS_HOST:$INGRESS_PORT/metrics ; curl $api/metrics"
     echo "  one event     $BIN events show retell <event_id>   (SELECT event_id FROM webhook_events LIMIT 5)"
     echo "  dead letters  $BIN dlq list"
@@ -187,7 +209,7 @@ with create_engine(url).connect() as conn:
     echo
     # Last, so it is what a demo ends with: the link carries no token (the page asks for
     # it and keeps it in the browser tab's session storage).
-    echo "Dashboard page (sign in with the demo's analyst token, SWITCHBOARD_ANALYST_TOKENS):"
+    echo "Dashboard page (sign in with the analyst token: SWITCHBOARD_ANALYST_TOKENS in $SECRETS, or your environment's):"
     echo "  http://$WORKER_HOST:$WORKER_PORT/dashboard?company=$company"
 }
 
@@ -196,7 +218,7 @@ cmd_outage() {
     local seed=${DEMO_SEED:-$(date +%s)} calls=${DEMO_OUTAGE_CALLS:-200} rate=${DEMO_RATE:-60}
     local delivered=$VAR_DIR/outage-$seed-delivered.json healed=$VAR_DIR/outage-$seed-healed.json
     local state=$VAR_DIR/outage-$seed-providers.json api=http://$WORKER_HOST:$WORKER_PORT
-    local token=${SWITCHBOARD_ANALYST_TOKENS%%,*} since
+    local since
     since=$(date -u -d '8 hours ago' +%Y-%m-%dT%H:%M:%SZ)
     mkdir -p "$LOG_DIR" "$RUN_DIR"
     "$BIN" tenants seed --companies "${DEMO_COMPANIES:-5}" --seed 1 --output "$VAR_DIR/tenants.json"
@@ -223,7 +245,7 @@ cmd_outage() {
     say "switchboard backfill --provider retell --provider calcom --since $since"
     "$BIN" backfill --provider retell --provider calcom --since "$since"
     say "healed: MySQL and the analyst API match what really happened"
-    "$BIN" verify-run "$healed" --api-url "$api" --token "$token" --timeout 180
+    "$BIN" verify-run "$healed" --api-url "$api" --timeout 180
     say "a second backfill over the same window finds nothing missing and writes nothing"
     "$BIN" backfill --provider retell --provider calcom --since "$since" | grep -E '^backfill|wrote'
     stop_one fake-providers
