@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka import kafka_options
@@ -34,6 +42,16 @@ Headers = Sequence[tuple[str, bytes]]
 OutRecord = tuple[str, bytes, bytes, Headers]  # topic, key, value, headers
 
 PROBE_INTERVAL_S = 2.0
+#: Errors after which this producer id can send nothing more (aiokafka does not reset its
+#: idempotent state by itself; seen when a broker restarted and lost the producer's state):
+#: the producer is replaced by a new one, with a new producer id.
+FATAL_PRODUCER_ERRORS = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    ProducerFenced,
+)
 CONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 CLOSE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
@@ -109,6 +127,8 @@ class KafkaPublisher:
         self._healthy = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
+        self.replaced = 0  # producers replaced after a fatal error (tests read it)
 
     def is_connected(self) -> bool:
         """True once connected and while the last probe or publish reached the broker."""
@@ -167,6 +187,8 @@ class KafkaPublisher:
         except KafkaError as exc:
             self._healthy = False
             self._fail(topic, type(exc).__name__)
+            if isinstance(exc, FATAL_PRODUCER_ERRORS):
+                self.replace_producer(type(exc).__name__)
             raise KafkaUnavailable(f"Kafka refused the record: {type(exc).__name__}") from exc
         self._healthy = True
         if self._on_latency is not None:
@@ -208,7 +230,28 @@ class KafkaPublisher:
                 outcomes[i] = error
         if any(o is None for o in outcomes):
             self._healthy = True
+        fatal = next((o for o in outcomes if isinstance(o, FATAL_PRODUCER_ERRORS)), None)
+        if fatal is not None:
+            self.replace_producer(type(fatal).__name__)
         return outcomes
+
+    def replace_producer(self, reason: str) -> None:
+        """Drop a producer whose idempotent state the broker no longer accepts; the
+        maintenance task connects a new one (new producer id) within a second or so."""
+        producer, self._producer = self._producer, None
+        if producer is None or self._closing:
+            return
+        self._healthy = False
+        self.replaced += 1
+        log.warning("kafka producer replaced after %s", reason)
+        task = asyncio.create_task(self._stop_quietly(producer))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    @staticmethod
+    async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), CONNECT_TIMEOUT_S)
 
     def _fail(self, topic: str, reason: str) -> None:
         if self._on_failure is not None:
@@ -249,11 +292,13 @@ class KafkaPublisher:
     async def _maintain(self) -> None:
         """Connect if not yet connected (with backoff); then probe the broker periodically."""
         attempt = 0
-        while self._producer is None:
-            await asyncio.sleep(CONNECT_BACKOFF_S[min(attempt, len(CONNECT_BACKOFF_S) - 1)])
-            attempt += 1
-            await self._try_connect()
         while True:
+            if self._producer is None:  # not connected yet, or replaced after a fatal error
+                await asyncio.sleep(CONNECT_BACKOFF_S[min(attempt, len(CONNECT_BACKOFF_S) - 1)])
+                attempt += 1
+                await self._try_connect()
+                continue
+            attempt = 0
             await asyncio.sleep(PROBE_INTERVAL_S)
             await self._probe()
 

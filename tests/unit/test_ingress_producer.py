@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.ingress.producer import KafkaPublisher, Published
@@ -29,6 +29,8 @@ class StubProducer:
             raise KafkaConnectionError("broker gone")
         if self.mode == "too_large":
             raise MessageSizeTooLargeError()
+        if self.mode == "out_of_order":
+            raise OutOfOrderSequenceNumber()
         self.sent.append((topic, key, value, headers))
         return type("Meta", (), {"topic": topic, "partition": 2, "offset": 41})()
 
@@ -118,3 +120,17 @@ async def test_close_flushes_and_refuses_new_records() -> None:
     assert not pub.is_connected()
     with pytest.raises(KafkaUnavailable):
         await pub.publish("t", b"k", b"{}", [])
+
+
+async def test_a_producer_the_broker_no_longer_knows_is_replaced() -> None:
+    """A broker that restarted and lost the idempotent producer's state answers every batch
+    with OutOfOrderSequenceNumber; aiokafka never recovers from that by itself, so the
+    publisher drops the producer (the maintenance task connects a new producer id)."""
+    stub = StubProducer(mode="out_of_order")
+    pub = connected(Hooks().publisher(), stub)
+    with pytest.raises(KafkaUnavailable):
+        await pub.publish("t", b"k", b"{}", [])
+    assert pub.replaced == 1 and not pub.is_connected() and pub._producer is None
+    await asyncio.sleep(0)  # the old producer is stopped in the background
+    await asyncio.sleep(0)
+    assert stub.stopped
