@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ import click
 
 from pipeline import database
 from pipeline.cli import cli, settings_from
+from pipeline.cli.output import emit_json, json_option
 from pipeline.dashboard import reconcile
 from pipeline.dashboard import tokens as tokens_
 from pipeline.dashboard.aggregates import DAY, HOUR
@@ -133,6 +135,7 @@ def _parse_time(raw: str | None, name: str) -> datetime | None:
     show_default=True,
     help="With --fix and --worker-url: seconds to wait for the API to show the fix.",
 )
+@json_option
 @click.pass_context
 def reconcile_command(
     ctx: click.Context,
@@ -145,6 +148,7 @@ def reconcile_command(
     worker_url: str | None,
     token: str | None,
     converge_timeout: float,
+    as_json: bool,
 ) -> None:
     """Recount dashboard buckets from MySQL rows and report (or --fix) drift.
 
@@ -176,8 +180,11 @@ def reconcile_command(
         report = reconcile.run(settings, engine, options)
     finally:
         engine.dispose()
-    for line in reconcile.render(report):
-        click.echo(line)
+    if as_json:
+        emit_json({"ok": report.ok, "drift_found": report.drift_found, **asdict(report)})
+    else:
+        for line in reconcile.render(report):
+            click.echo(line)
     if not report.ok:
         sys.exit(1)
 

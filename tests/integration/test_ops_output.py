@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from pipeline.cli import cli, register_commands
 from pipeline.ops.present import UNSAFE
@@ -123,3 +123,32 @@ def test_json_results_match_the_text(stack_settings: Settings, engine: Engine) -
     redriven = _json(stack_settings, "dlq", "redrive")
     assert redriven["read"] == 0 and redriven["redriven"] == []
     assert _json(stack_settings, "dlq", "list", "--pending") == {"dead_letters": [], "count": 0}
+
+
+def test_reconcile_json_reports_drift_for_scripts(stack_settings: Settings, engine: Engine) -> None:
+    seed_fixture_tenants(engine)
+
+    async def go() -> None:
+        await produce_traffic(stack_settings, 3)
+        for provider in ("retell", "calcom"):
+            await apply_like_worker(stack_settings, engine, provider)
+
+    asyncio.run(go())
+    clean = _json(stack_settings, "reconcile", "--all")
+    assert clean["ok"] and not clean["drift_found"] and clean["fixed"] is False
+    assert [c["company_id"] for c in clean["companies"]] == [1, 2]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE dashboard_buckets SET calls_total = calls_total + 5 "
+                "WHERE company_id = 1 AND granularity = 'day' ORDER BY bucket_start LIMIT 1"
+            )
+        )
+    code, out, _ = _run(stack_settings, "reconcile", "--all", "--json")
+    assert code == 1
+    drifted = orjson.loads(out)
+    assert not drifted["ok"] and drifted["drift_found"]
+    [company] = [c for c in drifted["companies"] if c["mysql"]]
+    [drift] = company["mysql"]
+    assert drift["counter"] == "calls_total" and drift["found"] == drift["expected"] + 5
+    assert drift["key"]["granularity"] == "day" and drift["source"] == "mysql"
