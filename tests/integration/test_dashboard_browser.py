@@ -246,19 +246,30 @@ def sign_in(driver: Any, base: str, token: str) -> None:
 
 
 def card_today(driver: Any, metric: str) -> str:
-    card = driver.find_element(By.CSS_SELECTOR, f'.card[data-metric="{metric}"]')
-    return str(card.get_attribute("data-today"))
+    """Read in one script: the page re-renders its cards on every refresh, so an element
+    found in one WebDriver call may be gone by the next."""
+    return str(
+        driver.execute_script(
+            "const c = document.querySelector(`.card[data-metric='${arguments[0]}']`);"
+            "return c ? c.dataset.today : null;",
+            metric,
+        )
+    )
 
 
 def branch_values(driver: Any) -> dict[str, dict[str, str]]:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#breakdown tbody tr")
-    return {
-        row.get_attribute("data-group"): {
-            cell.get_attribute("data-metric"): cell.get_attribute("data-value")
-            for cell in row.find_elements(By.CSS_SELECTOR, "td[data-metric]")
+    found: dict[str, dict[str, str]] = driver.execute_script(
+        """
+        const out = {};
+        for (const row of document.querySelectorAll('#breakdown tbody tr')) {
+          const cells = {};
+          for (const td of row.querySelectorAll('td[data-metric]')) cells[td.dataset.metric] = td.dataset.value;
+          out[row.dataset.group] = cells;
         }
-        for row in rows
-    }
+        return out;
+        """
+    )
+    return found
 
 
 def api_branches(worker: WorkerProcess, driver: Any) -> dict[str, dict[str, Any]]:
