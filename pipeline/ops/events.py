@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from pipeline.erasures import normalise_phone
 from pipeline.models import appointments, calls, companies, customers, webhook_events
@@ -177,8 +177,6 @@ def _escape_like(value: str) -> str:
 
 def _newest(conn: Connection, query: Select[Any], limit: int) -> Found:
     """The newest ``limit`` rows of ``query``, oldest first, and how many match."""
-    from sqlalchemy import func
-
     total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     newest = query.order_by(webhook_events.c.created_at.desc(), webhook_events.c.id.desc())
     rows = [dict(r) for r in conn.execute(newest.limit(limit)).mappings()]
@@ -263,8 +261,6 @@ def listing(conn: Connection, what: Listing) -> Found:
 
 def reasons(conn: Connection, status: str = "unroutable") -> dict[str, int]:
     """How many rows of ``status`` there are per ``error`` (the reason)."""
-    from sqlalchemy import func
-
     query = (
         select(webhook_events.c.error, func.count())
         .where(webhook_events.c.status == status)

@@ -8,7 +8,8 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 
-from pipeline.ops.status import Ingress, PartitionLag, Status, Worker, _member, lines
+from pipeline.ops.probes import Ingress, Worker
+from pipeline.ops.status import PartitionLag, Status, _member, lines
 
 
 def test_a_faust_member_names_its_url_and_partitions() -> None:
