@@ -16,7 +16,7 @@ PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) \
                       $(shell command -v python3.11 2>/dev/null) python3.11)
 
 .PHONY: help venv lock stack-up stack-down stack-wipe stack-status migrate topics \
-        test test-unit lint demo demo-stop bench browser
+        test test-unit lint demo demo-stop bench browser observability
 
 help:
 	@echo "make venv        create $(VENV) (python3.11) from requirements-dev.lock (exact pins)"
@@ -85,11 +85,15 @@ topics: venv
 # ------------------------------------------------------------------ checks
 
 # pytest exit 5 means "no tests collected": that is a failure here, never a pass.
-test: venv stack-up migrate topics browser
+test: venv stack-up migrate topics browser observability
 	@echo "==> pytest -q"
 	@$(VENV)/bin/pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; exit 1; fi; \
 	exit $$rc
+
+# Debian's prometheus (and promtool), for the alert-rule and dashboard checks.
+observability:
+	@scripts/observability.sh install
 
 # Debian's chromium and chromium-driver, for the dashboard page's browser test.
 browser:

@@ -141,6 +141,7 @@ def _agent(
                     )
             for event in events:
                 await stream.ack(event)
+            metrics.observe_commit(provider, records, result.outcomes)
             metrics.batch_seconds.labels(provider).observe(time.perf_counter() - started)
             metrics.batch_size.labels(provider).observe(len(records))
 

@@ -40,7 +40,8 @@ def build_worker(
     # The analyst API and housekeeping get a pool of their own: slow reads holding
     # connections must never starve the apply path into pool timeouts.
     read_engine = database.create_db_engine(settings, pool_size=4)
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics(company_limit=settings.metrics_company_limit)
+    metrics.attach(app, settings, engine)
     table = define_table(app, settings)
     outputs = webhooks.register(app, settings, engine, metrics)
     dashboard.register(app, settings, table, outputs.snapshots, read_engine, metrics)

@@ -120,6 +120,9 @@ class Settings:
     # The URL other workers use to reach this one (analyst API routing); the bind address
     # (worker_host) may be 0.0.0.0, the advertised URL never (docs/deploy.md, "Workers").
     worker_advertised_url: str | None = None
+    # Companies per worker with their own label on switchboard_worker_company_events_total
+    # (the rest count as "other"): bounds the series (docs/observability.md).
+    metrics_company_limit: int = 50
 
     def secrets_for(self, provider: str) -> tuple[str, ...]:
         """Plain secret strings for a provider's verifier (empty → the provider is refused)."""
@@ -402,6 +405,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         else:
             problems.append(f"CALCOM_API_VERSION must look like 2024-08-13, got {raw_version!r}")
     values.update(_kafka_security(environ, problems))
+    integer("SWITCHBOARD_METRICS_COMPANY_LIMIT", "metrics_company_limit", 0, 10_000)
     raw_advertised = environ.get("SWITCHBOARD_WORKER_ADVERTISED_URL")
     if raw_advertised is not None:
         advertised = raw_advertised.strip().rstrip("/")

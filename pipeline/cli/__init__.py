@@ -89,6 +89,7 @@ def register_commands() -> None:
         "data",
         "analyst",
         "backfill",
+        "doctor",
     ):
         importlib.import_module(f"pipeline.cli.{name}")
     for plugin in entry_points(group="switchboard.plugins"):
