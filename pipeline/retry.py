@@ -49,7 +49,7 @@ class Backoff:
     def __init__(
         self,
         first_s: float = 0.2,
-        max_s: float = 30.0,
+        max_s: float = 10.0,
         busy_max_s: float = 2.0,
         rng: Callable[[], float] = random.random,
     ) -> None:

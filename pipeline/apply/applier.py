@@ -50,7 +50,7 @@ class Applier:
         fetch: Fetch | None = None,
         dry_run: bool = False,
         on_retry: OnRetry | None = None,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = 10.0,
         breaker: Breaker | None = None,
     ) -> None:
         self.engine = engine

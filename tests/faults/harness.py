@@ -73,6 +73,9 @@ class Figures:
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     command: str = ""
+    measured_at: str = ""  # UTC, when the scenario started
+    load_average: float = 0.0  # 1-minute load average when it started (the machine is shared)
+    cpus: int = 0
 
     def write(self) -> Path:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -150,6 +153,8 @@ class World:
         self.ingresses: list[Service] = []
         self.poison_ids: list[str] = []
         self.started = time.monotonic()
+        self.started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        self.load_average = os.getloadavg()[0]
 
     # ---- processes --------------------------------------------------------------------
 
@@ -332,6 +337,9 @@ class World:
             n for (event_id, _), n in letters.items() if event_id not in self.poison_ids
         )
         figures.duration_s = round(time.monotonic() - self.started, 1)
+        figures.measured_at = self.started_at
+        figures.load_average = round(self.load_average, 1)
+        figures.cpus = os.cpu_count() or 0
         figures.write()
         assert summary.ok, summary.lines()
         assert diffs == [], "\n".join(d.line() for d in diffs[:40])

@@ -15,10 +15,11 @@ from testbed.kafka_instance import private_kafka
 from testbed.simulator.scenario import ScenarioConfig
 from tests.faults.harness import Figures, World
 
-pytestmark = pytest.mark.long
+# Minutes each, on private services: `long`; beyond the suite's default 300 s limit.
+pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
 
 COMMAND = ".venv/bin/pytest -q tests/faults/test_broker_restart.py"
-DOWN_S = 15.0
+DOWN_S = 10.0
 
 
 def test_the_broker_killed_under_load_and_restarted(
@@ -39,7 +40,7 @@ def test_the_broker_killed_under_load_and_restarted(
         worker = world.worker()
         worker.wait_ready(120)
         simulation = world.simulate(
-            ScenarioConfig(seed=81, calls=60, duplicate_share=0.2, reorder_share=0.5), rate=8
+            ScenarioConfig(seed=81, calls=45, duplicate_share=0.2, reorder_share=0.5), rate=8
         )
         world.send_poison(1)
         time.sleep(10)

@@ -17,7 +17,8 @@ from testbed.mariadb_instance import PrivateMariaDB, private_mariadb
 from testbed.simulator.scenario import ScenarioConfig
 from tests.faults.harness import Figures, World
 
-pytestmark = pytest.mark.long
+# Minutes each, on private services: `long`; beyond the suite's default 300 s limit.
+pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
 
 COMMAND = ".venv/bin/pytest -q tests/faults/test_database_outages.py"
 OUTAGE_S = 30.0

@@ -18,7 +18,8 @@ from testbed.processes import eventually, http_get
 from testbed.simulator.scenario import ScenarioConfig
 from tests.faults.harness import PARTITIONS, TOKEN, Figures, World
 
-pytestmark = pytest.mark.long
+# Minutes each, on private services: `long`; beyond the suite's default 300 s limit.
+pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
 
 COMMAND = ".venv/bin/pytest -q tests/faults/test_worker_failover.py"
 
