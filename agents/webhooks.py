@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 from agents.metrics import WorkerMetrics
 from pipeline import topics
 from pipeline.apply.applier import Applier
-from pipeline.apply.batch import BatchResult
 from pipeline.apply.deadletters import dlq_headers
+from pipeline.apply.results import BatchResult
 from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.records import WebhookRecord, decode_headers

@@ -29,7 +29,8 @@ from sqlalchemy import Engine
 
 from pipeline import database
 from pipeline.apply import store
-from pipeline.apply.batch import BatchResult, DeadLetter, Outcome, apply_batch
+from pipeline.apply.batch import apply_batch
+from pipeline.apply.results import BatchResult, DeadLetter, Outcome
 from pipeline.errors import DatabaseUnavailable
 from pipeline.kafka_reader import Coordinates
 from pipeline.records import WebhookRecord

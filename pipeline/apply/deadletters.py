@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline.apply.batch import DeadLetter
+from pipeline.apply.results import DeadLetter
 
 #: Headers that only a dead letter has (besides the source record's own).
 DLQ_HEADER_NAMES = (

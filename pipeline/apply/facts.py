@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.errors import SchemaViolation
+from pipeline.providers import retell
 
 # Rank of each Retell event: a later stage of a call outranks an earlier one. Used to
 # merge fields order-independently (docs/data-model.md).
@@ -35,6 +36,9 @@ SENTIMENTS = {"Positive": "positive", "Neutral": "neutral", "Negative": "negativ
 
 @dataclass(frozen=True, slots=True)
 class CallFacts:
+    #: The events whose application the dashboard counts (docs/data-model.md, counters).
+    MILESTONES: ClassVar[tuple[str, str]] = ("call_ended", "call_analyzed")
+
     call_id: str
     event_type: str
     rank: int
@@ -67,9 +71,36 @@ class CallFacts:
     def customer_number(self) -> str | None:
         return self.to_number if self.direction == "outbound" else self.from_number
 
+    @property
+    def metadata_branch_id(self) -> int | None:
+        return metadata_ids(self.metadata)[1]
+
+
+def milestone_key(event_type: str, call_id: str) -> tuple[str, str]:
+    """The ``webhook_events`` key of a call's ``call_ended``/``call_analyzed``: whether it
+    is applied decides what the call row counts."""
+    return retell.NAME, retell.subject_event_id(event_type, call_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """A Retell event that changes no row (``call_inbound``, chats) but is still attributed
+    to a company and recorded: what it says about where it belongs."""
+
+    business_number: str | None = None
+    agent_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def metadata_branch_id(self) -> int | None:
+        return metadata_ids(self.metadata)[1]
+
 
 @dataclass(frozen=True, slots=True)
 class BookingFacts:
+    NO_SHOW: ClassVar[str] = "BOOKING_NO_SHOW_UPDATED"
+    RESCHEDULED: ClassVar[str] = "BOOKING_RESCHEDULED"
+
     trigger: str
     uid: str
     created_at: datetime | None
@@ -247,6 +278,26 @@ def call_facts(event_type: str, payload: Mapping[str, Any]) -> CallFacts | None:
     )
 
 
+def retell_mention(payload: Mapping[str, Any]) -> Mention:
+    """Where a Retell event that is not about a call row belongs: the number and agent of a
+    ``call_inbound``/``chat_inbound``, the agent and metadata of a chat."""
+    inbound = payload.get("call_inbound") or payload.get("chat_inbound")
+    if isinstance(inbound, dict):
+        number, agent = inbound.get("to_number"), inbound.get("agent_id")
+        return Mention(
+            business_number=number if isinstance(number, str) else None,
+            agent_id=agent if isinstance(agent, str) else None,
+        )
+    chat = payload.get("chat")
+    if isinstance(chat, dict):
+        agent, metadata = chat.get("agent_id"), chat.get("metadata")
+        return Mention(
+            agent_id=agent if isinstance(agent, str) else None,
+            metadata=metadata if isinstance(metadata, dict) else None,
+        )
+    return Mention()
+
+
 def metadata_ids(metadata: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
     """``(company_id, branch_id)`` that our call_inbound answer wrote into the metadata."""
     if not metadata:
@@ -259,7 +310,7 @@ def _id(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
 

@@ -1,20 +1,21 @@
 """Order-independent merges: fold one event's facts into the current row.
 
-Rows are plain dicts of column → value. Each merge is idempotent and, for the consistent
-data providers send (one progressively filled call object; one booking per uid),
-commutative: applying a call's or a booking's events in any order, any number of times,
-gives the same row (docs/data-model.md; proved by the hypothesis tests). Pure functions,
-no I/O.
+Rows are the typed rows of :mod:`pipeline.apply.rows`; a merge returns a new row. Each
+merge is idempotent and, for the consistent data providers send (one progressively filled
+call object; one booking per uid), commutative: applying a call's or a booking's events in
+any order, any number of times, gives the same row (docs/data-model.md; proved by the
+hypothesis tests). Pure functions, no I/O. A row that does not exist yet starts as
+:func:`new_call` / :func:`new_appointment` / :func:`new_customer`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from pipeline.apply.facts import CALL_EVENT_RANK, BookingFacts, CallFacts
-
-Row = dict[str, Any]
+from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow
 
 CALL_STATUS_RANK = {"registered": 0, "ongoing": 1, "not_connected": 2, "ended": 2, "error": 2}
 APPOINTMENT_STATUS_RANK = {
@@ -34,6 +35,9 @@ BOOKING_STATUS_FOR = {
     "BOOKING_REJECTED": "rejected",
     "MEETING_ENDED": "completed",
 }
+#: The status of a booking first seen through an event that names none (BOOKING_PAID, an
+#: un-marking no-show update): it exists, so it was at least requested.
+FIRST_STATUS = "pending"
 
 # Call columns filled from facts with the rank rule: a value from an event ranked at least
 # as high as the row's last event replaces; a lower-ranked event only fills NULLs.
@@ -58,11 +62,24 @@ RANKED_CALL_FIELDS = (
 )
 
 
+def new_call(call_id: str, company_id: int, branch_id: int | None) -> CallRow:
+    return CallRow(retell_call_id=call_id, company_id=company_id, branch_id=branch_id)
+
+
+def new_appointment(uid: str, company_id: int, branch_id: int | None) -> AppointmentRow:
+    """A booking row before any event: its status is decided by the first merge."""
+    return AppointmentRow(calcom_uid=uid, company_id=company_id, branch_id=branch_id, status="")
+
+
+def new_customer(company_id: int) -> CustomerRow:
+    return CustomerRow(company_id=company_id)
+
+
 def _max_status(current: str | None, new: str | None, ranks: dict[str, int]) -> str | None:
     """The more advanced status; ties broken by name so the merge stays commutative."""
     if new is None:
         return current
-    if current is None:
+    if not current:
         return new
     return max((ranks.get(current, -1), current), (ranks.get(new, -1), new))[1]
 
@@ -83,86 +100,78 @@ def _longer(a: str | None, b: str | None) -> str | None:
     return max((len(a), a), (len(b), b))[1]
 
 
-def merge_call(row: Row | None, facts: CallFacts, received_at: datetime) -> Row:
-    """The call row after ``facts``; ``row`` is None when the call has no row yet."""
-    merged: Row = dict(row) if row else {"retell_call_id": facts.call_id}
-    current_rank = CALL_EVENT_RANK.get(merged.get("last_event_type") or "", -1)
+def merge_call(row: CallRow, facts: CallFacts, received_at: datetime) -> CallRow:
+    """The call row after ``facts``."""
+    current_rank = CALL_EVENT_RANK.get(row.last_event_type or "", -1)
     dominant = facts.rank >= current_rank
+    changes: dict[str, Any] = {}
     for name in RANKED_CALL_FIELDS:
         value = getattr(facts, name)
-        if value is None:
-            continue
-        if dominant or merged.get(name) is None:
-            merged[name] = value
-    merged["status"] = _max_status(merged.get("status"), facts.status, CALL_STATUS_RANK)
-    merged["transcript"] = _longer(merged.get("transcript"), facts.transcript)
+        if value is not None and (dominant or getattr(row, name) is None):
+            changes[name] = value
+    changes["status"] = _max_status(row.status, facts.status, CALL_STATUS_RANK)
+    changes["transcript"] = _longer(row.transcript, facts.transcript)
     if facts.rank > current_rank:
-        merged["last_event_type"] = facts.event_type
-        merged["last_event_at"] = received_at
+        changes["last_event_type"] = facts.event_type
+        changes["last_event_at"] = received_at
     elif facts.rank == current_rank:
-        merged["last_event_at"] = _max(merged.get("last_event_at"), received_at)
-    return merged
+        changes["last_event_at"] = _max(row.last_event_at, received_at)
+    return replace(row, **changes)
 
 
-def merge_booking(row: Row | None, facts: BookingFacts) -> Row:
+def merge_booking(row: AppointmentRow, facts: BookingFacts) -> AppointmentRow:
     """The appointment row of ``facts.uid`` after ``facts``."""
-    merged: Row = dict(row) if row else {"calcom_uid": facts.uid, "status": None}
-    _fill(merged, "calcom_booking_id", facts.booking_id)
-    _fill(merged, "starts_at", facts.starts_at)
-    _fill(merged, "ends_at", facts.ends_at)
-    _fill(merged, "title", facts.title)
-    _fill(merged, "retell_call_id", facts.retell_call_id)
+    changes: dict[str, Any] = {}
+    _fill(row, changes, "calcom_booking_id", facts.booking_id)
+    _fill(row, changes, "starts_at", facts.starts_at)
+    _fill(row, changes, "ends_at", facts.ends_at)
+    _fill(row, changes, "title", facts.title)
+    _fill(row, changes, "retell_call_id", facts.retell_call_id)
     status = BOOKING_STATUS_FOR.get(facts.trigger)
     at = facts.created_at
     if facts.trigger == "BOOKING_CREATED":
-        merged["booked_at"] = _min(merged.get("booked_at"), at)
+        changes["booked_at"] = _min(row.booked_at, at)
     elif facts.trigger == "BOOKING_RESCHEDULED":
-        _fill(merged, "rescheduled_from_uid", facts.reschedule_uid)
+        _fill(row, changes, "rescheduled_from_uid", facts.reschedule_uid)
     elif facts.trigger == "BOOKING_CANCELLED":
-        merged["cancelled_at"] = _min(merged.get("cancelled_at"), at)
-        _fill(merged, "cancellation_reason", facts.cancellation_reason)
+        changes["cancelled_at"] = _min(row.cancelled_at, at)
+        _fill(row, changes, "cancellation_reason", facts.cancellation_reason)
     elif facts.trigger == "BOOKING_REJECTED":
-        _fill(merged, "cancellation_reason", facts.cancellation_reason)
+        _fill(row, changes, "cancellation_reason", facts.cancellation_reason)
     elif facts.trigger == "BOOKING_NO_SHOW_UPDATED" and facts.no_show_marked:
         status = "no_show"
-        merged["no_show_at"] = _min(merged.get("no_show_at"), at)
-    merged["status"] = _max_status(merged.get("status"), status, APPOINTMENT_STATUS_RANK)
-    if merged["status"] is None:
-        # A booking first seen through an event that names no status (BOOKING_PAID, an
-        # un-marking no-show update): it exists, so it was at least requested.
-        merged["status"] = "pending"
-    return merged
+        changes["no_show_at"] = _min(row.no_show_at, at)
+    changes["status"] = _max_status(row.status, status, APPOINTMENT_STATUS_RANK) or FIRST_STATUS
+    return replace(row, **changes)
 
 
-def merge_rescheduled_original(row: Row | None, facts: BookingFacts) -> Row:
+def merge_rescheduled_original(row: AppointmentRow, facts: BookingFacts) -> AppointmentRow:
     """The *old* booking of a ``BOOKING_RESCHEDULED``: status ``rescheduled``."""
-    assert facts.reschedule_uid is not None
-    merged: Row = dict(row) if row else {"calcom_uid": facts.reschedule_uid, "status": None}
-    _fill(merged, "starts_at", facts.reschedule_starts_at)
-    _fill(merged, "ends_at", facts.reschedule_ends_at)
-    merged["rescheduled_at"] = _min(merged.get("rescheduled_at"), facts.created_at)
-    merged["status"] = _max_status(merged.get("status"), "rescheduled", APPOINTMENT_STATUS_RANK)
-    return merged
+    changes: dict[str, Any] = {}
+    _fill(row, changes, "starts_at", facts.reschedule_starts_at)
+    _fill(row, changes, "ends_at", facts.reschedule_ends_at)
+    changes["rescheduled_at"] = _min(row.rescheduled_at, facts.created_at)
+    changes["status"] = _max_status(row.status, "rescheduled", APPOINTMENT_STATUS_RANK)
+    return replace(row, **changes)
 
 
 def merge_customer(
-    row: Row | None,
+    row: CustomerRow,
     *,
-    company_id: int,
-    phone: str | None,
-    email: str | None,
-    name: str | None,
-    seen_at: datetime | None,
-) -> Row:
-    merged: Row = dict(row) if row else {"company_id": company_id}
-    _fill(merged, "phone", phone)
-    _fill(merged, "email", email)
-    _fill(merged, "name", name)
-    merged["first_seen_at"] = _min(merged.get("first_seen_at"), seen_at)
-    merged["last_seen_at"] = _max(merged.get("last_seen_at"), seen_at)
-    return merged
+    phone: str | None = None,
+    email: str | None = None,
+    name: str | None = None,
+    seen_at: datetime | None = None,
+) -> CustomerRow:
+    changes: dict[str, Any] = {}
+    _fill(row, changes, "phone", phone)
+    _fill(row, changes, "email", email)
+    _fill(row, changes, "name", name)
+    changes["first_seen_at"] = _min(row.first_seen_at, seen_at)
+    changes["last_seen_at"] = _max(row.last_seen_at, seen_at)
+    return replace(row, **changes)
 
 
-def _fill(row: Row, column: str, value: Any) -> None:
-    if value is not None and row.get(column) is None:
-        row[column] = value
+def _fill(row: object, changes: dict[str, Any], column: str, value: Any) -> None:
+    if value is not None and getattr(row, column) is None:
+        changes[column] = value

@@ -3,19 +3,18 @@
 An event is attributed to a company only through a branch that says so: the business
 phone number, then a unique agent id, then the ids our own ``call_inbound`` answer wrote
 into the call's metadata (Cal.com: the event type, then ``metadata.branch_id``). When no
-rule applies the event is *unroutable* with a reason; nothing guesses.
+rule applies the event is *unroutable* with a reason; nothing guesses. Pure: the branches
+come from :func:`pipeline.apply.store.load_directory`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from sqlalchemy import Connection, or_, select
+from typing import Any
 
 from pipeline.apply.facts import BookingFacts, CallFacts, metadata_ids
-from pipeline.models import branches, companies
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,53 +56,6 @@ class Directory:
         self.by_id[branch.id] = branch
 
 
-def load_directory(
-    conn: Connection,
-    *,
-    phones: Iterable[str] = (),
-    agent_ids: Iterable[str] = (),
-    event_type_ids: Iterable[int] = (),
-    branch_ids: Iterable[int] = (),
-) -> Directory:
-    """One query for every branch the batch might be attributed to."""
-    clauses = []
-    if phones := sorted(set(phones)):
-        clauses.append(branches.c.phone_number.in_(phones))
-    if agent_ids := sorted(set(agent_ids)):
-        clauses.append(branches.c.retell_agent_id.in_(agent_ids))
-    if event_type_ids := sorted(set(event_type_ids)):
-        clauses.append(branches.c.calcom_event_type_id.in_(event_type_ids))
-    if branch_ids := sorted(set(branch_ids)):
-        clauses.append(branches.c.id.in_(branch_ids))
-    directory = Directory()
-    if not clauses:
-        return directory
-    query = (
-        select(
-            branches.c.id,
-            branches.c.company_id,
-            branches.c.phone_number,
-            branches.c.retell_agent_id,
-            branches.c.calcom_event_type_id,
-            (branches.c.is_active & companies.c.is_active).label("active"),
-        )
-        .join(companies, companies.c.id == branches.c.company_id)
-        .where(or_(*clauses))
-    )
-    for row in conn.execute(query):
-        directory.add(
-            Branch(
-                id=row.id,
-                company_id=row.company_id,
-                phone_number=row.phone_number,
-                retell_agent_id=row.retell_agent_id,
-                calcom_event_type_id=row.calcom_event_type_id,
-                active=bool(row.active),
-            )
-        )
-    return directory
-
-
 def attribute_call(facts: CallFacts, directory: Directory) -> Attribution | Unroutable:
     return attribute_retell(facts.business_number, facts.agent_id, facts.metadata, directory)
 
@@ -111,7 +63,7 @@ def attribute_call(facts: CallFacts, directory: Directory) -> Attribution | Unro
 def attribute_retell(
     business_number: str | None,
     agent_id: str | None,
-    metadata: dict | None,
+    metadata: Mapping[str, Any] | None,
     directory: Directory,
 ) -> Attribution | Unroutable:
     """Number, then a unique active agent id, then our own call_inbound metadata."""
@@ -151,6 +103,6 @@ def attribute_booking(
         return Unroutable("branch_inactive")
     if facts.event_type_id is None and facts.metadata_branch_id is None:
         # Only the booking itself can attribute this event (a no-show update): park it
-        # until the booking arrives (pipeline.apply.batch.PARKED).
+        # until the booking arrives (:func:`pipeline.apply.store.parked_coordinates`).
         return Unroutable("unknown_booking")
     return Unroutable("no_branch_for_event_type")

@@ -10,7 +10,7 @@ construction. Pure functions.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -84,43 +84,56 @@ def _add(out: Contribution, keys: Iterable[BucketKey], deltas: Deltas) -> None:
             target[name] = target.get(name, 0) + value
 
 
-def call_time(row: Mapping[str, Any]) -> datetime | None:
+#: A row of calls or appointments: a typed row of the apply path, or a mapping of column
+#: values (reconcile's SQL rows, tests). Read through :func:`_reader`.
+RowLike = Mapping[str, Any] | object
+
+
+def _reader(row: RowLike) -> Callable[[str], Any]:
+    if isinstance(row, Mapping):
+        return row.get
+    return lambda name: getattr(row, name, None)
+
+
+def call_time(row: RowLike) -> datetime | None:
     """The bucket time of a call: its start, else its end, else its last event."""
-    return row.get("started_at") or row.get("ended_at") or row.get("last_event_at")
+    get = _reader(row)
+    return get("started_at") or get("ended_at") or get("last_event_at")
 
 
 def call_counters(
-    row: Mapping[str, Any] | None, *, ended: bool, analyzed: bool, timezone: str | None
+    row: RowLike | None, ended: bool, analyzed: bool, *, timezone: str | None
 ) -> Contribution:
     """What a call row contributes, given whether its call_ended/call_analyzed were applied."""
     out: Contribution = {}
-    if row is None or not (ended or analyzed) or row.get("company_id") is None:
+    if row is None or not (ended or analyzed):
         return out
+    get = _reader(row)
     at = call_time(row)
-    if at is None:
+    if at is None or get("company_id") is None:
         return out
-    keys = bucket_keys(int(row["company_id"]), at, timezone)
+    keys = bucket_keys(int(get("company_id")), at, timezone)
     if ended:
-        reason = row.get("disconnection_reason")
+        reason = get("disconnection_reason")
         deltas: Deltas = {"calls_total": 1}
-        deltas["calls_outbound" if row.get("direction") == "outbound" else "calls_inbound"] = 1
-        if row.get("started_at") is not None:
+        deltas["calls_outbound" if get("direction") == "outbound" else "calls_inbound"] = 1
+        if get("started_at") is not None:
             deltas["calls_connected"] = 1
         else:
             deltas["calls_not_connected"] = 1
         if reason == "voicemail_reached":
             deltas["calls_voicemail"] = 1
-        if reason == "call_transfer" or row.get("transfer_destination"):
+        if reason == "call_transfer" or get("transfer_destination"):
             deltas["calls_transferred"] = 1
-        deltas["duration_ms_total"] = int(row.get("duration_ms") or 0)
-        deltas["cost_cents_total"] = Decimal(row.get("cost_cents") or 0)
+        deltas["duration_ms_total"] = int(get("duration_ms") or 0)
+        deltas["cost_cents_total"] = Decimal(get("cost_cents") or 0)
         _add(out, keys, deltas)
     if analyzed:
         deltas = {}
         # Truthy, not ``is True``: a row read with plain SQL carries MySQL's 1/0.
-        if row.get("successful"):
+        if get("successful"):
             deltas["calls_successful"] = 1
-        sentiment = (row.get("sentiment") or "").lower()
+        sentiment = (get("sentiment") or "").lower()
         if sentiment in ("positive", "neutral", "negative"):
             deltas[f"sentiment_{sentiment}"] = 1
         if deltas:
@@ -136,15 +149,19 @@ APPOINTMENT_MARKS = (
 )
 
 
-def appointment_counters(row: Mapping[str, Any] | None, *, timezone: str | None) -> Contribution:
+def appointment_counters(row: RowLike | None, *, timezone: str | None) -> Contribution:
     """What an appointment row contributes: each lifecycle mark in the bucket of its time."""
     out: Contribution = {}
-    if row is None or row.get("company_id") is None:
+    if row is None:
+        return out
+    get = _reader(row)
+    company_id = get("company_id")
+    if company_id is None:
         return out
     for column, counter in APPOINTMENT_MARKS:
-        at = row.get(column)
+        at = get(column)
         if at is not None:
-            _add(out, bucket_keys(int(row["company_id"]), at, timezone), {counter: 1})
+            _add(out, bucket_keys(int(company_id), at, timezone), {counter: 1})
     return out
 
 

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline import topics
-from pipeline.apply.batch import BatchResult
 from pipeline.apply.deadletters import dlq_headers
+from pipeline.apply.results import BatchResult
 from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka import kafka_options

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pipeline.apply.batch import ALREADY_APPLIED, APPLIED, DEAD_LETTERED, UNROUTABLE, BatchResult
+from pipeline.apply.results import ALREADY_APPLIED, APPLIED, DEAD_LETTERED, UNROUTABLE, BatchResult
 
 STATUSES = (APPLIED, ALREADY_APPLIED, UNROUTABLE, DEAD_LETTERED)
 LABELS = {

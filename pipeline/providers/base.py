@@ -114,16 +114,21 @@ def any_digest_matches(secrets: Sequence[str], digest: str, expected: Callable[[
     return matched
 
 
+class UndecodableBody(MalformedPayload):
+    """The body is not a JSON object at all (the ingress answers 400 like any malformed
+    payload; on Kafka it is an ``undecodable`` dead letter, not a ``schema_violation``)."""
+
+
 def load_object(body: bytes, provider: str) -> dict[str, Any]:
     """Decode ``body`` as a JSON object; anything else is the sender's mistake (400)."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedPayload(
+        raise UndecodableBody(
             f"{provider}: body is not valid JSON: {exc.msg} (char {exc.pos})"
         ) from exc
     if not isinstance(value, dict):
-        raise MalformedPayload(f"{provider}: body is a JSON {type(value).__name__}, not an object")
+        raise UndecodableBody(f"{provider}: body is a JSON {type(value).__name__}, not an object")
     return value
 
 

@@ -133,5 +133,10 @@ def event_id(payload: dict[str, Any], body: bytes) -> str:
         booking_uid = nonempty_str(inner.get("bookingUid"))
         created_at = nonempty_str(payload.get("createdAt"))
         if booking_uid is not None and created_at is not None:
-            return f"{trigger}:{booking_uid}:{created_at}"
+            return no_show_prefix(booking_uid) + created_at
     return sha256_hex(body)
+
+
+def no_show_prefix(booking_uid: str) -> str:
+    """How the event ids of a booking's no-show updates start (they are found by it)."""
+    return f"{NO_SHOW_EVENT}:{booking_uid}:"

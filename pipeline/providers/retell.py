@@ -146,8 +146,13 @@ def event_id(payload: dict[str, Any], body: bytes) -> str:
         subject = payload.get(where[0])
         own_id = nonempty_str(subject.get(where[1])) if isinstance(subject, dict) else None
         if own_id is not None:
-            return f"{event}:{own_id}"
+            return subject_event_id(event, own_id)
     return sha256_hex(body)
+
+
+def subject_event_id(event: str, own_id: str) -> str:
+    """``{event}:{call_id}`` (or chat id): the event id of an event about one call or chat."""
+    return f"{event}:{own_id}"
 
 
 def _subject(payload: Mapping[str, Any], event: str) -> tuple[str, str] | None:

@@ -208,14 +208,14 @@ async def test_consecutive_bugs_trip_the_breaker_too(engine: Engine, monkeypatch
     from pipeline.apply import batch
 
     broken = [True]
-    real = batch.Batch.apply
+    real = batch.apply_items
 
-    def apply(self: Any) -> Any:
+    def apply(conn: Any, items: Any, now: Any) -> Any:
         if broken[0]:
             raise ZeroDivisionError("bad deploy")
-        return real(self)
+        return real(conn, items, now)
 
-    monkeypatch.setattr(batch.Batch, "apply", apply)
+    monkeypatch.setattr(batch, "apply_items", apply)
     retries = Retries()
     breaker = Breaker(lambda: database.answers(engine), trip_after=3, cooldown_s=3600)
     applier = Applier(engine, on_retry=retries, breaker=breaker)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.apply.facts import booking_facts, call_facts, parse_iso
-from pipeline.apply.merge import merge_booking, merge_call
+from pipeline.apply.merge import merge_booking, merge_call, new_appointment, new_call
 from pipeline.apply.tenancy import (
     Attribution,
     Branch,
@@ -74,22 +74,22 @@ def test_outbound_calls_belong_to_the_calling_branch() -> None:
 def test_status_only_moves_forward_and_analysis_fills_whatever_came_first() -> None:
     bodies = call_events("c1", start_ms=1_767_790_800_000)
     started, ended, analyzed = facts_of(bodies[0]), facts_of(bodies[3]), facts_of(bodies[4])
-    a = merge_call(merge_call(merge_call(None, analyzed, T0), ended, T0), started, T0)
-    b = merge_call(merge_call(merge_call(None, started, T0), ended, T0), analyzed, T0)
+    blank = new_call("c1", 1, None)
+    a = merge_call(merge_call(merge_call(blank, analyzed, T0), ended, T0), started, T0)
+    b = merge_call(merge_call(merge_call(blank, started, T0), ended, T0), analyzed, T0)
     assert a == b
     assert (
-        a["status"] == "ended"
-        and a["sentiment"] == "Positive"
-        and a["last_event_type"] == "call_analyzed"
+        a.status == "ended" and a.sentiment == "Positive" and a.last_event_type == "call_analyzed"
     )
 
 
 def test_longest_transcript_wins() -> None:
     bodies = call_events("c1", start_ms=1_767_790_800_000)
     short, longer, final = facts_of(bodies[1]), facts_of(bodies[2]), facts_of(bodies[3])
-    row = merge_call(merge_call(merge_call(None, final, T0), longer, T0), short, T0)
-    assert row["transcript"] == final.transcript
-    assert merge_call(merge_call(None, longer, T0), short, T0)["transcript"] == longer.transcript
+    blank = new_call("c1", 1, None)
+    row = merge_call(merge_call(merge_call(blank, final, T0), longer, T0), short, T0)
+    assert row.transcript == final.transcript
+    assert merge_call(merge_call(blank, longer, T0), short, T0).transcript == longer.transcript
 
 
 def booking_of(body: bytes):
@@ -102,17 +102,19 @@ def test_booking_lifecycle_in_any_order() -> None:
     cancelled = booking_of(
         booking("BOOKING_CANCELLED", "b1", created_ms=1_767_790_900_000, cancellationReason="ill")
     )
-    one = merge_booking(merge_booking(None, created), cancelled)
-    two = merge_booking(merge_booking(None, cancelled), created)
-    assert one == two and one["status"] == "cancelled" and one["cancellation_reason"] == "ill"
+    blank = new_appointment("b1", 1, None)
+    one = merge_booking(merge_booking(blank, created), cancelled)
+    two = merge_booking(merge_booking(blank, cancelled), created)
+    assert one == two and one.status == "cancelled" and one.cancellation_reason == "ill"
 
 
 def test_no_show_keeps_the_earliest_mark_and_unmarking_changes_nothing() -> None:
     early = booking_of(no_show("b1", created_ms=1_767_790_800_000))
     late = booking_of(no_show("b1", created_ms=1_767_877_200_000))
     unmark = booking_of(no_show("b1", created_ms=1_767_900_000_000, marked=False))
-    row = merge_booking(merge_booking(merge_booking(None, late), unmark), early)
-    assert row["status"] == "no_show" and row["no_show_at"] == early.created_at
+    blank = new_appointment("b1", 1, None)
+    row = merge_booking(merge_booking(merge_booking(blank, late), unmark), early)
+    assert row.status == "no_show" and row.no_show_at == early.created_at
 
 
 def test_day_buckets_are_local_midnights_in_utc() -> None:

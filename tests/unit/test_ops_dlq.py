@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline.apply.batch import BatchResult, DeadLetter, Outcome
 from pipeline.apply.deadletters import dlq_headers, parse_dlq_headers
+from pipeline.apply.results import BatchResult, DeadLetter, Outcome
 from pipeline.ops.dlq import DeadLetterEntry, DlqFilter, latest_per_event
 from pipeline.ops.lineage import subjects
 from pipeline.ops.report import RunReport
