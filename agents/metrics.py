@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from sqlalchemy import Engine
 
-from pipeline.apply.batch import Outcome
+from pipeline.apply.results import Outcome
 from pipeline.pool_collector import PoolCollector
 from pipeline.records import WebhookRecord
 from pipeline.settings import Settings

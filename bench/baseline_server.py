@@ -32,7 +32,7 @@ from bench import old_summary
 from pipeline import database, providers
 from pipeline.apply.batch import apply_batch
 from pipeline.errors import InvalidSignature, MalformedPayload
-from pipeline.records import WebhookRecord
+from pipeline.records import WebhookRecord, decode_headers, encode_headers
 from pipeline.settings import Settings, load_settings
 
 ENGINE = web.AppKey("engine", Engine)
@@ -65,13 +65,11 @@ def webhook_handler(settings: Settings):  # type: ignore[no-untyped-def]
             offset=next(_offsets),
             key=envelope.key.encode(),
             value=body,
-            headers={
-                "provider": name,
-                "event_id": envelope.event_id,
-                "event_type": envelope.event_type,
-                "correlation_id": str(uuid.uuid4()),
-                "received_at": str(received_ms),
-            },
+            headers=decode_headers(
+                encode_headers(
+                    name, envelope.event_id, envelope.event_type, str(uuid.uuid4()), received_ms
+                )
+            ),
         )
         try:
             result = apply_batch(request.app[ENGINE], [record])  # blocks the loop, on purpose

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka import kafka_options
-from pipeline.records import WebhookRecord, decode_headers
+from pipeline.records import WebhookRecord, from_message
 from pipeline.settings import Settings
 
 
@@ -41,15 +41,7 @@ class Coordinates:
 
 
 def to_record(message: object) -> WebhookRecord:
-    return WebhookRecord(
-        topic=message.topic,  # type: ignore[attr-defined]
-        partition=message.partition,  # type: ignore[attr-defined]
-        offset=message.offset,  # type: ignore[attr-defined]
-        key=message.key,  # type: ignore[attr-defined]
-        value=message.value or b"",  # type: ignore[attr-defined]
-        headers=decode_headers(message.headers),  # type: ignore[attr-defined]
-        timestamp_ms=message.timestamp,  # type: ignore[attr-defined]
-    )
+    return from_message(message)
 
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:

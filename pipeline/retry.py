@@ -1,7 +1,9 @@
 """How the apply path retries: wait out the database, bound key conflicts, and never let
 one systematic failure drain a stream into the dead-letter topic.
 
-Three pieces, each used at one place of the apply loop (docs/reliability.md):
+Three pieces, each used at one place of the apply loop (docs/reliability.md), on one
+backoff policy (:class:`Backoff`, also behind :func:`until_done`, the worker's wait for
+Kafka):
 
 * :func:`until_available` (async): run the work in a thread; while it raises
   :class:`~pipeline.errors.DatabaseUnavailable`, wait with jittered exponential backoff
@@ -91,6 +93,28 @@ async def until_available(
             )
             if on_retry is not None:
                 on_retry(exc.reason, delay)
+            await sleep(delay)
+
+
+async def until_done(
+    work: Callable[[], Awaitable[T]],
+    *,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    on_retry: Callable[[BaseException, float], None] | None = None,
+    backoff: Backoff | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """``await work()`` until it returns, waiting out failures of ``retry_on`` with the
+    same backoff (the worker's dead-letter sends wait for Kafka this way); anything else
+    propagates at once."""
+    backoff = backoff or Backoff()
+    while True:
+        try:
+            return await work()
+        except retry_on as exc:
+            delay = backoff.next()
+            if on_retry is not None:
+                on_retry(exc, delay)
             await sleep(delay)
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 
 from pipeline.errors import ConfigError
+from pipeline.providers import PROVIDERS
 
 COMPRESSION_CODECS = ("none", "gzip", "lz4", "zstd", "snappy")
 DEFAULT_DATABASE_URL = "mysql+pymysql://switchboard:switchboard@127.0.0.1:3306/switchboard"
@@ -126,8 +127,9 @@ class Settings:
 
     def secrets_for(self, provider: str) -> tuple[str, ...]:
         """Plain secret strings for a provider's verifier (empty → the provider is refused)."""
-        chosen = {"retell": self.retell_api_keys, "calcom": self.calcom_webhook_secrets}
-        return tuple(s.reveal() for s in chosen.get(provider, ()))
+        known = PROVIDERS.get(provider)
+        chosen: tuple[Secret, ...] = getattr(self, known.SECRETS_SETTING) if known else ()
+        return tuple(s.reveal() for s in chosen)
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name; a prefix lets tests isolate themselves on one broker."""
@@ -328,8 +330,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 problems.append("SWITCHBOARD_DATABASE_URL has a port outside 1-65535")
             else:
                 values["database_url"] = Secret(raw_url)
-    values["retell_api_keys"] = _secrets(environ.get("RETELL_API_KEY"))
-    values["calcom_webhook_secrets"] = _secrets(environ.get("CALCOM_WEBHOOK_SECRET"))
+    for provider in PROVIDERS.values():
+        values[provider.SECRETS_SETTING] = _secrets(environ.get(provider.SECRETS_ENV))
     values["analyst_tokens"] = _secrets(environ.get("SWITCHBOARD_ANALYST_TOKENS"))
     text("SWITCHBOARD_INGRESS_HOST", "ingress_host")
     integer("SWITCHBOARD_INGRESS_PORT", "ingress_port", 1, 65535)

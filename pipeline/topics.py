@@ -26,17 +26,20 @@ from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, 
 
 from pipeline.errors import KafkaUnavailable, SwitchboardError
 from pipeline.kafka import kafka_options
+from pipeline.providers import PROVIDERS, calcom, retell
 from pipeline.settings import Settings
 
-RETELL = "webhooks.retell"
-CALCOM = "webhooks.calcom"
+# The providers' topics are named by their modules (pipeline/providers); these two names
+# are kept for the code that addresses one of them on purpose.
+RETELL = retell.TOPIC
+CALCOM = calcom.TOPIC
 DLQ = "webhooks.dlq"
 # Bucket snapshots published after each apply transaction, keyed by company id; they feed
 # the dashboard table, so they must have the table changelog's partition count.
 SNAPSHOTS = "switchboard-bucket-snapshots"
 
-WEBHOOK_TOPICS = (RETELL, CALCOM)
-ALL_TOPICS = (RETELL, CALCOM, DLQ, SNAPSHOTS)
+WEBHOOK_TOPICS = tuple(provider.TOPIC for provider in PROVIDERS.values())
+ALL_TOPICS = (*WEBHOOK_TOPICS, DLQ, SNAPSHOTS)
 
 
 @dataclass(frozen=True, slots=True)

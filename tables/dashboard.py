@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,11 +23,11 @@ from pipeline.dashboard.aggregates import (
     BucketKey,
     day_start,
     derived,
-    empty_counters,
     hour_start,
 )
-from pipeline.dashboard.snapshots import table_key
-from pipeline.models import COUNTERS, DECIMAL_COUNTERS
+from pipeline.dashboard.counters import Counters
+from pipeline.dashboard.snapshots import table_counters, table_key
+from pipeline.models import COUNTERS
 from pipeline.settings import Settings
 
 TABLE_NAME = topics.TABLES[0]  # its changelog is created by `switchboard topics`
@@ -64,27 +63,19 @@ def define_table(app: faust.App, settings: Settings) -> Any:
     return app.tables.add(table)
 
 
-def _counters(value: dict[str, Any] | None) -> dict[str, Any]:
-    counters: dict[str, Any] = empty_counters()
-    if value:
-        for name in COUNTERS:
-            raw = value["c"].get(name, 0)
-            counters[name] = Decimal(str(raw)) if name in DECIMAL_COUNTERS else int(raw)
-    return counters
+def _counters(value: dict[str, Any] | None) -> Counters:
+    return table_counters(value)
 
 
-def _sum(values: list[dict[str, Any] | None]) -> dict[str, Any]:
-    total = empty_counters()
+def _sum(values: list[dict[str, Any] | None]) -> Counters:
+    total = Counters.zero()
     for value in values:
-        for name, amount in _counters(value).items():
-            total[name] += amount
+        total += table_counters(value)
     return total
 
 
-def _render(counters: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        n: float(v) if isinstance(v, Decimal) else v for n, v in counters.items()
-    }
+def _render(counters: Counters) -> dict[str, Any]:
+    out: dict[str, Any] = dict(counters.rendered())
     out.update(derived(counters))
     return out
 

@@ -6,7 +6,7 @@ import itertools
 import uuid
 
 from pipeline.providers import get
-from pipeline.records import WebhookRecord
+from pipeline.records import WebhookRecord, decode_headers, encode_headers
 
 _offsets = itertools.count()
 
@@ -26,11 +26,9 @@ def record(
         offset=next(_offsets) if offset is None else offset,
         key=envelope.key.encode(),
         value=body,
-        headers={
-            "provider": provider,
-            "event_id": envelope.event_id,
-            "event_type": envelope.event_type,
-            "correlation_id": str(uuid.uuid4()),
-            "received_at": str(received_at_ms),
-        },
+        headers=decode_headers(
+            encode_headers(
+                provider, envelope.event_id, envelope.event_type, str(uuid.uuid4()), received_at_ms
+            )
+        ),
     )

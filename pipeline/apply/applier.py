@@ -32,9 +32,10 @@ from pipeline.apply import store
 from pipeline.apply.batch import apply_batch
 from pipeline.apply.results import BatchResult, DeadLetter, Outcome
 from pipeline.errors import DatabaseUnavailable
-from pipeline.kafka_reader import Coordinates
+from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.records import WebhookRecord
 from pipeline.retry import Backoff, Breaker, until_available
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,15 @@ class Applier:
             )
         )
         return result
+
+
+def parked_fetcher(settings: Settings) -> Fetch:
+    """How parked no-show updates are read back from Kafka, by their coordinates."""
+
+    async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
+        return await fetch(settings, coords)
+
+    return fetch_parked
 
 
 def store_parked(engine: Engine, uids: set[str]) -> list[tuple[str, int, int]]:

@@ -1,10 +1,15 @@
-"""The dead-letter record's headers, shared by the worker, ``replay`` and ``dlq redrive``.
+"""The dead-letter record, and the only code that writes or reads its shape: the worker,
+``replay`` and ``dlq redrive`` publish with :func:`encode`; ``switchboard dlq`` reads with
+:func:`parse_dlq_headers` and rebuilds the source record with :func:`source_record`.
 
 A record on ``webhooks.dlq`` is the source record's key and raw body, with the source's own
 headers (``provider``, ``event_id``, ``event_type``, ``correlation_id``, ``received_at``)
-plus where it came from and why it is here. One pure function writes those headers, so a
-dead letter looks the same whoever published it, and ``switchboard dlq`` reads them back
-with :func:`parse_dlq_headers`.
+plus where it came from and why it is here, so a dead letter looks the same whoever
+published it.
+
+Format 1 is that header set. A later format will add a ``dlq_format`` header; a reader
+that meets a format newer than its own refuses to rebuild the record instead of misreading
+it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline.apply.results import DeadLetter
+from pipeline.records import Headers, WebhookRecord
+
+FORMAT = 1
+FORMAT_HEADER = "dlq_format"
 
 #: Headers that only a dead letter has (besides the source record's own).
 DLQ_HEADER_NAMES = (
@@ -28,7 +37,12 @@ DLQ_HEADER_NAMES = (
 )
 
 
-def dlq_headers(letter: DeadLetter, *, now_ms: int | None = None) -> list[tuple[str, bytes]]:
+def encode(letter: DeadLetter, *, now_ms: int | None = None) -> tuple[bytes | None, bytes, Headers]:
+    """The dead letter as a Kafka record: the source's key and raw body, and its headers."""
+    return letter.record.key, letter.record.value, dlq_headers(letter, now_ms=now_ms)
+
+
+def dlq_headers(letter: DeadLetter, *, now_ms: int | None = None) -> Headers:
     """The source record's headers plus where it came from and why it is here.
 
     A redriven record is rebuilt with the headers of its dead letter, so when it fails
@@ -64,6 +78,7 @@ class DlqHeaders:
     error_class: str | None
     detail: str | None
     dead_lettered_at_ms: int | None
+    format: int | None = 1  # None: not a number
 
     @property
     def has_source(self) -> bool:
@@ -72,6 +87,11 @@ class DlqHeaders:
             and self.source_partition is not None
             and self.source_offset is not None
         )
+
+    @property
+    def readable(self) -> bool:
+        """Written in a format this code knows."""
+        return self.format is not None and self.format <= FORMAT
 
 
 def parse_dlq_headers(headers: Mapping[str, str]) -> DlqHeaders:
@@ -90,4 +110,25 @@ def parse_dlq_headers(headers: Mapping[str, str]) -> DlqHeaders:
         error_class=headers.get("error_class") or None,
         detail=headers.get("detail") or None,
         dead_lettered_at_ms=number("dead_lettered_at"),
+        format=number(FORMAT_HEADER) if FORMAT_HEADER in headers else 1,
+    )
+
+
+def source_record(letter: WebhookRecord, info: DlqHeaders) -> WebhookRecord | None:
+    """The record as it was on its source topic: source coordinates, original key, body
+    and headers (the dead-letter headers stay, so a failure again can name the previous
+    reason). ``None`` when the headers do not say where it came from, or are of a format
+    this code does not know."""
+    if not (info.has_source and info.readable):
+        return None
+    assert info.source_topic is not None
+    assert info.source_partition is not None and info.source_offset is not None
+    return WebhookRecord(
+        topic=info.source_topic,
+        partition=info.source_partition,
+        offset=info.source_offset,
+        key=letter.key,
+        value=letter.value,
+        headers=dict(letter.headers),
+        timestamp_ms=letter.timestamp_ms,
     )

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pipeline.apply.customers import CustomerBook, Sighting
-from pipeline.apply.facts import BookingFacts, CallFacts, Mention, milestone_key
 from pipeline.apply.items import Item
 from pipeline.apply.merge import (
     merge_booking,
@@ -39,7 +38,6 @@ from pipeline.apply.rows import (
     AppointmentRow,
     CallRow,
     CustomerRow,
-    EventKey,
     EventRow,
     StoredEvent,
 )
@@ -52,6 +50,7 @@ from pipeline.apply.tenancy import (
 )
 from pipeline.dashboard import aggregates
 from pipeline.dashboard.aggregates import Contribution
+from pipeline.providers.facts import BookingFacts, CallFacts, EventKey, Mention
 
 Subject = CallRow | AppointmentRow
 
@@ -112,7 +111,7 @@ def wants(items: Sequence[Item]) -> Wants:
             if facts.metadata_branch_id is not None:
                 branch_ids.add(facts.metadata_branch_id)
     events = {i.key for i in items}
-    events |= {milestone_key(kind, cid) for cid in call_ids for kind in CallFacts.MILESTONES}
+    events |= {m for i in items if isinstance(i.facts, CallFacts) for m in i.facts.milestones}
     return Wants(
         frozenset(events),
         frozenset(call_ids),
@@ -243,8 +242,9 @@ class _Fold:
             row = self.appointments.get(item.facts.uid)
         return Attribution(row.company_id, row.branch_id) if row else None
 
-    def _flags(self, call_id: str) -> tuple[bool, bool]:
-        ended, analyzed = (milestone_key(kind, call_id) for kind in CallFacts.MILESTONES)
+    def _flags(self, facts: CallFacts) -> tuple[bool, bool]:
+        """Whether the call's call_ended and call_analyzed are applied (so far)."""
+        ended, analyzed = facts.milestones
         return self.milestones.get(ended) == APPLIED, self.milestones.get(analyzed) == APPLIED
 
     def _call(
@@ -257,13 +257,13 @@ class _Fold:
             after = replace(after, customer_id=customer)
         self.calls[facts.call_id] = after
         zone = self.loaded.timezones.get(after.company_id)
-        flags_before = self._flags(facts.call_id)
+        flags_before = self._flags(facts)
         if not new:
             self._revisit(aggregates.call_counters(after, *flags_before, timezone=zone))
             return
-        if facts.event_type in CallFacts.MILESTONES:
-            self.milestones[milestone_key(facts.event_type, facts.call_id)] = APPLIED
-        flags_after = self._flags(facts.call_id)
+        if item.key in facts.milestones:
+            self.milestones[item.key] = APPLIED
+        flags_after = self._flags(facts)
         self._count(
             aggregates.call_counters(after, *flags_after, timezone=zone),
             aggregates.call_counters(before, *flags_before, timezone=zone),

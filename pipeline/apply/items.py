@@ -10,20 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.apply.facts import (
-    BookingFacts,
-    CallFacts,
-    Mention,
-    booking_facts,
-    call_facts,
-    retell_mention,
-)
 from pipeline.errors import MalformedPayload, PoisonEvent, SchemaViolation, UndecodableEvent
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import UndecodableBody, sha256_hex
-from pipeline.records import WebhookRecord, provider_for_topic
-
-Facts = CallFacts | BookingFacts | Mention
+from pipeline.providers.facts import Facts
+from pipeline.records import FORMAT, FORMAT_HEADER, WebhookRecord, provider_for_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +45,9 @@ def decode(record: WebhookRecord) -> Item:
         event_type=record.headers.get("event_type") or "unknown",
         sha256=digest,
     )
+    if record.format is None or record.format > FORMAT:
+        why = f"record format {record.headers.get(FORMAT_HEADER)!r} is not one this worker reads"
+        return _poisoned(fallback, SchemaViolation(why, reason="unknown_format"))
     provider = PROVIDERS.get(provider_name)
     if provider is None:
         return _poisoned(
@@ -74,13 +68,7 @@ def decode(record: WebhookRecord) -> Item:
         sha256=digest,
     )
     try:
-        facts: Facts | None
-        if provider_name == "retell":
-            facts = call_facts(envelope.event_type, envelope.payload) or retell_mention(
-                envelope.payload
-            )
-        else:
-            facts = booking_facts(envelope.event_type, envelope.payload)
+        facts = provider.facts(envelope.event_type, envelope.payload)
     except PoisonEvent as exc:
         return _poisoned(item, exc)
     return Item(item.record, item.provider, item.event_id, item.event_type, digest, facts)

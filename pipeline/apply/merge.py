@@ -14,8 +14,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from pipeline.apply.facts import CALL_EVENT_RANK, BookingFacts, CallFacts
 from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow
+from pipeline.providers.facts import CALL_EVENT_RANK, BookingFacts, CallFacts
 
 CALL_STATUS_RANK = {"registered": 0, "ongoing": 1, "not_connected": 2, "ended": 2, "error": 2}
 APPOINTMENT_STATUS_RANK = {

@@ -14,8 +14,9 @@ from typing import Generic, TypeVar
 
 from pipeline.apply.customers import CustomerBook
 from pipeline.apply.results import Changes, DeadLetter, Outcome
-from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, EventKey, EventRow
+from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, EventRow
 from pipeline.dashboard.aggregates import BucketKey, Contribution
+from pipeline.providers.facts import EventKey
 
 Row = TypeVar("Row", CallRow, AppointmentRow)
 

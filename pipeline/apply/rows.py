@@ -126,8 +126,6 @@ class StoredEvent:
     payload_sha256: str | None = None
 
 
-EventKey = tuple[str, str]  # (provider, event_id)
-
 R = TypeVar("R", CallRow, AppointmentRow, CustomerRow, EventRow)
 
 #: The table each row type is written to.

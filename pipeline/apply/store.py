@@ -38,7 +38,6 @@ from pipeline.apply.rows import (
     AppointmentRow,
     CallRow,
     CustomerRow,
-    EventKey,
     EventRow,
     StoredEvent,
     from_db,
@@ -46,6 +45,7 @@ from pipeline.apply.rows import (
 )
 from pipeline.apply.tenancy import Branch, Directory
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
+from pipeline.dashboard.counters import Counters
 from pipeline.models import (
     COUNTERS,
     appointments,
@@ -57,6 +57,7 @@ from pipeline.models import (
     webhook_events,
 )
 from pipeline.providers import calcom
+from pipeline.providers.facts import EventKey
 
 # --- load ---------------------------------------------------------------------------------
 
@@ -368,7 +369,7 @@ def read_buckets(conn: Connection, keys: list[BucketKey]) -> list[BucketSnapshot
     for row in conn.execute(query).mappings():
         key = BucketKey(row["company_id"], row["granularity"], row["bucket_start"])
         if key in wanted:
-            out.append(BucketSnapshot(key, {n: row[n] for n in COUNTERS}, row["version"]))
+            out.append(BucketSnapshot(key, Counters(row), row["version"]))
     return out
 
 

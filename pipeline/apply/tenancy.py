@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.apply.facts import BookingFacts, CallFacts, metadata_ids
+from pipeline.providers.facts import BookingFacts, CallFacts, metadata_ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from pipeline.cli.output import emit, emit_json, json_option, unmasked_option, u
 from pipeline.cli.replay import RunProgress, batch_size_option, report_lines
 from pipeline.ops import arguments, present
 from pipeline.ops.dlq import DlqFilter, Listed, list_dead_letters, redrive, show_dead_letter
+from pipeline.providers import PROVIDERS
 from pipeline.records import WebhookRecord
 
 
@@ -35,7 +36,7 @@ def _filter_options(func: Any) -> Any:
                 default=None,
                 help="Latest reason, e.g. schema_violation, internal_error.",
             ),
-            click.option("--provider", type=click.Choice(["retell", "calcom"]), default=None),
+            click.option("--provider", type=click.Choice(sorted(PROVIDERS)), default=None),
             click.option("--event-type", default=None, help="e.g. call_ended, BOOKING_CREATED."),
             click.option("--event-id", default=None, help="One event."),
         ]

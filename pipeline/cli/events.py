@@ -22,9 +22,10 @@ from pipeline.ops import events as finder
 from pipeline.ops.lineage import lineage
 from pipeline.ops.report import RunReport
 from pipeline.ops.unroutable import reapply
+from pipeline.providers import PROVIDERS
 from pipeline.records import WebhookRecord
 
-PROVIDERS = click.Choice(["retell", "calcom"])
+PROVIDER_CHOICE = click.Choice(sorted(PROVIDERS))
 
 
 @cli.group("events")
@@ -33,7 +34,7 @@ def events_group() -> None:
 
 
 @events_group.command("show")
-@click.argument("provider", type=PROVIDERS)
+@click.argument("provider", type=PROVIDER_CHOICE)
 @click.argument("event_id")
 @unmasked_option
 @json_option
@@ -201,7 +202,7 @@ def _status_filters(func: Any) -> Any:
                 default=None,
                 help="The reason (webhook_events.error), e.g. no_branch_for_number.",
             ),  # fmt: skip
-            click.option("--provider", type=PROVIDERS, default=None),
+            click.option("--provider", type=PROVIDER_CHOICE, default=None),
             click.option(
                 "--since", default=None, help="Processed at or after this ISO-8601 time."
             ),  # fmt: skip

@@ -18,13 +18,12 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.models import COUNTERS, DECIMAL_COUNTERS
+from pipeline.dashboard.counters import Counters, Number
 
 HOUR = "hour"
 DAY = "day"
 RETENTION = {HOUR: timedelta(days=14), DAY: timedelta(days=400)}
 
-Number = int | Decimal
 Deltas = dict[str, Number]
 
 
@@ -43,8 +42,12 @@ class BucketSnapshot:
     """A bucket's absolute counters at ``version``: what the snapshot topic carries."""
 
     key: BucketKey
-    counters: dict[str, Any]
+    counters: Counters
     version: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.counters, Counters):  # a plain mapping of counter values
+            object.__setattr__(self, "counters", Counters(self.counters))
 
 
 @lru_cache(maxsize=1024)
@@ -183,17 +186,18 @@ def combine(into: Contribution, other: Contribution) -> None:
 
 
 def empty_counters() -> dict[str, Number]:
-    return {name: (Decimal(0) if name in DECIMAL_COUNTERS else 0) for name in COUNTERS}
+    """Every counter at zero, as a plain dict to fill in."""
+    return dict(Counters.zero())
 
 
-def sum_contributions(parts: Iterable[Contribution]) -> dict[BucketKey, dict[str, Number]]:
+def sum_contributions(parts: Iterable[Contribution]) -> dict[BucketKey, Counters]:
     totals: dict[BucketKey, dict[str, Number]] = defaultdict(empty_counters)
     for part in parts:
         for key, deltas in part.items():
             bucket = totals[key]
             for name, value in deltas.items():
                 bucket[name] = bucket[name] + value
-    return dict(totals)
+    return {key: Counters(values) for key, values in totals.items()}
 
 
 def derived(counters: Mapping[str, Number]) -> dict[str, float | None]:

@@ -26,29 +26,21 @@ from pipeline.dashboard.aggregates import (
     day_start,
     hour_start,
 )
-from pipeline.models import COUNTERS, DECIMAL_COUNTERS
+from pipeline.dashboard.counters import Counters
+from pipeline.dashboard.counters import normalize as normalize  # re-exported for callers
+from pipeline.models import COUNTERS
 
-Counters = dict[str, int | Decimal]
-CENT = Decimal("0.0001")  # cost_cents_total is DECIMAL(18,4)
 GRANULARITIES = (HOUR, DAY)
 # A bucket starting before ``end`` can hold rows up to a (25-hour, DST) day later.
 LONGEST_BUCKET = timedelta(hours=25)
 
 
-def normalize(name: str, value: Any) -> int | Decimal:
-    """One counter value, comparable whatever its source (MySQL Decimal, JSON float, int)."""
-    if name in DECIMAL_COUNTERS:
-        return Decimal(str(value if value is not None else 0)).quantize(CENT)
-    return int(value or 0)
-
-
 def normalized(counters: Mapping[str, Any] | None) -> Counters:
-    counters = counters or {}
-    return {name: normalize(name, counters.get(name, 0)) for name in COUNTERS}
+    return Counters(counters)
 
 
 def is_zero(counters: Mapping[str, Any]) -> bool:
-    return all(normalize(n, counters.get(n, 0)) == 0 for n in COUNTERS)
+    return Counters(counters).is_zero()
 
 
 def next_bucket(granularity: str, start: datetime, timezone: str | None) -> datetime:
@@ -131,7 +123,7 @@ def recount(
         for row in appointment_rows:
             yield aggregates.appointment_counters(row, timezone=timezone)
 
-    return {k: normalized(v) for k, v in aggregates.sum_contributions(parts()).items()}
+    return aggregates.sum_contributions(parts())
 
 
 DIMENSIONS = {"branch": "branch_id", "agent": "agent_id"}
@@ -228,17 +220,8 @@ def api_buckets(
         start = datetime.fromisoformat(str(bucket["start"]).replace("Z", "+00:00"))
         if start.tzinfo is not None:
             start = start.astimezone(UTC).replace(tzinfo=None)
-        out[BucketKey(company_id, granularity, start)] = normalized(
-            {n: _api_number(n, bucket.get(n, 0)) for n in COUNTERS}
-        )
+        out[BucketKey(company_id, granularity, start)] = Counters(bucket)
     return out
-
-
-def _api_number(name: str, value: Any) -> Any:
-    # The API renders DECIMAL counters as JSON floats: round back to the column's scale.
-    if name in DECIMAL_COUNTERS and isinstance(value, float):
-        return Decimal(repr(value)).quantize(CENT)
-    return value
 
 
 def non_zero_keys(*maps: Mapping[BucketKey, Mapping[str, Any]]) -> set[BucketKey]:

@@ -52,6 +52,7 @@ from pipeline.models import (
     dashboard_buckets,
     webhook_events,
 )
+from pipeline.providers import retell
 from pipeline.settings import Settings
 
 STREAM_CHUNK = 5000
@@ -130,7 +131,7 @@ def _call_rows(
 
     def joined(alias: Any, kind: str) -> Any:
         return and_(
-            alias.c.provider == "retell",
+            alias.c.provider == retell.NAME,
             alias.c.event_id == func.concat(f"{kind}:", calls.c.retell_call_id),
             alias.c.status == "applied",
         )

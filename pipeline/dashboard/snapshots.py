@@ -1,5 +1,6 @@
-"""The bucket-snapshot wire format: what the apply path publishes after each commit and the
-dashboard table keeps (the highest version per bucket wins).
+"""The bucket-snapshot wire format, and nothing else encodes or decodes it: what the apply
+path and ``reconcile --fix`` publish, and what the dashboard table keeps (the highest
+version per bucket wins).
 
 Keyed by the company id as decimal bytes, so every snapshot of a company lands on one
 partition, the partition of the table's changelog that the analyst API routes to.
@@ -8,13 +9,12 @@ partition, the partition of the table's changelog that the analyst API routes to
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot
-from pipeline.models import COUNTERS, DECIMAL_COUNTERS
+from pipeline.dashboard.counters import Counters
 
 EXPIRE = "expire"
 
@@ -33,8 +33,13 @@ def parse_table_key(raw: str) -> BucketKey:
     return BucketKey(int(company), granularity, datetime.fromisoformat(start))
 
 
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
+#: The snapshot message format. Version 1 added the ``format`` field; messages without it
+#: (written before) have the same fields. A newer format is refused, never half-read.
+FORMAT = 1
+
+
+class SnapshotFormatError(ValueError):
+    """A snapshot message this code cannot read (malformed, or a newer format)."""
 
 
 def encode(snapshot: BucketSnapshot, *, force: bool = False) -> bytes:
@@ -42,37 +47,44 @@ def encode(snapshot: BucketSnapshot, *, force: bool = False) -> bytes:
     even a higher version: the restored database is the truth from then on."""
     return orjson.dumps(
         {
+            "format": FORMAT,
             "force": force,
             "company_id": snapshot.key.company_id,
             "granularity": snapshot.key.granularity,
             "bucket_start": snapshot.key.bucket_start.isoformat(timespec="seconds"),
             "version": snapshot.version,
-            "counters": {name: _plain(snapshot.counters.get(name, 0)) for name in COUNTERS},
+            "counters": snapshot.counters.to_json(),
         }
     )
 
 
 def decode(raw: bytes | dict[str, Any]) -> tuple[BucketSnapshot, bool]:
-    """The snapshot and its ``force`` flag."""
-    data = orjson.loads(raw) if isinstance(raw, (bytes, bytearray, str)) else raw
-    counters = {
-        name: Decimal(str(data["counters"].get(name, 0)))
-        if name in DECIMAL_COUNTERS
-        else int(data["counters"].get(name, 0))
-        for name in COUNTERS
-    }
-    key = BucketKey(
-        int(data["company_id"]), data["granularity"], datetime.fromisoformat(data["bucket_start"])
-    )
-    return BucketSnapshot(key, counters, int(data["version"])), bool(data.get("force"))
+    """The snapshot and its ``force`` flag; :class:`SnapshotFormatError` if unreadable."""
+    try:
+        data = orjson.loads(raw) if isinstance(raw, (bytes, bytearray, str)) else raw
+        if int(data.get("format", 0)) > FORMAT:
+            raise SnapshotFormatError(f"snapshot format {data['format']} is newer than {FORMAT}")
+        key = BucketKey(
+            int(data["company_id"]),
+            str(data["granularity"]),
+            datetime.fromisoformat(data["bucket_start"]),
+        )
+        snapshot = BucketSnapshot(key, Counters(data["counters"]), int(data["version"]))
+    except SnapshotFormatError:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise SnapshotFormatError(f"malformed snapshot: {exc.__class__.__name__}") from exc
+    return snapshot, bool(data.get("force"))
 
 
 def table_value(snapshot: BucketSnapshot) -> dict[str, Any]:
     """What the table stores: JSON-safe counters and the version."""
-    return {
-        "v": snapshot.version,
-        "c": {n: _plain(snapshot.counters.get(n, 0)) for n in COUNTERS},
-    }
+    return {"v": snapshot.version, "c": snapshot.counters.to_json()}
+
+
+def table_counters(value: dict[str, Any] | None) -> Counters:
+    """The counters of a table value (zeros for a bucket the table does not hold)."""
+    return Counters(value["c"] if value else None)
 
 
 def newer(stored: dict[str, Any] | None, incoming: BucketSnapshot, force: bool = False) -> bool:

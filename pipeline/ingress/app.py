@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from pipeline import providers
+from pipeline import providers, records
 from pipeline.errors import ClientError, PayloadTooLarge, UnsupportedMediaType
 from pipeline.ingress import metrics as metrics_mod
 from pipeline.ingress.forwarder import Forwarder
@@ -113,14 +113,14 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
 
 
 def kafka_headers(envelope: Envelope, exchange: Exchange) -> Headers:
-    """The headers of docs/architecture.md, as bytes, in a fixed order."""
-    return [
-        ("provider", envelope.provider.encode()),
-        ("event_id", envelope.event_id.encode()),
-        ("event_type", envelope.event_type.encode()),
-        ("correlation_id", exchange.correlation_id.encode()),
-        ("received_at", str(exchange.received_ms).encode()),
-    ]
+    """The headers of docs/architecture.md (:func:`pipeline.records.encode_headers`)."""
+    return records.encode_headers(
+        envelope.provider,
+        envelope.event_id,
+        envelope.event_type,
+        exchange.correlation_id,
+        exchange.received_ms,
+    )
 
 
 def webhook_handler(provider: Provider, secrets: tuple[str, ...]) -> Handler:
@@ -329,7 +329,7 @@ def create_app(
     )
     for name, provider in providers.PROVIDERS.items():
         handler = webhook_handler(provider, settings.secrets_for(name))
-        app.router.add_post(f"/webhooks/{name}", handler)
+        app.router.add_post(provider.ROUTE, handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

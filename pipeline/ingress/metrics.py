@@ -32,16 +32,12 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.metrics import MetricWrapperBase
 
-from pipeline.providers import calcom, retell
+from pipeline.providers import PROVIDERS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
-    retell.KNOWN_EVENTS
-    | {retell.INBOUND_EVENT, retell.SMS_INBOUND_EVENT}
-    | calcom.BOOKING_EVENTS
-    | calcom.FLAT_EVENTS
-    | {calcom.NO_SHOW_EVENT}
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset().union(
+    *(provider.EVENT_TYPES for provider in PROVIDERS.values())
 )
 
 # call_inbound is answered while the caller hears ringing: its SLI needs sub-ms resolution.

@@ -11,14 +11,13 @@ from datetime import UTC, datetime
 from pipeline import topics
 from pipeline.kafka_reader import Stretch
 from pipeline.ops import BadArguments
+from pipeline.providers import PROVIDERS
 from pipeline.settings import Settings
 
 #: What ``--topic`` accepts, besides the full (prefixed) topic name.
 TOPIC_ALIASES = {
-    "retell": topics.RETELL,
-    "calcom": topics.CALCOM,
-    topics.RETELL: topics.RETELL,
-    topics.CALCOM: topics.CALCOM,
+    **{name: provider.TOPIC for name, provider in PROVIDERS.items()},
+    **{topic: topic for topic in topics.WEBHOOK_TOPICS},
 }
 
 
@@ -83,7 +82,8 @@ def resolve_topic(settings: Settings, name: str) -> str:
         text = text[len(settings.topic_prefix) :]
     base = TOPIC_ALIASES.get(text)
     if base is None:
-        raise BadArguments(f"--topic must be {topics.RETELL} or {topics.CALCOM}, got {name!r}")
+        known = " or ".join(topics.WEBHOOK_TOPICS)
+        raise BadArguments(f"--topic must be {known}, got {name!r}")
     return settings.topic(base)
 
 

@@ -20,20 +20,20 @@ that is still poison gets one more dead letter per run (the newest supersedes th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select, tuple_
 
 from pipeline import database, topics
-from pipeline.apply.applier import Applier
-from pipeline.apply.deadletters import DlqHeaders, parse_dlq_headers
-from pipeline.kafka_reader import Coordinates, Stretch, fetch
+from pipeline.apply.applier import Applier, parked_fetcher
+from pipeline.apply.deadletters import DlqHeaders, parse_dlq_headers, source_record
+from pipeline.apply.loop import apply_all
+from pipeline.kafka_reader import Stretch
 from pipeline.models import webhook_events
 from pipeline.ops import NotFound
-from pipeline.ops.outputs import Outputs
-from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress
+from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress, publisher_for
 from pipeline.ops.report import RunReport
 from pipeline.ops.stretch import read_stretch
 from pipeline.records import WebhookRecord
@@ -88,23 +88,9 @@ class DeadLetterEntry:
         return "?", self.source if self.info.has_source else self.position
 
     def source_record(self) -> WebhookRecord | None:
-        """The record as it was on its source topic: source coordinates, original key,
-        body and headers (the dead-letter headers stay, so a failure again can name the
-        previous reason). ``None`` when the headers do not say where it came from."""
-        info = self.info
-        if not info.has_source:
-            return None
-        assert info.source_topic is not None
-        assert info.source_partition is not None and info.source_offset is not None
-        return WebhookRecord(
-            topic=info.source_topic,
-            partition=info.source_partition,
-            offset=info.source_offset,
-            key=self.record.key,
-            value=self.record.value,
-            headers=dict(self.record.headers),
-            timestamp_ms=self.record.timestamp_ms,
-        )
+        """The record as it was on its source topic (None: the headers do not say where
+        it came from); :func:`pipeline.apply.deadletters.source_record`."""
+        return source_record(self.record, self.info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +228,7 @@ async def redrive(
             engine = database.create_db_engine(settings, pool_size=2)
             stack.callback(engine.dispose)
         listed = await list_dead_letters(settings, flt, engine=engine)
-        outputs = None
-        if not dry_run:
-            outputs = await stack.enter_async_context(Outputs(settings))
+        publisher = await publisher_for(stack, settings, dry_run)
         todo: list[tuple[DeadLetterEntry, WebhookRecord]] = []
         for item in listed:
             record = item.entry.source_record()
@@ -256,20 +240,23 @@ async def redrive(
                 todo.append((item.entry, record))
         todo.sort(key=lambda pair: (pair[1].topic, pair[1].partition, pair[1].offset))
 
-        async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
-            return await fetch(settings, coords)
-
-        applier = Applier(engine, fetch=fetch_parked, dry_run=dry_run)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            records = [record for _, record in chunk]
-            result = await applier.apply(records)
-            if outputs is not None:
-                published = await outputs.publish(result)
-                report.dead_letters_published += published.dead_letters
-                report.snapshots_published += published.snapshots
-            report.add(len(records), result)
-            report.redriven += [entry.position for entry, _ in chunk]
+        applier = Applier(engine, fetch=parked_fetcher(settings), dry_run=dry_run)
+        chunks = _chunks(todo, batch_size)
+        async for done in apply_all(chunks, applier, publisher, _records):
+            report.add(len(done.batch), done.result, done.published)
+            report.redriven += [entry.position for entry, _ in done.batch]
             if on_progress is not None:
-                on_progress(report, records[-1])
+                on_progress(report, done.batch[-1][1])
     return report
+
+
+Todo = list[tuple[DeadLetterEntry, WebhookRecord]]
+
+
+async def _chunks(todo: Todo, size: int) -> AsyncIterator[Todo]:
+    for start in range(0, len(todo), size):
+        yield todo[start : start + size]
+
+
+def _records(chunk: Todo) -> list[WebhookRecord]:
+    return [record for _, record in chunk]

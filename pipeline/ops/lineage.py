@@ -24,11 +24,10 @@ from pipeline import database
 from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.models import appointments, calls, webhook_events
 from pipeline.ops import BadArguments, NotFound
+from pipeline.providers import PROVIDERS
 from pipeline.providers.base import sha256_hex
 from pipeline.records import WebhookRecord
 from pipeline.settings import Settings
-
-PROVIDERS = ("retell", "calcom")
 
 
 @dataclass
@@ -57,27 +56,9 @@ def subjects(provider: str, event_id: str, body: bytes | None) -> tuple[list[str
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             payload = None
-    found: list[str] = []
-    if isinstance(payload, dict):
-        if provider == "retell":
-            for holder in ("call", "call_inbound"):
-                inner = payload.get(holder)
-                if isinstance(inner, dict) and isinstance(inner.get("call_id"), str):
-                    found.append(inner["call_id"])
-        else:
-            inner = payload.get("payload")
-            inner = inner if isinstance(inner, dict) else payload
-            for name in ("uid", "bookingUid", "rescheduleUid"):
-                if isinstance(inner.get(name), str) and inner[name]:
-                    found.append(inner[name])
-    if not found:
-        parts = event_id.split(":")
-        # "{event}:{id}" or "BOOKING_NO_SHOW_UPDATED:{uid}:{createdAt}"; a bare SHA-256
-        # (an event we could not name) has no subject.
-        if len(parts) >= 2 and parts[1]:
-            found.append(parts[1])
-    unique = list(dict.fromkeys(found))
-    return (unique, []) if provider == "retell" else ([], unique)
+    known = PROVIDERS[provider]
+    unique = list(dict.fromkeys(known.subjects(payload, event_id)))
+    return (unique, []) if known.SUBJECTS == "calls" else ([], unique)
 
 
 def _rows(engine: Engine, provider: str, event_id: str) -> dict[str, Any]:

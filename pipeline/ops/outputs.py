@@ -1,10 +1,10 @@
-"""Publishing what a real ``replay`` or ``redrive`` batch produced, as the worker does.
+"""The commands' :class:`~pipeline.apply.loop.Publisher`: what a real ``replay`` or
+``redrive`` batch produced goes to Kafka as the worker's does.
 
-After each committed batch: its dead letters go to ``webhooks.dlq`` with the worker's
-headers (:func:`pipeline.apply.deadletters.dlq_headers`), and the bucket snapshots the batch read
-back go to the snapshot topic, keyed by company, so the dashboard tables catch up. The
-producer is idempotent with ``acks=all``, and every send is awaited before the next batch
-is applied, so a command that returns success has made all of it durable.
+After each committed batch its messages (:func:`pipeline.apply.loop.outgoing`: dead
+letters to ``webhooks.dlq``, bucket snapshots keyed by company) are sent with an
+idempotent ``acks=all`` producer, and every send is awaited before the next batch is
+applied, so a command that returns success has made all of it durable.
 
 If Kafka fails after MySQL committed, the command stops with one line saying so. Running
 the same replay again heals both: a dead-lettered event is dead-lettered again, and the
@@ -16,34 +16,23 @@ again skips the events it applied, so after a failed redrive ``switchboard recon
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from pipeline import topics
-from pipeline.apply.deadletters import dlq_headers
-from pipeline.apply.results import BatchResult
-from pipeline.dashboard.snapshots import company_key, encode
+from pipeline.apply.loop import Outgoing, Published
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka import kafka_options
 from pipeline.settings import Settings
 
 
-@dataclass
-class Published:
-    dead_letters: int = 0
-    snapshots: int = 0
-
-
 class Outputs:
-    """``async with Outputs(settings) as out: await out.publish(result)``."""
+    """``async with Outputs(settings) as out: await out.publish(outgoing(result))``."""
 
     def __init__(self, settings: Settings, *, client_id: str = "switchboard-ops") -> None:
         self.settings = settings
-        self.dlq_topic = settings.topic(topics.DLQ)
-        self.snapshot_topic = settings.topic(topics.SNAPSHOTS)
         self.published = Published()
         self._producer = AIOKafkaProducer(
             **kafka_options(settings),
@@ -72,27 +61,15 @@ class Outputs:
     ) -> None:
         await self._producer.stop()
 
-    async def publish(self, result: BatchResult) -> Published:
-        """Send the batch's dead letters and snapshots; return once Kafka has them all."""
-        futures = []
+    async def publish(self, messages: Sequence[Outgoing]) -> Published:
+        """Send the messages; return once Kafka has them all."""
         try:
-            for letter in result.dead_letters:
-                futures.append(
-                    await self._producer.send(
-                        self.dlq_topic,
-                        key=letter.record.key,
-                        value=letter.record.value,
-                        headers=dlq_headers(letter),
-                    )
+            futures = [
+                await self._producer.send(
+                    self.settings.topic(m.topic), key=m.key, value=m.value, headers=m.headers
                 )
-            for snapshot in result.snapshots:
-                futures.append(
-                    await self._producer.send(
-                        self.snapshot_topic,
-                        key=company_key(snapshot.key.company_id),
-                        value=encode(snapshot),
-                    )
-                )
+                for m in messages
+            ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise KafkaUnavailable(
@@ -100,6 +77,7 @@ class Outputs:
                 f"({exc.__class__.__name__}); run the same command again (after a redrive, "
                 "also `switchboard reconcile --all --fix` for the dashboard)"
             ) from exc
-        self.published.dead_letters += len(result.dead_letters)
-        self.published.snapshots += len(result.snapshots)
-        return Published(len(result.dead_letters), len(result.snapshots))
+        published = Published.of(messages)
+        self.published.dead_letters += published.dead_letters
+        self.published.snapshots += published.snapshots
+        return published

@@ -26,8 +26,10 @@ from contextlib import AsyncExitStack
 from sqlalchemy import Engine
 
 from pipeline import database
-from pipeline.apply.applier import Applier, Fetch
-from pipeline.kafka_reader import Coordinates, Stretch, fetch
+from pipeline.apply.applier import Applier, parked_fetcher
+from pipeline.apply.loop import Discard, Publisher, apply_all
+from pipeline.apply.loop import records as as_is
+from pipeline.kafka_reader import Stretch
 from pipeline.ops.arguments import resolve_topic
 from pipeline.ops.outputs import Outputs
 from pipeline.ops.report import RunReport
@@ -62,12 +64,10 @@ async def replay(
             engine = database.create_db_engine(settings, pool_size=2)
             stack.callback(engine.dispose)
         await asyncio.to_thread(database.check_database, engine)
-        outputs = None
-        if not dry_run:
-            # Opened before anything is applied: an unreachable Kafka stops the run before
-            # MySQL commits a batch whose snapshots could then not be published.
-            outputs = await stack.enter_async_context(Outputs(settings))
-        applier = Applier(engine, fetch=_fetcher(settings), dry_run=dry_run)
+        # Opened before anything is applied: an unreachable Kafka stops the run before
+        # MySQL commits a batch whose snapshots could then not be published.
+        publisher = await publisher_for(stack, settings, dry_run)
+        applier = Applier(engine, fetch=parked_fetcher(settings), dry_run=dry_run)
         batches = read_stretch(
             settings,
             full_topic,
@@ -78,23 +78,19 @@ async def replay(
         )
         if dry_run:
             batches = _regroup(batches, batch_size)
-        async for records in batches:
-            result = await applier.apply(records)
-            if outputs is not None:
-                published = await outputs.publish(result)
-                report.dead_letters_published += published.dead_letters
-                report.snapshots_published += published.snapshots
-            report.add(len(records), result)
+        async for done in apply_all(batches, applier, publisher, as_is):
+            report.add(len(done.batch), done.result, done.published)
             if on_progress is not None:
-                on_progress(report, records[-1])
+                on_progress(report, done.batch[-1])
     return report
 
 
-def _fetcher(settings: Settings) -> Fetch:
-    async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
-        return await fetch(settings, coords)
-
-    return fetch_parked
+async def publisher_for(stack: AsyncExitStack, settings: Settings, dry_run: bool) -> Publisher:
+    """Kafka for a real run (opened now, so an unreachable broker stops the run before
+    anything is applied); nothing for a dry run, whose transactions are rolled back."""
+    if dry_run:
+        return Discard()
+    return await stack.enter_async_context(Outputs(settings))
 
 
 async def _regroup(

@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pipeline.apply.results import ALREADY_APPLIED, APPLIED, DEAD_LETTERED, UNROUTABLE, BatchResult
+from pipeline.apply.loop import Published
+from pipeline.apply.results import (
+    ALREADY_APPLIED,
+    APPLIED,
+    DEAD_LETTERED,
+    UNROUTABLE,
+    BatchResult,
+    Changes,
+    add_changes,
+)
 
 STATUSES = (APPLIED, ALREADY_APPLIED, UNROUTABLE, DEAD_LETTERED)
 LABELS = {
@@ -32,22 +41,24 @@ class RunReport:
     counts: Counter[str] = field(default_factory=Counter)
     # (status, reason) of unroutable and dead-lettered events, to say why
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
-    changes: dict[str, dict[int | None, Counter[str]]] = field(default_factory=dict)
+    changes: Changes = field(default_factory=dict)
     dead_letters_published: int = 0
     snapshots_published: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # redrive: why entries were left
 
-    def add(self, records_read: int, result: BatchResult) -> None:
+    def add(
+        self, records_read: int, result: BatchResult, published: Published | None = None
+    ) -> None:
         self.read += records_read
         self.batches += 1
+        if published is not None:
+            self.dead_letters_published += published.dead_letters
+            self.snapshots_published += published.snapshots
         for outcome in result.outcomes:
             self.counts[outcome.status] += 1
             if outcome.status in (UNROUTABLE, DEAD_LETTERED):
                 self.reasons[(outcome.status, outcome.reason or "unknown")] += 1
-        for table, per_company in result.changes.items():
-            mine = self.changes.setdefault(table, {})
-            for company, counter in per_company.items():
-                mine.setdefault(company, Counter()).update(counter)
+        add_changes(self.changes, result.changes)
 
     @property
     def processed(self) -> int:

@@ -18,7 +18,7 @@ record deleted by retention cannot be re-applied; the command counts it and says
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +27,14 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, or_, select
 
 from pipeline import database
-from pipeline.apply.applier import Applier
+from pipeline.apply.applier import Applier, parked_fetcher
+from pipeline.apply.loop import apply_all
+from pipeline.apply.loop import records as as_is
 from pipeline.errors import SwitchboardError
 from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.models import webhook_events
 from pipeline.ops.events import Listing
-from pipeline.ops.outputs import Outputs
-from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress
+from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress, publisher_for
 from pipeline.ops.report import RunReport
 from pipeline.providers.base import sha256_hex
 from pipeline.records import WebhookRecord
@@ -143,34 +144,32 @@ async def reapply(
             total = min(total, limit)
         if on_plan is not None:
             on_plan(total)
-        outputs = None
-        if not dry_run and total:
-            outputs = await stack.enter_async_context(Outputs(settings))
-
-        async def fetch_parked(coords: list[Coordinates]) -> list[WebhookRecord]:
-            return await fetch(settings, coords)
-
-        applier = Applier(engine, fetch=fetch_parked, dry_run=dry_run)
-        taken = 0
-        source = pages(engine, what, batch_size)
-        while taken < total:
-            page = await asyncio.to_thread(next, source, None)
-            if page is None:
-                break
-            page = page[: total - taken]
-            taken += len(page)
-            records = await _records(settings, page, report)
-            if not records:
-                continue
-            result = await applier.apply(records)
-            if outputs is not None:
-                published = await outputs.publish(result)
-                report.dead_letters_published += published.dead_letters
-                report.snapshots_published += published.snapshots
-            report.add(len(records), result)
+        # Kafka only when something will be written (a dry run or nothing to do: no broker).
+        publisher = await publisher_for(stack, settings, dry_run or not total)
+        applier = Applier(engine, fetch=parked_fetcher(settings), dry_run=dry_run)
+        batches = _batches(settings, engine, what, batch_size, total, report)
+        async for done in apply_all(batches, applier, publisher, as_is):
+            report.add(len(done.batch), done.result, done.published)
             if on_progress is not None:
-                on_progress(report, records[-1])
+                on_progress(report, done.batch[-1])
     return report
+
+
+async def _batches(
+    settings: Settings, engine: Engine, what: Listing, size: int, total: int, report: RunReport
+) -> AsyncIterator[list[WebhookRecord]]:
+    """The records of the matching events, a page at a time, at most ``total`` events."""
+    taken = 0
+    source = pages(engine, what, size)
+    while taken < total:
+        page = await asyncio.to_thread(next, source, None)
+        if page is None:
+            break
+        page = page[: total - taken]
+        taken += len(page)
+        records = await _records(settings, page, report)
+        if records:
+            yield records
 
 
 #: ``tenants import`` tries at most this many unroutable events (a dry run) to say how many

@@ -1,9 +1,12 @@
 """The webhook providers Switchboard accepts, by the name used in routes and Kafka headers.
 
-Each provider is a sans-I/O module with the same functions (``verify``, ``parse``,
-``event_id``, ``sign``) and constants (``NAME``, ``TOPIC``, ``SIGNATURE_HEADER``); see
-``pipeline.providers.base.Provider``. Callers look providers up here instead of importing
-them one by one, so adding a provider is one line in this registry.
+Each provider is one sans-I/O module that holds everything the pipeline knows about it
+(``pipeline.providers.base.Provider``): its route, topic and secrets (``ROUTE``, ``TOPIC``,
+``SECRETS_ENV``), its signature check (``verify``, and ``sign`` for the simulator), its
+event ids and Kafka keys (``parse``), and what its events say (``facts``, typed by
+:mod:`pipeline.providers.facts`). Callers look providers up here instead of naming them,
+so adding a provider is its module, its tests and one line in this registry (plus its
+secrets' field in ``Settings``); docs/providers.md, "Adding a provider".
 """
 
 from __future__ import annotations

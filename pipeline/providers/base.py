@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from pipeline.errors import InvalidSignature, MalformedPayload
+from pipeline.providers.facts import Facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +41,13 @@ class Provider(Protocol):
     """The shape every module in ``pipeline.providers`` has, so callers can stay generic."""
 
     NAME: str
-    TOPIC: str
+    TOPIC: str  # unprefixed
+    ROUTE: str  # the ingress's POST route
     SIGNATURE_HEADER: str
+    SECRETS_ENV: str  # the environment variable holding its secrets
+    SECRETS_SETTING: str  # the Settings field they are parsed into
+    EVENT_TYPES: frozenset[str]  # the event types it knows
+    SUBJECTS: str  # the table of the rows its events are about
 
     def verify(
         self, headers: Mapping[str, str], body: bytes, secrets: Sequence[str], now_ms: int
@@ -52,6 +58,10 @@ class Provider(Protocol):
     def event_id(self, payload: dict[str, Any], body: bytes) -> str: ...
 
     def sign(self, body: bytes, secret: str, now_ms: int) -> dict[str, str]: ...
+
+    def facts(self, event_type: str, payload: Mapping[str, Any]) -> Facts: ...
+
+    def subjects(self, payload: Any, event_id: str) -> list[str]: ...
 
 
 def sha256_hex(body: bytes) -> str:

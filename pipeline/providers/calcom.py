@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from pipeline.errors import InvalidSignature
+from pipeline.errors import InvalidSignature, SchemaViolation
 from pipeline.providers.base import (
     Envelope,
     any_digest_matches,
@@ -28,10 +28,26 @@ from pipeline.providers.base import (
     sha256_hex,
     usable_secrets,
 )
+from pipeline.providers.facts import (
+    BookingFacts,
+    clip,
+    id_value,
+    integer,
+    obj,
+    parse_iso,
+    text,
+)
 
 NAME = "calcom"
 TOPIC = "webhooks.calcom"
+ROUTE = "/webhooks/calcom"
 SIGNATURE_HEADER = "X-Cal-Signature-256"
+#: The environment variable with the webhook secret(s) (comma-separated for a rotation),
+#: and the settings field it is parsed into.
+SECRETS_ENV = "CALCOM_WEBHOOK_SECRET"
+SECRETS_SETTING = "calcom_webhook_secrets"
+#: The table of the rows an event is about (``events show``).
+SUBJECTS = "appointments"
 WEBHOOK_VERSION: Final = "2021-10-20"
 NO_SECRET: Final = "no-secret-provided"
 
@@ -53,6 +69,8 @@ BOOKING_EVENTS: Final = frozenset(
         "BOOKING_PAYMENT_INITIATED",
     }
 )
+#: Every event type we know (metrics label them by name; others are ``other``).
+EVENT_TYPES: Final = BOOKING_EVENTS | FLAT_EVENTS | {NO_SHOW_EVENT}
 
 
 def sign(body: bytes, secret: str, now_ms: int) -> dict[str, str]:
@@ -137,6 +155,102 @@ def event_id(payload: dict[str, Any], body: bytes) -> str:
     return sha256_hex(body)
 
 
+def subjects(payload: Any, event_id: str) -> list[str]:
+    """The booking uids an event is about (a reschedule: the new and the original one),
+    from the body if it parsed, else from the event id (``{trigger}:{uid}[:...]``)."""
+    found: list[str] = []
+    if isinstance(payload, dict):
+        inner = payload.get("payload")
+        inner = inner if isinstance(inner, dict) else payload
+        for name in ("uid", "bookingUid", "rescheduleUid"):
+            if isinstance(inner.get(name), str) and inner[name]:
+                found.append(inner[name])
+    if not found:
+        parts = event_id.split(":")
+        if len(parts) >= 2 and parts[1]:
+            found.append(parts[1])
+    return list(dict.fromkeys(found))
+
+
 def no_show_prefix(booking_uid: str) -> str:
     """How the event ids of a booking's no-show updates start (they are found by it)."""
     return f"{NO_SHOW_EVENT}:{booking_uid}:"
+
+
+# --- facts: what an event says about a booking (pipeline.providers.facts) -----------------
+
+
+def facts(event_type: str, payload: Mapping[str, Any]) -> BookingFacts:
+    """What the event says about its booking. Raises ``SchemaViolation`` for a field of
+    the wrong type or a missing uid."""
+    return booking_facts(event_type, payload)
+
+
+def booking_facts(event_type: str, payload: Mapping[str, Any]) -> BookingFacts:
+    """Facts of a Cal.com webhook (enveloped or flat ``MEETING_*``)."""
+    body = obj(payload, "payload")
+    flat = body is None
+    if flat:
+        body = dict(payload)
+    assert body is not None
+    created_at = None if flat else parse_iso(payload.get("createdAt"), "createdAt")
+    if event_type == "BOOKING_NO_SHOW_UPDATED":
+        uid = text(body, "bookingUid", 128)
+        attendees = body.get("attendees") or []
+        if not isinstance(attendees, list):
+            raise SchemaViolation("attendees must be a list")
+        marked = any(isinstance(a, dict) and a.get("noShow") is True for a in attendees)
+        if not uid:
+            raise SchemaViolation("payload.bookingUid is required")
+        return BookingFacts(
+            trigger=event_type,
+            uid=uid,
+            created_at=created_at,
+            booking_id=integer(body, "bookingId"),
+            no_show_marked=marked,
+        )
+    uid = text(body, "uid", 128)
+    if not uid:
+        raise SchemaViolation("payload.uid is required")
+    attendee = _first_attendee(body)
+    responses = obj(body, "responses") or {}
+    phone_answer = responses.get("attendeePhoneNumber")
+    phone = None
+    if isinstance(phone_answer, dict) and isinstance(phone_answer.get("value"), str):
+        phone = phone_answer["value"] or None
+    if phone is None and attendee is not None:
+        phone = text(attendee, "phoneNumber", 32)
+    metadata = obj(body, "metadata") or {}
+    call_ref = metadata.get("retell_call_id")
+    reason = text(body, "cancellationReason") or text(body, "rejectionReason")
+    return BookingFacts(
+        trigger=event_type,
+        uid=uid,
+        created_at=created_at,
+        booking_id=integer(body, "bookingId") if not flat else integer(body, "id"),
+        event_type_id=integer(body, "eventTypeId"),
+        starts_at=parse_iso(body.get("startTime"), "startTime"),
+        ends_at=parse_iso(body.get("endTime"), "endTime"),
+        title=clip(text(body, "title"), 512),
+        reschedule_uid=text(body, "rescheduleUid", 128),
+        reschedule_starts_at=parse_iso(body.get("rescheduleStartTime"), "rescheduleStartTime"),
+        reschedule_ends_at=parse_iso(body.get("rescheduleEndTime"), "rescheduleEndTime"),
+        cancellation_reason=reason,
+        attendee_phone=phone if phone is None or len(phone) <= 32 else None,
+        attendee_email=text(attendee, "email", 320) if attendee else None,
+        attendee_name=clip(text(attendee, "name"), 255) if attendee else None,
+        retell_call_id=call_ref if isinstance(call_ref, str) and len(call_ref) <= 128 else None,
+        metadata_branch_id=id_value(metadata.get("branch_id")),
+    )
+
+
+def _first_attendee(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    attendees = body.get("attendees")
+    if attendees is None:
+        return None
+    if not isinstance(attendees, list):
+        raise SchemaViolation("attendees must be a list")
+    first = attendees[0] if attendees else None
+    if first is not None and not isinstance(first, dict):
+        raise SchemaViolation("attendees[0] must be an object")
+    return first

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from pipeline.errors import InvalidSignature, MalformedPayload
+from pipeline.errors import InvalidSignature, MalformedPayload, SchemaViolation
 from pipeline.providers.base import (
     Envelope,
     any_digest_matches,
@@ -28,10 +29,30 @@ from pipeline.providers.base import (
     sha256_hex,
     usable_secrets,
 )
+from pipeline.providers.facts import (
+    CALL_EVENT_RANK,
+    UNKNOWN_CALL_EVENT_RANK,
+    CallFacts,
+    EventKey,
+    Facts,
+    Mention,
+    boolean,
+    epoch_ms,
+    integer,
+    obj,
+    text,
+)
 
 NAME = "retell"
 TOPIC = "webhooks.retell"
+ROUTE = "/webhooks/retell"
 SIGNATURE_HEADER = "x-retell-signature"
+#: The environment variable with the API key(s) Retell signs with (comma-separated for a
+#: rotation), and the settings field it is parsed into.
+SECRETS_ENV = "RETELL_API_KEY"
+SECRETS_SETTING = "retell_api_keys"
+#: The table of the rows an event is about (``events show``).
+SUBJECTS = "calls"
 
 #: Same window as the SDK: ±5 minutes, inclusive, in both directions (future stamps too).
 TOLERANCE_MS: Final = 300_000
@@ -60,6 +81,8 @@ CHAT_EVENTS: Final = frozenset(
 KNOWN_EVENTS: Final = CALL_EVENTS | CHAT_EVENTS
 INBOUND_EVENT: Final = "call_inbound"
 SMS_INBOUND_EVENT: Final = "chat_inbound"
+#: Every event type we know (metrics label them by name; others are ``other``).
+EVENT_TYPES: Final = KNOWN_EVENTS | {INBOUND_EVENT, SMS_INBOUND_EVENT}
 
 
 def sign(body: bytes, secret: str, now_ms: int) -> dict[str, str]:
@@ -169,3 +192,133 @@ def _subject(payload: Mapping[str, Any], event: str) -> tuple[str, str] | None:
             if holder in payload and isinstance(payload[holder], wanted):
                 return holder, f"{holder}_id"
     return None
+
+
+def subjects(payload: Any, event_id: str) -> list[str]:
+    """The call ids an event is about: from the body if it parsed, else from the event id
+    (``{event}:{call_id}``; a bare SHA-256 has none)."""
+    found = []
+    if isinstance(payload, dict):
+        for holder in ("call", INBOUND_EVENT):
+            inner = payload.get(holder)
+            if isinstance(inner, dict) and isinstance(inner.get("call_id"), str):
+                found.append(inner["call_id"])
+    return found or _subject_of_id(event_id)
+
+
+def _subject_of_id(event_id: str) -> list[str]:
+    parts = event_id.split(":")
+    return [parts[1]] if len(parts) >= 2 and parts[1] else []
+
+
+# --- facts: what an event says about a call (pipeline.providers.facts) --------------------
+
+#: Events that change no call row: recorded and attributed, nothing more.
+NO_CALL_ROW: Final = frozenset(
+    {"chat_started", "chat_ended", "chat_analyzed", SMS_INBOUND_EVENT, INBOUND_EVENT}
+)
+
+
+def facts(event_type: str, payload: Mapping[str, Any]) -> Facts:
+    """What the event says: a call's facts, or for chats and ``call_inbound`` where it
+    belongs. Raises ``SchemaViolation`` for a field of the wrong type."""
+    return call_facts(event_type, payload) or _mention(payload)
+
+
+def milestone_key(event_type: str, call_id: str) -> EventKey:
+    """The ``webhook_events`` key of a call's ``call_ended``/``call_analyzed``."""
+    return NAME, subject_event_id(event_type, call_id)
+
+
+def call_facts(event_type: str, payload: Mapping[str, Any]) -> CallFacts | None:
+    """Facts of a Retell call event; None for events that change no call row."""
+    if event_type in NO_CALL_ROW or "chat" in payload:
+        return None
+    call = obj(payload, "call")
+    if call is None:
+        raise SchemaViolation("call must be an object")
+    call_id = text(call, "call_id", 128)
+    if not call_id:
+        raise SchemaViolation("call.call_id is required")
+    analysis = obj(call, "call_analysis") or {}
+    metadata = obj(call, "metadata")
+    disconnection = text(call, "disconnection_reason", 64)
+    in_voicemail = boolean(analysis, "in_voicemail")
+    return CallFacts(
+        call_id=call_id,
+        event_type=event_type,
+        rank=CALL_EVENT_RANK.get(event_type, UNKNOWN_CALL_EVENT_RANK),
+        milestones=(milestone_key("call_ended", call_id), milestone_key("call_analyzed", call_id)),
+        agent_id=text(call, "agent_id", 128),
+        call_type=text(call, "call_type", 32),
+        direction=text(call, "direction", 16),
+        from_number=text(call, "from_number", 32),
+        to_number=text(call, "to_number", 32),
+        status=text(call, "call_status", 32),
+        started_at=epoch_ms(call, "start_timestamp"),
+        ended_at=epoch_ms(call, "end_timestamp"),
+        duration_ms=integer(call, "duration_ms"),
+        disconnection_reason=disconnection,
+        transfer_destination=text(call, "transfer_destination", 255),
+        recording_url=text(call, "recording_url", 2048),
+        cost_cents=_cents(obj(call, "call_cost")),
+        transcript=_transcript(call),
+        in_voicemail=in_voicemail,
+        successful=boolean(analysis, "call_successful"),
+        sentiment=text(analysis, "user_sentiment", 16),
+        summary=text(analysis, "call_summary"),
+        metadata=metadata,
+    )
+
+
+def _cents(cost: Mapping[str, Any] | None) -> Decimal | None:
+    if cost is None:
+        return None
+    value = cost.get("combined_cost")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SchemaViolation("call_cost.combined_cost must be a number")
+    try:
+        cents = Decimal(str(value)).quantize(Decimal("0.0001"))
+    except InvalidOperation as exc:
+        raise SchemaViolation("call_cost.combined_cost is not a finite number") from exc
+    if not Decimal(0) <= cents < Decimal(10) ** 10:
+        raise SchemaViolation("call_cost.combined_cost is out of range")
+    return cents
+
+
+def _transcript(call: Mapping[str, Any]) -> str | None:
+    whole = text(call, "transcript")
+    if whole is not None:
+        return whole
+    turns = call.get("transcript_with_tool_calls") or call.get("transcript_object")
+    if not isinstance(turns, list):
+        return None
+    lines = []
+    for turn in turns:
+        if isinstance(turn, dict) and turn.get("role") in ("agent", "user"):
+            content = turn.get("content")
+            if isinstance(content, str):
+                lines.append(f"{turn['role'].capitalize()}: {content}")
+    return "\n".join(lines) or None
+
+
+def _mention(payload: Mapping[str, Any]) -> Mention:
+    """Where a Retell event that is not about a call row belongs: the number and agent of a
+    ``call_inbound``/``chat_inbound``, the agent and metadata of a chat."""
+    inbound = payload.get("call_inbound") or payload.get("chat_inbound")
+    if isinstance(inbound, dict):
+        number, agent = inbound.get("to_number"), inbound.get("agent_id")
+        return Mention(
+            business_number=number if isinstance(number, str) else None,
+            agent_id=agent if isinstance(agent, str) else None,
+        )
+    chat = payload.get("chat")
+    if isinstance(chat, dict):
+        agent, metadata = chat.get("agent_id"), chat.get("metadata")
+        return Mention(
+            agent_id=agent if isinstance(agent, str) else None,
+            metadata=metadata if isinstance(metadata, dict) else None,
+        )
+    return Mention()

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 
 from pipeline import topics
 from pipeline.apply.applier import Applier
+from pipeline.apply.loop import apply_all, records
 from pipeline.dashboard import snapshots
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot
 from pipeline.kafka_reader import Coordinates, Stretch
@@ -26,6 +27,7 @@ from pipeline.ops.outputs import Outputs
 from pipeline.ops.report import RunReport
 from pipeline.ops.stretch import read_stretch
 from pipeline.providers import get
+from pipeline.records import encode_headers
 from pipeline.settings import Settings
 from tests.support.fixtures import fixture_bytes
 
@@ -123,13 +125,9 @@ def booking_bodies(i: int, created_ms: int) -> list[bytes]:
 def headers_for(provider: str, body: bytes, received_at_ms: int) -> list[tuple[str, bytes]]:
     """The headers the ingress writes (docs/architecture.md)."""
     envelope = get(provider).parse(body)
-    return [
-        ("provider", provider.encode()),
-        ("event_id", envelope.event_id.encode()),
-        ("event_type", envelope.event_type.encode()),
-        ("correlation_id", str(uuid.uuid4()).encode()),
-        ("received_at", str(received_at_ms).encode()),
-    ]
+    return encode_headers(
+        provider, envelope.event_id, envelope.event_type, str(uuid.uuid4()), received_at_ms
+    )
 
 
 async def produce(
@@ -179,12 +177,9 @@ async def apply_like_worker(settings: Settings, engine: Engine, provider: str) -
     applier = Applier(engine)
     topic = settings.topic(f"webhooks.{provider}")
     async with Outputs(settings) as outputs:
-        async for batch in read_stretch(settings, topic, Stretch(from_offset=0)):
-            result = await applier.apply(batch)
-            published = await outputs.publish(result)
-            report.dead_letters_published += published.dead_letters
-            report.snapshots_published += published.snapshots
-            report.add(len(batch), result)
+        batches = read_stretch(settings, topic, Stretch(from_offset=0))
+        async for done in apply_all(batches, applier, outputs, records):
+            report.add(len(done.batch), done.result, done.published)
     return report
 
 

@@ -17,6 +17,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline import topics
+from pipeline.providers import calcom
+from pipeline.providers import retell as retell_provider
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -56,7 +58,7 @@ def _settled(
 def test_operator_overrides_survive_topics_and_our_keys_are_restored(
     stack_settings: Settings,
 ) -> None:
-    retell = topics.RETELL
+    retell = retell_provider.TOPIC
     ours = topics._topic_configs(stack_settings)
     asyncio.run(
         _alter(
@@ -77,8 +79,8 @@ def test_operator_overrides_survive_topics_and_our_keys_are_restored(
     assert after["max.message.bytes"].value == ours["max.message.bytes"]
     assert after["min.insync.replicas"].value == ours["min.insync.replicas"]
     # The other topics were not touched by the change to this one.
-    calcom = asyncio.run(_configs(stack_settings, topics.CALCOM))["retention.ms"]
-    assert calcom.value == topics.retention_ms(stack_settings)  # as created
+    calcom_retention = asyncio.run(_configs(stack_settings, calcom.TOPIC))["retention.ms"]
+    assert calcom_retention.value == topics.retention_ms(stack_settings)  # as created
 
     asyncio.run(_alter(stack_settings, retell, {"retention.ms": None}))
     back = _settled(stack_settings, retell, lambda c: not c["retention.ms"].overridden)
@@ -88,4 +90,4 @@ def test_operator_overrides_survive_topics_and_our_keys_are_restored(
 
 def test_a_refused_change_fails_in_one_line(stack_settings: Settings) -> None:
     with pytest.raises(topics.SwitchboardError, match="could not change topic configs: .*retell"):
-        asyncio.run(_alter(stack_settings, topics.RETELL, {"retention.ms": "not-a-number"}))
+        asyncio.run(_alter(stack_settings, retell_provider.TOPIC, {"retention.ms": "not-a-number"}))

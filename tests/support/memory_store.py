@@ -21,7 +21,6 @@ from pipeline.apply.rows import (
     AppointmentRow,
     CallRow,
     CustomerRow,
-    EventKey,
     EventRow,
     StoredEvent,
 )
@@ -29,6 +28,7 @@ from pipeline.apply.tenancy import Branch, Directory
 from pipeline.dashboard.aggregates import BucketKey
 from pipeline.models import COUNTERS, DECIMAL_COUNTERS
 from pipeline.providers import calcom
+from pipeline.providers.facts import EventKey
 from pipeline.records import WebhookRecord
 
 NOW = datetime(2026, 1, 10, 12, 0)

@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.apply.facts import milestone_key
 from pipeline.apply.rows import APPLIED, CallRow
 from pipeline.apply.tenancy import Branch
 from pipeline.dashboard import drift
+from pipeline.providers.retell import milestone_key
 from pipeline.records import WebhookRecord
 from testbed.events import booking, call_events, lifecycle
 from testbed.records import record

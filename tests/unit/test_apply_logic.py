@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.apply.facts import booking_facts, call_facts, parse_iso
 from pipeline.apply.merge import merge_booking, merge_call, new_appointment, new_call
 from pipeline.apply.tenancy import (
     Attribution,
@@ -22,6 +21,9 @@ from pipeline.apply.tenancy import (
 )
 from pipeline.dashboard import aggregates
 from pipeline.errors import SchemaViolation
+from pipeline.providers.calcom import booking_facts
+from pipeline.providers.facts import parse_iso
+from pipeline.providers.retell import call_facts
 from testbed.events import booking, call_events, no_show
 
 T0 = datetime(2026, 1, 7, 13, 0)

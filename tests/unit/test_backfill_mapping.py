@@ -19,10 +19,11 @@ import orjson
 import pytest
 
 from pipeline import providers
-from pipeline.apply.facts import booking_facts, call_facts
 from pipeline.backfill import calcom_events, retell_events
 from pipeline.backfill.calcom_events import Known, lifecycle
 from pipeline.backfill.when import from_ms, iso_ms
+from pipeline.providers.calcom import booking_facts
+from pipeline.providers.retell import call_facts
 from testbed.simulator import tenants
 from testbed.simulator.bodies import call_steps
 from testbed.simulator.booking_bodies import booking_steps

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import QueuePool
 
 from agents.metrics import OTHER_COMPANY, WorkerMetrics, _KafkaSensor
-from pipeline.apply.batch import Outcome
+from pipeline.apply.results import Outcome
 from pipeline.pool_collector import PoolCollector
 from pipeline.records import WebhookRecord
 from pipeline.settings import Settings

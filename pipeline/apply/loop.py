@@ -1,0 +1,107 @@
+"""The one apply-and-publish loop: the worker's agents, ``replay``, ``dlq redrive`` and the
+tests' stand-in for the worker all run :func:`apply_all`.
+
+For each batch: apply it (:class:`~pipeline.apply.applier.Applier`: one transaction,
+transient failures waited out), then publish what it produced (:func:`outgoing`: its dead
+letters, then the snapshots of the buckets it touched), and only then hand the batch back
+to the caller, who acks it (the worker) or counts it (the commands). So nothing is acked
+before MySQL committed it and Kafka holds its dead letters.
+
+How a message reaches Kafka is the :class:`Publisher`'s business: Faust topics in the
+worker (:mod:`agents.webhooks`), an idempotent aiokafka producer in the commands
+(:mod:`pipeline.ops.outputs`), nothing in a dry run (:class:`Discard`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from pipeline import topics
+from pipeline.apply import deadletters
+from pipeline.apply.applier import Applier
+from pipeline.apply.results import BatchResult, DeadLetter
+from pipeline.dashboard import snapshots
+from pipeline.records import Headers, WebhookRecord
+
+B = TypeVar("B")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message a batch publishes; ``topic`` is the unprefixed name (``webhooks.dlq``)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    letter: DeadLetter | None = None  # what a dead letter is about, for logs and metrics
+
+
+def outgoing(result: BatchResult) -> list[Outgoing]:
+    """What ``result`` publishes: dead letters first, then bucket snapshots (keyed by
+    company, so every snapshot of a company lands on its dashboard table partition)."""
+    out = [Outgoing(topics.DLQ, *deadletters.encode(d), letter=d) for d in result.dead_letters]
+    out += [
+        Outgoing(topics.SNAPSHOTS, snapshots.company_key(s.key.company_id), snapshots.encode(s), [])
+        for s in result.snapshots
+    ]
+    return out
+
+
+@dataclass
+class Published:
+    dead_letters: int = 0
+    snapshots: int = 0
+
+    @classmethod
+    def of(cls, messages: Sequence[Outgoing]) -> Published:
+        letters = sum(1 for m in messages if m.topic == topics.DLQ)
+        return cls(letters, len(messages) - letters)
+
+
+class Publisher(Protocol):
+    async def publish(self, messages: Sequence[Outgoing]) -> Published:
+        """Send ``messages``; return once they are as durable as the transport promises
+        (dead letters always: the batch is acked next)."""
+        ...
+
+
+class Discard:
+    """A dry run's publisher: its transactions were rolled back, so nothing is sent."""
+
+    async def publish(self, messages: Sequence[Outgoing]) -> Published:
+        return Published()
+
+
+def records(batch: Sequence[WebhookRecord]) -> Sequence[WebhookRecord]:
+    """``records_of`` for batches that are lists of records already."""
+    return batch
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[B]):
+    """A batch (as it was given) applied and published."""
+
+    batch: B
+    records: Sequence[WebhookRecord]  # the batch's records, as applied
+    result: BatchResult
+    published: Published
+    seconds: float  # applying and publishing it, retries included
+
+
+async def apply_all(
+    batches: AsyncIterable[B],
+    applier: Applier,
+    publisher: Publisher,
+    records_of: Callable[[B], Sequence[WebhookRecord]],
+) -> AsyncIterator[Done[B]]:
+    """Apply and publish every batch; yield each once it is done."""
+    async for batch in batches:
+        started = time.perf_counter()
+        records = records_of(batch)
+        result = await applier.apply(records)
+        published = await publisher.publish(outgoing(result))
+        yield Done(batch, records, result, published, time.perf_counter() - started)
