@@ -4,8 +4,10 @@ and the retention timer that expires buckets past docs/analyst.md's windows."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 import orjson
@@ -13,7 +15,7 @@ from sqlalchemy import Engine, delete
 
 from agents.metrics import WorkerMetrics
 from pipeline.dashboard import snapshots
-from pipeline.dashboard.aggregates import DAY, HOUR, RETENTION, expired
+from pipeline.dashboard.aggregates import DAY, HOUR, RETENTION, BucketSnapshot, expired
 from pipeline.models import dashboard_buckets
 from pipeline.settings import Settings
 
@@ -40,17 +42,8 @@ def register(
             except Exception as exc:  # a malformed snapshot must not stop the table
                 log.error("ignoring malformed snapshot: %s", exc.__class__.__name__)
                 continue
-            key = snapshots.table_key(snapshot.key)
-            if snapshots.is_tombstone(snapshot, force):
-                if key in table:
-                    del table[key]
-                    metrics.snapshots.labels("dropped").inc()
-                continue
-            if snapshots.newer(table.get(key), snapshot, force):
-                table[key] = snapshots.table_value(snapshot)
-                metrics.snapshots.labels("kept").inc()
-            else:
-                metrics.snapshots.labels("stale").inc()
+            if (what := keep(table, snapshot, force)) is not None:
+                metrics.snapshots.labels(what).inc()
 
     @app.timer(interval=600.0, on_leader=False)
     async def expire_buckets() -> None:
@@ -64,30 +57,44 @@ def register(
     @app.timer(interval=3600.0, on_leader=True)
     async def prune_mysql() -> None:
         """dashboard_buckets keeps the same windows as the table (hour 14 d, day 400 d)."""
-        import asyncio
-
-        now = datetime.now(UTC).replace(tzinfo=None)
-
-        def prune() -> int:
-            removed = 0
-            with engine.begin() as conn:
-                for granularity in (HOUR, DAY):
-                    removed += conn.execute(
-                        delete(dashboard_buckets).where(
-                            dashboard_buckets.c.granularity == granularity,
-                            dashboard_buckets.c.bucket_start < now - RETENTION[granularity],
-                        )
-                    ).rowcount
-            return removed
-
         try:
-            removed = await asyncio.to_thread(prune)
+            removed = await asyncio.to_thread(prune, engine, datetime.now(UTC).replace(tzinfo=None))
             if removed:
                 log.info("pruned %d expired dashboard_buckets rows", removed)
         except Exception as exc:
             log.warning(
                 "dashboard_buckets prune failed (will retry next hour): %s", exc.__class__.__name__
             )
+
+
+def prune(engine: Engine, now: datetime) -> int:
+    """Delete the ``dashboard_buckets`` rows past retention; return how many."""
+    removed = 0
+    with engine.begin() as conn:
+        for granularity in (HOUR, DAY):
+            removed += conn.execute(
+                delete(dashboard_buckets).where(
+                    dashboard_buckets.c.granularity == granularity,
+                    dashboard_buckets.c.bucket_start < now - RETENTION[granularity],
+                )
+            ).rowcount
+    return removed
+
+
+def keep(table: Any, snapshot: BucketSnapshot, force: bool) -> str | None:
+    """Put ``snapshot`` in the table if it is newer (or forced); a forced tombstone drops
+    the bucket. Returns what happened: ``kept``, ``stale``, ``dropped`` (None: a tombstone
+    for a bucket the table does not hold)."""
+    key = snapshots.table_key(snapshot.key)
+    if snapshots.is_tombstone(snapshot, force):
+        if key in table:
+            del table[key]
+            return "dropped"
+        return None
+    if snapshots.newer(table.get(key), snapshot, force):
+        table[key] = snapshots.table_value(snapshot)
+        return "kept"
+    return "stale"
 
 
 def _expire(table: faust.Table, company: bytes | str | None, now: datetime) -> None:

@@ -127,14 +127,7 @@ class BookingStory:
         """REQUESTED/CREATED, then maybe rejected, rescheduled, cancelled, no-show or done."""
         rng = self.rng
         if rng.random() < 0.2:
-            booking.requires_confirmation = True
-            self.event(booking, "BOOKING_REQUESTED", created)
-            if rng.random() < 0.25:
-                rejected = self.later(created, 10, 90)
-                if rejected is not None:
-                    self.event(booking, "BOOKING_REJECTED", rejected)
-                return
-            confirmed = self.later(created, 5, 60)
+            confirmed = self.requested(booking, created)
             if confirmed is None:
                 return
             created = confirmed
@@ -147,23 +140,38 @@ class BookingStory:
             if cancelled is not None:
                 self.event(booking, "BOOKING_CANCELLED", cancelled)
         elif roll < 0.45:
-            # A same-day slot that has already happened: no-show or completed meeting.
-            start = created + rng.randint(30, 120) * MINUTE
-            start += -start % (15 * MINUTE)
-            end = start + (booking.end_ms - booking.start_ms)
-            if end + 35 * MINUTE > self.anchor:
-                return
-            booking.start_ms, booking.end_ms = start, end
-            if roll < 0.30:
-                marked = start + rng.randint(10, 30) * MINUTE
-                self.event(booking, "BOOKING_NO_SHOW_UPDATED", marked, True)
-                unmark = self.later(marked, 1, 20)
-                remark = self.later(unmark, 1, 20) if unmark is not None else None
-                if rng.random() < 0.3 and unmark is not None and remark is not None:
-                    self.event(booking, "BOOKING_NO_SHOW_UPDATED", unmark, False)
-                    self.event(booking, "BOOKING_NO_SHOW_UPDATED", remark, True)
-            if roll >= 0.30 or rng.random() < 0.5:
-                self.event(booking, "MEETING_ENDED", end)
+            self.met(booking, created, no_show=roll < 0.30)
+
+    def requested(self, booking: SimBooking, created: int) -> int | None:
+        """A booking that needs confirmation: rejected (None), or when it was confirmed."""
+        booking.requires_confirmation = True
+        self.event(booking, "BOOKING_REQUESTED", created)
+        if self.rng.random() < 0.25:
+            rejected = self.later(created, 10, 90)
+            if rejected is not None:
+                self.event(booking, "BOOKING_REJECTED", rejected)
+            return None
+        return self.later(created, 5, 60)
+
+    def met(self, booking: SimBooking, created: int, *, no_show: bool) -> None:
+        """A same-day slot that has already happened: no-show or completed meeting."""
+        rng = self.rng
+        start = created + rng.randint(30, 120) * MINUTE
+        start += -start % (15 * MINUTE)
+        end = start + (booking.end_ms - booking.start_ms)
+        if end + 35 * MINUTE > self.anchor:
+            return
+        booking.start_ms, booking.end_ms = start, end
+        if no_show:
+            marked = start + rng.randint(10, 30) * MINUTE
+            self.event(booking, "BOOKING_NO_SHOW_UPDATED", marked, True)
+            unmark = self.later(marked, 1, 20)
+            remark = self.later(unmark, 1, 20) if unmark is not None else None
+            if rng.random() < 0.3 and unmark is not None and remark is not None:
+                self.event(booking, "BOOKING_NO_SHOW_UPDATED", unmark, False)
+                self.event(booking, "BOOKING_NO_SHOW_UPDATED", remark, True)
+        if not no_show or rng.random() < 0.5:
+            self.event(booking, "MEETING_ENDED", end)
 
     def reschedule(self, old: SimBooking, created: int) -> None:
         at = self.later(created, 10, 120)

@@ -23,6 +23,7 @@ from pipeline.models import COUNTERS, DECIMAL_COUNTERS
 from testbed.simulator.bodies import FINAL_EVENTS, TRANSFER_CARRIERS
 from testbed.simulator.booking_bodies import METADATA_TRIGGERS
 from testbed.simulator.model import (
+    CallEvent,
     Company,
     SimBooking,
     SimCall,
@@ -148,13 +149,6 @@ def _call(out: Expected, call: SimCall, accepted: set[str], zones: Mapping[int, 
         rows, key=lambda e: (CALL_STATUS_RANK[_status_of(e.event, call)], EVENT_RANK[e.event])
     )
     final = bool(names & FINAL_EVENTS)
-    transcripts = [0]
-    if call.keeps_transcript and call.turns:
-        for e in rows:
-            if e.event == "transcript_updated":
-                transcripts.append(len(transcript_text(call.turns[: e.turns])))
-            elif e.event in FINAL_EVENTS:
-                transcripts.append(len(transcript_text(call.turns)))
     analyzed = "call_analyzed" in names
     out.calls[call.call_id] = {
         "company_id": call.company_id,
@@ -171,11 +165,29 @@ def _call(out: Expected, call: SimCall, accepted: set[str], zones: Mapping[int, 
         "cost_cents": str(call.cost.quantize(CENTS)) if final and call.cost is not None else None,
         "transfer_destination": call.transfer_destination if names & TRANSFER_CARRIERS else None,
         "customer_phone": call.customer_phone,
-        "transcript_chars": max(transcripts) or None,
+        "transcript_chars": _longest_transcript(call, rows),
     }
-    timezone = zones.get(call.company_id, call.timezone)
+    _call_counters(out, call, names, zones.get(call.company_id, call.timezone))
+
+
+def _longest_transcript(call: SimCall, rows: list[CallEvent]) -> int | None:
+    """Characters of the longest transcript the received events carried (the merge rule)."""
+    transcripts = [0]
+    if call.keeps_transcript and call.turns:
+        for e in rows:
+            if e.event == "transcript_updated":
+                transcripts.append(len(transcript_text(call.turns[: e.turns])))
+            elif e.event in FINAL_EVENTS:
+                transcripts.append(len(transcript_text(call.turns)))
+    return max(transcripts) or None
+
+
+def _call_counters(out: Expected, call: SimCall, names: set[str], timezone: str) -> None:
+    """What a call adds to its company's buckets (docs/data-model.md, counters)."""
+    assert call.company_id is not None
     when = call.start_ms if call.start_ms is not None else call.end_ms
     cid = call.company_id
+    analyzed = "call_analyzed" in names
     if "call_ended" in names:
         out.add(cid, timezone, when, "calls_total")
         out.add(cid, timezone, when, f"calls_{call.direction}")

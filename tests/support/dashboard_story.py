@@ -289,25 +289,7 @@ class Story:
                     out[key][name] += value
 
         for c in self.calls:
-            if c.ended:
-                deltas: dict[str, int | Decimal] = {
-                    "calls_total": 1,
-                    f"calls_{c.direction}": 1,
-                    "calls_connected" if c.start else "calls_not_connected": 1,
-                    "duration_ms_total": c.duration_ms,
-                    "cost_cents_total": c.cost,
-                }
-                if c.reason == "voicemail_reached":
-                    deltas["calls_voicemail"] = 1
-                if c.reason == "call_transfer" or c.transfer_destination:
-                    deltas["calls_transferred"] = 1
-                add(c.tenant, c.at, deltas)
-            if c.analyzed:
-                deltas = {}
-                if c.successful is True:
-                    deltas["calls_successful"] = 1
-                if c.sentiment in ("Positive", "Neutral", "Negative"):
-                    deltas[f"sentiment_{c.sentiment.lower()}"] = 1
+            if deltas := _call_deltas(c):
                 add(c.tenant, c.at, deltas)
         for b in self.bookings:
             add(b.tenant, b.created, {"appointments_booked": 1})
@@ -436,3 +418,29 @@ async def publish_snapshots(
         await producer.flush()
     finally:
         await producer.stop()
+
+
+def _call_deltas(c: Call) -> dict[str, int | Decimal]:
+    """What one story call adds to its buckets: the docs/analyst.md rules, written again
+    independently of the apply path's."""
+    deltas: dict[str, int | Decimal] = {}
+    if c.ended:
+        deltas.update(
+            {
+                "calls_total": 1,
+                f"calls_{c.direction}": 1,
+                "calls_connected" if c.start else "calls_not_connected": 1,
+                "duration_ms_total": c.duration_ms,
+                "cost_cents_total": c.cost,
+            }
+        )
+        if c.reason == "voicemail_reached":
+            deltas["calls_voicemail"] = 1
+        if c.reason == "call_transfer" or c.transfer_destination:
+            deltas["calls_transferred"] = 1
+    if c.analyzed:
+        if c.successful is True:
+            deltas["calls_successful"] = 1
+        if c.sentiment in ("Positive", "Neutral", "Negative"):
+            deltas[f"sentiment_{c.sentiment.lower()}"] = 1
+    return deltas

@@ -124,13 +124,7 @@ class MemoryStore:
     # --- write ----------------------------------------------------------------------------
 
     def write(self, plan: Plan) -> None:
-        ids: dict[int, int] = {}
-        for handle, row in plan.new_customers.items():
-            ids[handle] = next(self._ids)
-            self.customers[ids[handle]] = replace(row, id=ids[handle])
-        for row in plan.changed_customers:
-            assert row.id is not None
-            self.customers[row.id] = row
+        ids = self._write_customers(plan)
 
         def resolved(row: Any) -> Any:
             if row.customer_id is not None and row.customer_id < 0:
@@ -146,33 +140,49 @@ class MemoryStore:
         for row in plan.appointments.changed:
             self.appointments[row.key] = resolved(row)
         for old, handle in plan.merged_customers:
-            target = ids.get(handle, handle)
-            self.calls = {
-                k: replace(c, customer_id=target) if c.customer_id == old.id else c
-                for k, c in self.calls.items()
-            }
-            self.appointments = {
-                k: replace(a, customer_id=target) if a.customer_id == old.id else a
-                for k, a in self.appointments.items()
-            }
-            assert old.id is not None
-            del self.customers[old.id]
+            self._merge_customer(old, ids.get(handle, handle))
         for key, event in plan.events.items():
             self.events[key] = replace(event, id=event.id or next(self._ids))
-        for uid, appt in list(self.appointments.items()):
-            call = self.calls.get(appt.retell_call_id or "")
-            if (
-                appt.call_id is None
-                and appt.retell_call_id in plan.links
-                and call is not None
-                and call.company_id == appt.company_id
-            ):
-                self.appointments[uid] = replace(appt, call_id=call.id)
+        self._link(plan.links)
         for key, deltas in plan.contribution.items():
             bucket = self.buckets.setdefault(key, empty())
             for name, value in deltas.items():
                 bucket[name] += value
             self.versions[key] = self.versions.get(key, 0) + 1
+
+    def _write_customers(self, plan: Plan) -> dict[int, int]:
+        ids: dict[int, int] = {}
+        for handle, row in plan.new_customers.items():
+            ids[handle] = next(self._ids)
+            self.customers[ids[handle]] = replace(row, id=ids[handle])
+        for row in plan.changed_customers:
+            assert row.id is not None
+            self.customers[row.id] = row
+        return ids
+
+    def _merge_customer(self, old: CustomerRow, target: int) -> None:
+        self.calls = {
+            k: replace(c, customer_id=target) if c.customer_id == old.id else c
+            for k, c in self.calls.items()
+        }
+        self.appointments = {
+            k: replace(a, customer_id=target) if a.customer_id == old.id else a
+            for k, a in self.appointments.items()
+        }
+        assert old.id is not None
+        del self.customers[old.id]
+
+    def _link(self, refs: list[str]) -> None:
+        """The writer's ``UPDATE appointments JOIN calls``: same company, not linked yet."""
+        for uid, appt in list(self.appointments.items()):
+            call = self.calls.get(appt.retell_call_id or "")
+            if (
+                appt.call_id is None
+                and appt.retell_call_id in refs
+                and call is not None
+                and call.company_id == appt.company_id
+            ):
+                self.appointments[uid] = replace(appt, call_id=call.id)
 
     # --- what tests compare ---------------------------------------------------------------
 
