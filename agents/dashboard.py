@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 def register(
     app: faust.App,
     settings: Settings,
-    table: faust.Table,
+    table: faust.Table[str, Any],
     snapshot_topic: faust.TopicT,
     engine: Engine,
     metrics: WorkerMetrics,
 ) -> None:
     @app.agent(snapshot_topic, name="dashboard-snapshots")
-    async def keep_snapshots(stream: faust.StreamT) -> None:
+    async def keep_snapshots(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             try:
                 data = orjson.loads(event.value)
@@ -97,7 +97,7 @@ def keep(table: Any, snapshot: BucketSnapshot, force: bool) -> str | None:
     return "stale"
 
 
-def _expire(table: faust.Table, company: bytes | str | None, now: datetime) -> None:
+def _expire(table: faust.Table[str, Any], company: bytes | str | None, now: datetime) -> None:
     if company is None:
         return
     prefix = (company.decode() if isinstance(company, bytes) else company) + "|"

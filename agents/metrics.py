@@ -212,7 +212,7 @@ class WorkerMetrics:
         app.sensors.add(_KafkaSensor(self, settings))
 
 
-class _KafkaSensor(Sensor):  # type: ignore[misc]
+class _KafkaSensor(Sensor):
     """Counts Faust's failed sends by topic (labels bounded to our topics) and rebalances."""
 
     def __init__(self, metrics: WorkerMetrics, settings: Settings, **kwargs: Any) -> None:
@@ -237,4 +237,4 @@ class _KafkaSensor(Sensor):  # type: ignore[misc]
 
     def on_rebalance_start(self, app: Any) -> dict[str, Any]:
         self._metrics.rebalances.inc()
-        return super().on_rebalance_start(app)  # type: ignore[no-any-return]
+        return super().on_rebalance_start(app)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,7 +29,7 @@ class Worker:
     app: faust.App
     engine: Engine
     metrics: WorkerMetrics
-    table: faust.Table
+    table: faust.Table[str, Any]
     outputs: webhooks.Outputs
 
 

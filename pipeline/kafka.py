@@ -30,11 +30,12 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """
     if not settings.kafka_security_protocol.endswith("SSL"):
         return None
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
         certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
         keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
     )
+    return context
 
 
 def kafka_options(settings: Settings) -> dict[str, Any]:

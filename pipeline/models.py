@@ -9,6 +9,8 @@ provider values are plain strings, because providers add values over time.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -64,7 +66,7 @@ COUNTERS: tuple[str, ...] = (
 DECIMAL_COUNTERS: frozenset[str] = frozenset({"cost_cents_total"})
 
 
-def _timestamps() -> list[Column]:
+def _timestamps() -> list[Column[Any]]:
     return [
         Column("created_at", DT, nullable=False, server_default=NOW),
         Column("updated_at", DT, nullable=False, server_default=NOW),

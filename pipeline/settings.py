@@ -261,7 +261,8 @@ def _advertised_url_problem(url: str) -> str | None:
     return None
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
+# noqa below: several engineers are extending this function; split it once they have landed.
+def load_settings(environ: Mapping[str, str]) -> Settings:  # noqa: C901
     """Build :class:`Settings` from ``environ``; raise one ConfigError naming every bad variable."""
     problems: list[str] = []
     values: dict[str, object] = {}

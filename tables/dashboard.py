@@ -36,7 +36,7 @@ MAX_SERIES_BUCKETS = {HOUR: 24 * 14, DAY: 400}
 Lookup = Callable[[str], dict[str, Any] | None]
 
 
-class RawKeyTable(faust.Table):
+class RawKeyTable(faust.Table[str, Any]):
     """A table whose ``str`` keys are serialized raw (UTF-8), in its store and changelog.
 
     faust.Table serializes every key type but ``bytes`` as JSON (``b'"2"'``), and

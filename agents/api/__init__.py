@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 from aiohttp import web
@@ -34,7 +35,11 @@ GAUGE_INTERVAL_S = 1.0
 
 
 def build_context(
-    app: faust.App, settings: Settings, table: faust.Table, engine: Engine, metrics: WorkerMetrics
+    app: faust.App,
+    settings: Settings,
+    table: faust.Table[str, Any],
+    engine: Engine,
+    metrics: WorkerMetrics,
 ) -> ApiContext:
     tokens = TokenBook.parse(t.reveal() for t in settings.analyst_tokens)
     if tokens.plain:
@@ -83,7 +88,11 @@ async def readyz(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 def register(
-    app: faust.App, settings: Settings, table: faust.Table, engine: Engine, metrics: WorkerMetrics
+    app: faust.App,
+    settings: Settings,
+    table: faust.Table[str, Any],
+    engine: Engine,
+    metrics: WorkerMetrics,
 ) -> ApiContext:
     ctx = build_context(app, settings, table, engine, metrics)
     _mount(app, ctx, "/api/v1/companies", "companies", views.companies)

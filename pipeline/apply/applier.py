@@ -28,7 +28,7 @@ from typing import TypeVar
 from sqlalchemy import Engine
 
 from pipeline import database
-from pipeline.apply import store
+from pipeline.apply import load
 from pipeline.apply.batch import apply_batch
 from pipeline.apply.results import BatchResult, DeadLetter, Outcome
 from pipeline.errors import DatabaseUnavailable
@@ -149,7 +149,7 @@ def parked_fetcher(settings: Settings) -> Fetch:
 def store_parked(engine: Engine, uids: set[str]) -> list[tuple[str, int, int]]:
     try:
         with engine.connect() as conn:
-            return store.parked_coordinates(conn, uids)
+            return load.parked_coordinates(conn, uids)
     except Exception as exc:
         waiting = database.unavailable(exc, "parked lookup")
         if waiting is not None:

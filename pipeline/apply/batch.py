@@ -9,7 +9,7 @@ copy of the logic. Per batch, a fixed number of statements (no statement per eve
    touch (``SELECT ... FOR UPDATE``) and read the branches it can be attributed to;
    attribute (pure), then lock the customers it names and read the companies' time zones;
 3. *fold* (:mod:`pipeline.apply.fold`, pure): every row, event and counter change;
-4. *write* (:func:`pipeline.apply.store.write`): multi-row inserts and upserts, links of
+4. *write* (:func:`pipeline.apply.write.write`): multi-row inserts and upserts, links of
    appointments to calls, counter deltas added to ``dashboard_buckets`` in a fixed key
    order (concurrent batches cannot deadlock on them), and the absolute values of the
    touched buckets read back for the snapshot topic.
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.apply import fold, store
+from pipeline.apply import fold, load, write
 from pipeline.apply.items import Item, decode
 from pipeline.apply.results import BatchResult, add_changes
 from pipeline.database import classify, unavailable
@@ -131,12 +131,12 @@ def _transaction(engine: Engine, items: list[Item], dry_run: bool, now: datetime
 
 def apply_items(conn: Connection, items: Sequence[Item], now: datetime) -> BatchResult:
     """load → fold → write, inside the caller's transaction."""
-    loaded = store.load(conn, fold.wants(items))
+    loaded = load.load(conn, fold.wants(items))
     verdicts = fold.attribute(items, loaded)
     companies, sightings = fold.people(verdicts)
-    store.load_people(conn, loaded, companies, sightings)
+    load.load_people(conn, loaded, companies, sightings)
     plan = fold.fold(verdicts, loaded, now)
-    written = store.write(conn, plan, now)
+    written = write.write(conn, plan, now)
     changes = plan.changes()
     if written.links:
         add_changes(changes, {"appointments": {None: Counter(link=written.links)}})

@@ -1,6 +1,6 @@
 """A :class:`Plan`: everything one batch decided, before anything is written.
 
-The fold fills it; the writer (:func:`pipeline.apply.store.write`) carries it out with a
+The fold fills it; the writer (:func:`pipeline.apply.write.write`) carries it out with a
 fixed number of statements; :meth:`Plan.changes` summarises it per table and company for
 ``replay``/``redrive`` reports (in a dry run: what would be written).
 """

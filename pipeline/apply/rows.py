@@ -69,7 +69,7 @@ class AppointmentRow:
     id: int | None = None
     calcom_booking_id: int | None = None
     customer_id: int | None = None
-    call_id: int | None = None  # linked by the writer (store.link_appointments)
+    call_id: int | None = None  # linked by the writer (write.link_appointments)
     retell_call_id: str | None = None
     starts_at: datetime | None = None
     ends_at: datetime | None = None

@@ -4,7 +4,7 @@ An event is attributed to a company only through a branch that says so: the busi
 phone number, then a unique agent id, then the ids our own ``call_inbound`` answer wrote
 into the call's metadata (Cal.com: the event type, then ``metadata.branch_id``). When no
 rule applies the event is *unroutable* with a reason; nothing guesses. Pure: the branches
-come from :func:`pipeline.apply.store.load_directory`.
+come from :func:`pipeline.apply.load.load_directory`.
 """
 
 from __future__ import annotations
@@ -103,6 +103,6 @@ def attribute_booking(
         return Unroutable("branch_inactive")
     if facts.event_type_id is None and facts.metadata_branch_id is None:
         # Only the booking itself can attribute this event (a no-show update): park it
-        # until the booking arrives (:func:`pipeline.apply.store.parked_coordinates`).
+        # until the booking arrives (:func:`pipeline.apply.load.parked_coordinates`).
         return Unroutable("unknown_booking")
     return Unroutable("no_branch_for_event_type")

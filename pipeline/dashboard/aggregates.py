@@ -101,7 +101,8 @@ def _reader(row: RowLike) -> Callable[[str], Any]:
 def call_time(row: RowLike) -> datetime | None:
     """The bucket time of a call: its start, else its end, else its last event."""
     get = _reader(row)
-    return get("started_at") or get("ended_at") or get("last_event_at")
+    at: datetime | None = get("started_at") or get("ended_at") or get("last_event_at")
+    return at
 
 
 def call_counters(

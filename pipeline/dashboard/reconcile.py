@@ -39,7 +39,8 @@ from pipeline import topics
 from pipeline.dashboard import drift
 from pipeline.dashboard.aggregates import APPOINTMENT_MARKS, DAY, HOUR, BucketKey, BucketSnapshot
 from pipeline.dashboard.analyst_api import AnalystApiError, AnalystClient, iso
-from pipeline.dashboard.drift import Counters, Drift, Scope
+from pipeline.dashboard.counters import Counters
+from pipeline.dashboard.drift import Drift, Scope
 from pipeline.dashboard.snapshots import company_key, encode
 from pipeline.database import is_transient
 from pipeline.errors import DatabaseUnavailable, KafkaUnavailable, SwitchboardError

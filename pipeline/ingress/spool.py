@@ -335,7 +335,8 @@ class Spool:
 
     async def head(self, limit: int, after: int = 0) -> list[SpooledRecord]:
         assert self._file is not None
-        return await self._run(self._file.head, limit, after)
+        records: list[SpooledRecord] = await self._run(self._file.head, limit, after)
+        return records
 
     async def delete(self, records: list[SpooledRecord]) -> None:
         """Forget records Kafka acknowledged."""

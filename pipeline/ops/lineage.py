@@ -44,7 +44,7 @@ class Lineage:
     def body_matches(self) -> bool | None:
         if self.record is None:
             return None
-        return sha256_hex(self.record.value) == self.event["payload_sha256"]
+        return bool(sha256_hex(self.record.value) == self.event["payload_sha256"])
 
 
 def subjects(provider: str, event_id: str, body: bytes | None) -> tuple[list[str], list[str]]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 from random import Random
 from typing import Protocol
 
+from pipeline.tenants import Branch, Company
 from testbed.simulator.bodies import dumps, iso_seconds
-from testbed.simulator.model import Branch, Company, Step, iso_ms
+from testbed.simulator.model import Step, iso_ms
 
 
 class _Ids(Protocol):

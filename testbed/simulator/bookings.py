@@ -11,16 +11,9 @@ from dataclasses import dataclass
 from random import Random
 from typing import TYPE_CHECKING
 
+from pipeline.tenants import Branch, Company
 from testbed.simulator import bodies, vocab
-from testbed.simulator.model import (
-    HOUR,
-    MINUTE,
-    BookingEvent,
-    Branch,
-    Company,
-    SimBooking,
-    SimCall,
-)
+from testbed.simulator.model import HOUR, MINUTE, BookingEvent, SimBooking, SimCall
 
 if TYPE_CHECKING:
     from testbed.simulator.scenario import ScenarioConfig

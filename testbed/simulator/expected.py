@@ -20,11 +20,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline.models import COUNTERS, DECIMAL_COUNTERS
+from pipeline.tenants import Company
 from testbed.simulator.bodies import FINAL_EVENTS, TRANSFER_CARRIERS
 from testbed.simulator.booking_bodies import METADATA_TRIGGERS
 from testbed.simulator.model import (
     CallEvent,
-    Company,
     SimBooking,
     SimCall,
     iso_dt,

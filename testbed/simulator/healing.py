@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from testbed.simulator.model import BookingEvent, SimBooking, SimCall
 from testbed.simulator.rest_view import calcom_booking, successors
@@ -96,7 +97,7 @@ def _heal_booking(
 
 def _rebuilt_no_show(
     b: SimBooking,
-    view: dict,
+    view: dict[str, Any],
     got: list[BookingEvent],
     replaced_by: SimBooking | None,
     accepted: set[str],

@@ -16,7 +16,8 @@ from decimal import Decimal
 
 import orjson
 
-from pipeline.tenants import Branch, Company  # noqa: F401  (Branch: re-exported)
+from pipeline.tenants import Branch as Branch  # re-exported: tests build tenants from it
+from pipeline.tenants import Company as Company
 
 # ---- the story ---------------------------------------------------------------------------
 

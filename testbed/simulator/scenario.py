@@ -16,15 +16,14 @@ from decimal import Decimal
 from random import Random
 
 from pipeline.errors import SwitchboardError
+from pipeline.tenants import Branch, Company
 from testbed.simulator import bad_traffic, bodies, vocab
 from testbed.simulator.booking_bodies import booking_steps
 from testbed.simulator.bookings import BookingStory, Person
 from testbed.simulator.model import (
     HOUR,
     MINUTE,
-    Branch,
     CallEvent,
-    Company,
     Delivery,
     Scenario,
     SimBooking,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from random import Random
 
-from pipeline.tenants import (  # noqa: F401  (re-exported)
+from pipeline.tenants import (
     E164,
     Branch,
     Company,
@@ -19,6 +19,23 @@ from pipeline.tenants import (  # noqa: F401  (re-exported)
     with_ids,
 )
 from testbed.simulator import vocab
+
+# The simulator's tenants are the production tenant files: these are re-exported.
+__all__ = [
+    "E164",
+    "Branch",
+    "Company",
+    "ImportReport",
+    "TenantFileError",
+    "from_json",
+    "import_tenants",
+    "load_tenants",
+    "read_file",
+    "to_json",
+    "with_ids",
+    "generate",
+    "unique_phone",
+]
 
 # ---- generation --------------------------------------------------------------------------
 

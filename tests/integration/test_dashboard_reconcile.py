@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Engine, select, text, update
 
 from pipeline import database, topics
-from pipeline.apply import store
+from pipeline.apply import write
 from pipeline.apply.batch import apply_batch
 from pipeline.dashboard import drift, reconcile
 from pipeline.dashboard.aggregates import BucketKey
@@ -145,7 +145,7 @@ def test_fix_waits_for_a_batch_in_flight_and_counts_it_once(
     batch = _late_call(story, 1)
     started = threading.Event()
     release = threading.Event()
-    real_add = store.add_to_buckets
+    real_add = write.add_to_buckets
 
     def slow_add(*args: Any, **kwargs: Any) -> Any:
         out = real_add(*args, **kwargs)  # bucket rows now locked by the batch
@@ -153,7 +153,7 @@ def test_fix_waits_for_a_batch_in_flight_and_counts_it_once(
         release.wait(10)
         return out
 
-    store.add_to_buckets, restore = slow_add, store.add_to_buckets  # type: ignore[assignment]
+    write.add_to_buckets, restore = slow_add, write.add_to_buckets  # type: ignore[assignment]
     try:
         applier = threading.Thread(target=apply_batch, args=(engine, batch))
         applier.start()
@@ -171,7 +171,7 @@ def test_fix_waits_for_a_batch_in_flight_and_counts_it_once(
         applier.join(20)
         fixer.join(20)
     finally:
-        store.add_to_buckets = restore  # type: ignore[assignment]
+        write.add_to_buckets = restore  # type: ignore[assignment]
         release.set()
     assert results["n"] == 1  # only the corrupted row
     expected = story.expected()[(key.company_id, key.granularity, key.bucket_start)]

@@ -1,0 +1,191 @@
+"""The apply transaction's reads: everything the fold (:mod:`pipeline.apply.fold`) needs,
+locked, in a fixed number of statements per batch whatever its size. Every function takes
+the connection first and runs inside the caller's transaction.
+
+Reads lock (``SELECT ... FOR UPDATE``) every row the batch can change, so two batches
+that touch the same call, booking or customer run one after the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, or_, select
+
+from pipeline.apply.customers import Sighting
+from pipeline.apply.fold import Loaded, Wants
+from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, StoredEvent, from_db
+from pipeline.apply.tenancy import Branch, Directory
+from pipeline.models import appointments, branches, calls, companies, customers, webhook_events
+from pipeline.providers import calcom
+from pipeline.providers.facts import EventKey
+
+
+def load(conn: Connection, wants: Wants) -> Loaded:
+    """Lock the events, calls and appointments the batch names; read its branches."""
+    return Loaded(
+        events=lock_events(conn, wants.events),
+        calls=_lock_by(conn, CallRow, "retell_call_id", wants.call_ids),
+        appointments=_lock_by(conn, AppointmentRow, "calcom_uid", wants.uids),
+        directory=load_directory(
+            conn,
+            phones=wants.phones,
+            agent_ids=wants.agent_ids,
+            event_type_ids=wants.event_type_ids,
+            branch_ids=wants.branch_ids,
+        ),
+    )
+
+
+def load_people(
+    conn: Connection, loaded: Loaded, companies_: Iterable[int], seen: Sequence[Sighting]
+) -> None:
+    """The time zones of the companies the batch counts for, and its customers, locked."""
+    loaded.timezones = company_timezones(conn, companies_)
+    loaded.customers = lock_customers(conn, seen)
+
+
+def lock_events(conn: Connection, keys: Iterable[EventKey]) -> dict[EventKey, StoredEvent]:
+    keys = set(keys)
+    if not keys:
+        return {}
+    providers = sorted({p for p, _ in keys})
+    ids = sorted({e for _, e in keys})
+    query = (
+        select(
+            webhook_events.c.id,
+            webhook_events.c.provider,
+            webhook_events.c.event_id,
+            webhook_events.c.status,
+            webhook_events.c.payload_sha256,
+        )
+        .where(webhook_events.c.provider.in_(providers), webhook_events.c.event_id.in_(ids))
+        .with_for_update()
+    )
+    found = {
+        (r.provider, r.event_id): StoredEvent(r.id, r.status, r.payload_sha256)
+        for r in conn.execute(query)
+    }
+    return {k: v for k, v in found.items() if k in keys}
+
+
+def _lock_by(conn: Connection, kind: Any, column: str, keys: Iterable[str]) -> dict[str, Any]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    table = calls if kind is CallRow else appointments
+    query = select(table).where(table.c[column].in_(wanted)).with_for_update()
+    return {row[column]: from_db(kind, row) for row in conn.execute(query).mappings()}
+
+
+def company_timezones(conn: Connection, company_ids: Iterable[int]) -> dict[int, str]:
+    ids = sorted(set(company_ids))
+    if not ids:
+        return {}
+    query = select(companies.c.id, companies.c.timezone).where(companies.c.id.in_(ids))
+    return {r.id: r.timezone for r in conn.execute(query)}
+
+
+def lock_customers(conn: Connection, seen: Sequence[Sighting]) -> list[CustomerRow]:
+    """The stored customers the sightings can match, by (company, phone) and (company, email).
+
+    One lookup per index: an OR of the two would let MySQL scan every customer of the
+    company.
+    """
+    companies_ = sorted({s.company_id for s in seen})
+    found: dict[int, CustomerRow] = {}
+    for column, wanted in (
+        ("phone", sorted({s.phone for s in seen if s.phone})),
+        ("email", sorted({s.email for s in seen if s.email})),
+    ):
+        if not companies_ or not wanted:
+            continue
+        query = (
+            select(customers)
+            .where(customers.c.company_id.in_(companies_), customers.c[column].in_(wanted))
+            .order_by(customers.c.id)
+            .with_for_update()
+        )
+        for row in conn.execute(query).mappings():
+            found[row["id"]] = from_db(CustomerRow, row)
+    return [found[i] for i in sorted(found)]
+
+
+def load_directory(
+    conn: Connection,
+    *,
+    phones: Iterable[str] = (),
+    agent_ids: Iterable[str] = (),
+    event_type_ids: Iterable[int] = (),
+    branch_ids: Iterable[int] = (),
+) -> Directory:
+    """One query for every branch the batch might be attributed to."""
+    clauses = []
+    if wanted_phones := sorted(set(phones)):
+        clauses.append(branches.c.phone_number.in_(wanted_phones))
+    if wanted_agents := sorted(set(agent_ids)):
+        clauses.append(branches.c.retell_agent_id.in_(wanted_agents))
+    if wanted_types := sorted(set(event_type_ids)):
+        clauses.append(branches.c.calcom_event_type_id.in_(wanted_types))
+    if wanted_ids := sorted(set(branch_ids)):
+        clauses.append(branches.c.id.in_(wanted_ids))
+    directory = Directory()
+    if not clauses:
+        return directory
+    query = (
+        select(
+            branches.c.id,
+            branches.c.company_id,
+            branches.c.phone_number,
+            branches.c.retell_agent_id,
+            branches.c.calcom_event_type_id,
+            (branches.c.is_active & companies.c.is_active).label("active"),
+        )
+        .join(companies, companies.c.id == branches.c.company_id)
+        .where(or_(*clauses))
+    )
+    for row in conn.execute(query):
+        directory.add(
+            Branch(
+                id=row.id,
+                company_id=row.company_id,
+                phone_number=row.phone_number,
+                retell_agent_id=row.retell_agent_id,
+                calcom_event_type_id=row.calcom_event_type_id,
+                active=bool(row.active),
+            )
+        )
+    return directory
+
+
+def parked_coordinates(conn: Connection, uids: Iterable[str]) -> list[tuple[str, int, int]]:
+    """Kafka coordinates of events parked as ``unknown_booking`` for these bookings.
+
+    A no-show update names only its booking; when it arrives before the booking it waits
+    here, and is applied as soon as a batch creates that booking. Its event id starts with
+    the booking's uid (:func:`pipeline.providers.calcom.no_show_prefix`), so each lookup is
+    an index range scan.
+    """
+    wanted = sorted(set(uids))
+    if not wanted:
+        return []
+    prefixes = [
+        webhook_events.c.event_id.like(_escape_like(calcom.no_show_prefix(uid)) + "%")
+        for uid in wanted
+    ]
+    query = select(
+        webhook_events.c.kafka_topic,
+        webhook_events.c.kafka_partition,
+        webhook_events.c.kafka_offset,
+    ).where(
+        webhook_events.c.provider == calcom.NAME,
+        webhook_events.c.status == "unroutable",
+        webhook_events.c.error == "unknown_booking",
+        or_(*prefixes),
+    )
+    return [(r.kafka_topic, r.kafka_partition, r.kafka_offset) for r in conn.execute(query)]
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
