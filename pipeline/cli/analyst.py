@@ -15,7 +15,7 @@ import click
 
 from pipeline import database
 from pipeline.cli import cli, settings_from
-from pipeline.cli.output import emit_json, json_option
+from pipeline.cli.output import Progress, emit_json, json_option
 from pipeline.dashboard import reconcile
 from pipeline.dashboard import tokens as tokens_
 from pipeline.dashboard.aggregates import DAY, HOUR
@@ -166,12 +166,21 @@ def reconcile_command(
     scope = Scope(granularities, since, until, now)
     settings = settings_from(ctx)
     client = _client(ctx, worker_url, token) if worker_url else None
+    progress = Progress("reconcile")
+
+    def on_company(phase: str, done: int, total: int, company: int) -> None:
+        if progress.label != f"reconcile {phase}":
+            progress.label = f"reconcile {phase}"
+            progress.plan(total)
+        progress.update(done, f"company {company}")
+
     options = reconcile.Options(
         company_ids=company_ids or None,
         scope=scope,
         fix=fix,
         client=client,
         converge_s=converge_timeout,
+        on_company=on_company,
     )
     engine = database.create_db_engine(settings, pool_size=2)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL + 1)  # we report failures ourselves

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -419,13 +419,16 @@ class Options:
     client: AnalystClient | None = None
     settle_s: float = 3.0  # wait before re-checking API drift (snapshots in flight)
     converge_s: float = 30.0  # how long --fix waits for the API to show the fixed numbers
+    # Told after each company: (phase "check" | "fix", companies done, of how many, company).
+    on_company: Callable[[str, int, int, int], None] | None = None
 
 
 def check_all(engine: Engine, tzs: Mapping[int, str], options: Options) -> list[CompanyReport]:
-    reports = [
-        _with_retries(check_company, engine, c, tz, options.scope, options.client)
-        for c, tz in tzs.items()
-    ]
+    reports = []
+    for c, tz in tzs.items():
+        reports.append(_with_retries(check_company, engine, c, tz, options.scope, options.client))
+        if options.on_company is not None:
+            options.on_company("check", len(reports), len(tzs), c)
     lagging = [r for r in reports if r.api]
     if lagging and options.settle_s > 0:
         # The table lags MySQL by a snapshot's trip through Kafka: look again before
@@ -478,7 +481,7 @@ async def _fix(
     by_company = {r.company_id: r for r in report.companies}
     now = options.scope.now
     try:
-        for company, tz in tzs.items():
+        for done, (company, tz) in enumerate(tzs.items(), start=1):
             entry = by_company[company]
             if entry.mysql:
                 entry.rewritten = await asyncio.to_thread(
@@ -497,6 +500,8 @@ async def _fix(
                     f"publishing snapshots of company {company} failed: {exc}; "
                     "MySQL rows already rewritten stay right; run reconcile --fix again"
                 ) from exc
+            if options.on_company is not None:
+                options.on_company("fix", done, len(tzs), company)
     finally:
         await producer.stop()
 

@@ -152,3 +152,24 @@ def test_reconcile_json_reports_drift_for_scripts(stack_settings: Settings, engi
     [drift] = company["mysql"]
     assert drift["counter"] == "calls_total" and drift["found"] == drift["expected"] + 5
     assert drift["key"]["granularity"] == "day" and drift["source"] == "mysql"
+
+
+def test_reconcile_tells_its_progress_per_company(stack_settings: Settings, engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.dashboard import reconcile
+    from pipeline.dashboard.aggregates import DAY, HOUR
+    from pipeline.dashboard.drift import Scope
+
+    seed_fixture_tenants(engine)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    told: list[tuple[str, int, int, int]] = []
+    options = reconcile.Options(
+        company_ids=None,
+        scope=Scope((HOUR, DAY), None, now + timedelta(days=1), now),
+        fix=True,
+        on_company=lambda *call: told.append(call),
+    )
+    report = reconcile.run(stack_settings, engine, options)
+    assert report.ok
+    assert told == [("check", 1, 2, 1), ("check", 2, 2, 2), ("fix", 1, 2, 1), ("fix", 2, 2, 2)]
