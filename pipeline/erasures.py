@@ -65,10 +65,15 @@ def digest(kind: str, text: str) -> str | None:
 
 
 def erased(
-    conn: Connection, phones: Iterable[str | None] = (), emails: Iterable[str | None] = ()
+    conn: Connection,
+    phones: Iterable[str | None] = (),
+    emails: Iterable[str | None] = (),
+    *,
+    lock: bool = False,
 ) -> set[tuple[str, str]]:
     """Which of these phone numbers and e-mail addresses are on the erasure list, as
-    ``(kind, value as given)`` pairs. One indexed query for a whole batch."""
+    ``(kind, value as given)`` pairs. One indexed query for a whole batch; ``lock`` reads
+    with a shared lock (the apply path: see :mod:`pipeline.apply.privacy`)."""
     wanted: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for kind, values in ((PHONE, phones), (EMAIL, emails)):
         for value in values:
@@ -82,11 +87,10 @@ def erased(
     found: set[tuple[str, str]] = set()
     hashes = sorted({key for _, key in wanted})
     for start in range(0, len(hashes), 500):
-        rows = conn.execute(
-            select(erasures.c.kind, erasures.c.value_sha256).where(
-                erasures.c.value_sha256.in_(hashes[start : start + 500])
-            )
+        query = select(erasures.c.kind, erasures.c.value_sha256).where(
+            erasures.c.value_sha256.in_(hashes[start : start + 500])
         )
+        rows = conn.execute(query.with_for_update(read=True) if lock else query)
         for kind, key in rows:
             found.update(wanted.get((kind, key), []))
     return found

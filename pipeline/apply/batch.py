@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.apply import fold, load, write
+from pipeline.apply import fold, load, privacy, write
 from pipeline.apply.items import Item, decode
 from pipeline.apply.results import BatchResult, add_changes
 from pipeline.database import classify, unavailable
@@ -131,6 +131,7 @@ def _transaction(engine: Engine, items: list[Item], dry_run: bool, now: datetime
 
 def apply_items(conn: Connection, items: Sequence[Item], now: datetime) -> BatchResult:
     """load → fold → write, inside the caller's transaction."""
+    items = privacy.scrub(conn, items)  # first: its shared lock orders it with erasures
     loaded = load.load(conn, fold.wants(items))
     verdicts = fold.attribute(items, loaded)
     companies, sightings = fold.people(verdicts)

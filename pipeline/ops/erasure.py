@@ -12,6 +12,9 @@ What goes, across every company (a person can be a customer of several):
 * their ``appointments`` (and those booked from their calls): ``title`` (Cal.com puts the
   attendee's name in it) and ``cancellation_reason`` (free text).
 
+The person's other identifiers on those rows (the phone number of someone erased by e-mail,
+and the other way round) go on the erasure list too, so their next call is covered.
+
 What stays: everything the dashboard counts (direction, times, durations, costs, status,
 disconnection reason, sentiment, success, transfer, links), so ``dashboard_buckets``, the
 Faust tables and ``switchboard reconcile`` are unchanged. ``webhook_events`` holds no
@@ -21,8 +24,8 @@ erasure list (:mod:`pipeline.erasures`) keeps replays, redrives and late webhook
 storing the person's data again.
 
 Order of work, in one transaction: the erasure list entry is inserted first, then the rows
-are read with locking reads. The apply path's check (being added) reads the list with a
-shared lock before it locks any row, so this insert waits for the batches that read the
+are read with locking reads. The apply path (:mod:`pipeline.apply.privacy`) reads the list
+with a shared lock before it locks any row, so this insert waits for the batches that read the
 list before it, and later batches wait for this commit and then see the entry: no batch
 writes the person's data after the erasure, and the two never wait on each other in a cycle.
 """
@@ -102,6 +105,8 @@ def erase(engine: Engine, kind: str, raw: str, *, dry_run: bool = False) -> Eras
         transaction = conn.begin()
         try:
             report.newly_listed = _list(conn, kind, key, now)
+            for other_kind, other_key in _also_known_as(conn, kind, value) - {(kind, key)}:
+                _list(conn, other_kind, other_key, now)
             _erase_rows(conn, kind, value, now, report)
         except BaseException:
             transaction.rollback()
@@ -120,6 +125,28 @@ def _list(conn: Connection, kind: str, key: str, now: datetime) -> bool:
     )
     result = conn.execute(statement.on_duplicate_key_update(updated_at=now))
     return bool(result.rowcount == 1)  # MySQL: 1 inserted, 2 updated
+
+
+def _also_known_as(conn: Connection, kind: str, value: str) -> set[tuple[str, str]]:
+    """The list keys of the other phone numbers and addresses the person's customer rows
+    hold (erased by e-mail, their calls come from a phone number). Read before any row is
+    locked, so that every list entry is written before the row locks (the apply path takes
+    the list's lock first: the same order, no deadlock)."""
+    column = customers.c.phone if kind == erasure_list.PHONE else customers.c.email
+    company_ids = _ids(conn, select(companies.c.id))
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(company_ids), CHUNK):
+        rows = conn.execute(
+            select(customers.c.phone, customers.c.email).where(
+                customers.c.company_id.in_(company_ids[start : start + CHUNK]), column == value
+            )
+        )
+        for phone, email in rows:
+            for other_kind, other in ((erasure_list.PHONE, phone), (erasure_list.EMAIL, email)):
+                digest = erasure_list.digest(other_kind, other) if other else None
+                if digest is not None:
+                    found.add((other_kind, digest))
+    return found
 
 
 def _ids(conn: Connection, query: Any) -> list[int]:
