@@ -11,11 +11,17 @@ TLS) is configured once, in the SWITCHBOARD_KAFKA_* variables, and no client can
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
+from pipeline.errors import KafkaUnavailable
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -82,3 +88,55 @@ def describe(settings: Settings) -> str:
     if settings.kafka_sasl_mechanism and how.startswith("SASL_"):
         how += f"/{settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}"
     return f"{settings.kafka_bootstrap} ({how})"
+
+
+Send = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+"""One record to send: topic (already prefixed), key, value, headers."""
+
+
+class DurableProducer:
+    """An idempotent ``acks=all`` producer for the commands that write to Kafka.
+
+    ``async with`` starts it (:class:`~pipeline.errors.KafkaUnavailable` when Kafka cannot
+    be reached) and stops it; :meth:`send_all` returns only once every record is
+    acknowledged, so a command that returns has made all it sent durable. Its requests may
+    carry a whole webhook body (``SWITCHBOARD_MAX_BODY_BYTES``) plus headers.
+    """
+
+    def __init__(self, settings: Settings, *, client_id: str) -> None:
+        self.settings = settings
+        self._producer = AIOKafkaProducer(
+            **kafka_options(settings),
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=15_000,
+            max_request_size=settings.max_body_bytes + 64 * 1024,
+        )
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise KafkaUnavailable(
+                f"Kafka unreachable at {describe(self.settings)}: {exc.__class__.__name__}"
+            ) from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._producer.stop()
+
+    async def send_all(self, records: Iterable[Send]) -> None:
+        """Send every record and wait for all acknowledgements (raises KafkaError)."""
+        futures = [
+            await self._producer.send(topic, key=key, value=value, headers=headers)
+            for topic, key, value, headers in records
+        ]
+        await asyncio.gather(*futures)

@@ -14,19 +14,16 @@ event ids dedup whatever got through).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
-from types import TracebackType
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline import providers
 from pipeline.backfill.synthesized import Synthesized
 from pipeline.backfill.when import to_ms, utc_now
 from pipeline.errors import KafkaUnavailable
-from pipeline.kafka import kafka_options
+from pipeline.kafka import DurableProducer
 from pipeline.settings import Settings
 
 SOURCE = "backfill"
@@ -44,53 +41,25 @@ def headers(event: Synthesized, written_ms: int) -> list[tuple[str, bytes]]:
     ]
 
 
-class EventWriter:
+class EventWriter(DurableProducer):
     """``async with EventWriter(settings) as writer: await writer.write(events)``."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._producer = AIOKafkaProducer(
-            **kafka_options(settings),
-            client_id="switchboard-backfill",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            request_timeout_ms=15_000,
-            max_request_size=settings.max_body_bytes + 64 * 1024,
-        )
-
-    async def __aenter__(self) -> EventWriter:
-        try:
-            await self._producer.start()
-        except KafkaError as exc:
-            await self._producer.stop()
-            raise KafkaUnavailable(
-                f"Kafka unreachable at {self.settings.kafka_bootstrap}: {exc.__class__.__name__}"
-            ) from exc
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._producer.stop()
+        super().__init__(settings, client_id="switchboard-backfill")
 
     async def write(self, events: Sequence[Synthesized]) -> int:
         """Send every event and wait for all acks; return how many were written."""
         written_ms = to_ms(utc_now())
         try:
-            futures = [
-                await self._producer.send(
+            await self.send_all(
+                (
                     self.settings.topic(providers.get(e.provider).TOPIC),
-                    key=e.key.encode(),
-                    value=e.body,
-                    headers=headers(e, written_ms),
+                    e.key.encode(),
+                    e.body,
+                    headers(e, written_ms),
                 )
                 for e in events
-            ]
-            await asyncio.gather(*futures)
+            )
         except KafkaError as exc:
             raise KafkaUnavailable(
                 f"Kafka failed while writing backfilled events ({exc.__class__.__name__}); "

@@ -15,62 +15,29 @@ again skips the events it applied, so after a failed redrive ``switchboard recon
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from types import TracebackType
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline.apply.loop import Outgoing, Published
 from pipeline.errors import KafkaUnavailable
-from pipeline.kafka import kafka_options
+from pipeline.kafka import DurableProducer
 from pipeline.settings import Settings
 
 
-class Outputs:
+class Outputs(DurableProducer):
     """``async with Outputs(settings) as out: await out.publish(outgoing(result))``."""
 
     def __init__(self, settings: Settings, *, client_id: str = "switchboard-ops") -> None:
-        self.settings = settings
+        super().__init__(settings, client_id=client_id)
         self.published = Published()
-        self._producer = AIOKafkaProducer(
-            **kafka_options(settings),
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            request_timeout_ms=15_000,
-        )
-
-    async def __aenter__(self) -> Outputs:
-        try:
-            await self._producer.start()
-        except KafkaError as exc:
-            await self._producer.stop()
-            raise KafkaUnavailable(
-                f"Kafka unreachable at {self.settings.kafka_bootstrap}: {exc.__class__.__name__}"
-            ) from exc
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._producer.stop()
 
     async def publish(self, messages: Sequence[Outgoing]) -> Published:
         """Send the messages; return once Kafka has them all."""
         try:
-            futures = [
-                await self._producer.send(
-                    self.settings.topic(m.topic), key=m.key, value=m.value, headers=m.headers
-                )
-                for m in messages
-            ]
-            await asyncio.gather(*futures)
+            await self.send_all(
+                (self.settings.topic(m.topic), m.key, m.value, m.headers) for m in messages
+            )
         except KafkaError as exc:
             raise KafkaUnavailable(
                 "Kafka failed after MySQL committed a batch "
