@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,18 @@ class BackfillMetrics:
             registry=r,
         )
         self._marks: dict[str, float] = {}
+
+    def prepare(self, provider: str, kinds: Iterable[str]) -> None:
+        """Start the provider's counters at 0, so the first lost event is an increase.
+
+        A series that appears at 1 has no earlier sample: ``increase()`` (and so the alert
+        on lost webhooks) would not see the first event a backfill ever writes.
+        """
+        for kind in sorted(kinds):
+            self.events.labels(provider, kind)
+        self.unattributable.labels(provider)
+        for outcome in ("success", "failure"):
+            self.runs.labels(provider, outcome)
 
     def on_answer(self, provider: str, status: str) -> None:
         self.api_responses.labels(provider, status).inc()

@@ -242,6 +242,8 @@ def _periodic(
 ) -> None:
     engine = database.create_db_engine(settings, pool_size=4)
     metrics = BackfillMetrics()
+    for name in names:
+        metrics.prepare(name, providers.get(name).EVENT_TYPES)
     server = metrics.serve(host, port) if port else None
     if server is not None:
         log.info("backfill metrics on http://%s:%d/metrics", host, port)

@@ -1,8 +1,9 @@
 """The alert rules and the Grafana dashboard against a real Prometheus scraping a real
-ingress and worker: every metric they name exists, and every rule evaluates without error.
+ingress, worker and periodic backfill: every metric they name exists, and every rule
+evaluates without error.
 
 Prometheus comes from Debian's package (scripts/observability.sh, run by `make test`). It
-scrapes the two processes every second with docker/prometheus/alerts.yml loaded; after a few
+scrapes the three processes every second with docker/prometheus/alerts.yml loaded; after a few
 signed webhooks went through, each rule's health must be "ok" and each metric name in each
 rule and dashboard query must be known to Prometheus, as a series or as scraped metadata
 (a labelled counter that never counted still announces itself). A rule naming a metric
@@ -130,13 +131,14 @@ class Prometheus:
 def prometheus_for(tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(ingress: str, worker: str) -> Prometheus:
+    def start(ingress: str, worker: str, backfill: str) -> Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
                 {"job_name": "switchboard-ingress", "static_configs": [{"targets": [ingress]}]},
                 {"job_name": "switchboard-worker", "static_configs": [{"targets": [worker]}]},
+                {"job_name": "switchboard-backfill", "static_configs": [{"targets": [backfill]}]},
             ],
         }
         path = tmp_path / "prometheus.yml"
@@ -206,12 +208,25 @@ def test_rules_and_dashboard_evaluate_against_real_processes(
     engine = database.create_db_engine(settings, pool_size=1)
     seed_fixture_tenants(engine)
     ingress, worker = services.ingress(settings, tmp_path), services.worker(settings, tmp_path)
+    # A real periodic backfill; its provider API is unreachable, so its runs fail (and it
+    # says so in its metrics) while it serves every backfill series the rules name.
+    metrics_port = services.free_port()
+    backfill = services.Service(
+        "backfill",
+        ["backfill", "--provider", "retell", "--every", "10m", "--metrics-port", str(metrics_port)],
+        settings,
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        tmp_path,
+        extra_env={"RETELL_API_KEY": "key_prometheus_test", "RETELL_API_URL": "http://127.0.0.1:1"},
+    )
     try:
-        with services.running(ingress, worker):
+        with services.running(ingress, worker, backfill):
             asyncio.run(traffic(settings))
             wait(lambda: count(engine) >= 4, "the calls in MySQL")
             prom = prometheus_for(
-                f"127.0.0.1:{settings.ingress_port}", f"127.0.0.1:{settings.worker_port}"
+                f"127.0.0.1:{settings.ingress_port}",
+                f"127.0.0.1:{settings.worker_port}",
+                f"127.0.0.1:{metrics_port}",
             )
             wait(
                 lambda: (

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from prometheus_client import generate_latest
+
 from pipeline.backfill.metrics import BackfillMetrics
 from tests.unit.test_cli import assert_one_line_failure, clean_env, closed_port, run
 
@@ -117,3 +119,13 @@ def test_the_provider_api_settings() -> None:
     assert settings.calcom_api_key is not None and settings.calcom_api_key.reveal() == CALCOM_KEY
     assert CALCOM_KEY not in repr(settings) and "first-key-1a" not in repr(settings)
     assert isinstance(settings, Settings)
+
+
+def test_prepared_counters_start_at_zero_so_the_first_lost_event_is_an_increase() -> None:
+    metrics = BackfillMetrics()
+    metrics.prepare("retell", {"call_ended", "call_analyzed"})
+    text = generate_latest(metrics.registry).decode()
+    assert 'switchboard_backfill_events_total{kind="call_ended",provider="retell"} 0.0' in text
+    assert 'switchboard_backfill_unattributable_total{provider="retell"} 0.0' in text
+    assert 'switchboard_backfill_runs_total{outcome="failure",provider="retell"} 0.0' in text
+    assert "calcom" not in text

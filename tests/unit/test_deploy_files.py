@@ -100,7 +100,13 @@ def test_prometheus_and_grafana_are_provisioned(compose: dict) -> None:
     targets = {
         t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
-    assert targets == {"ingress1:8080", "ingress2:8080", "worker1:6066", "worker2:6066"}
+    assert targets == {
+        "ingress1:8080",
+        "ingress2:8080",
+        "worker1:6066",
+        "worker2:6066",
+        "backfill:9465",
+    }
     grafana = services(compose)["grafana"]
     assert any(v.startswith("./grafana/dashboards:") for v in grafana["volumes"])
     dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "switchboard.json").read_text())

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
 
 from agents.metrics import WorkerMetrics
+from pipeline.backfill.metrics import BackfillMetrics
 from pipeline.ingress.metrics import IngressMetrics
 from pipeline.pool_collector import PoolCollector
 
@@ -21,7 +22,7 @@ def exported() -> set[str]:
     worker = WorkerMetrics()
     worker.registry.register(PoolCollector(create_engine("sqlite://"), "worker"))
     names = set()
-    for registry in (ingress, worker.registry):
+    for registry in (ingress, worker.registry, BackfillMetrics().registry):
         for family in registry.collect():
             if family.name.startswith("switchboard_"):
                 names.add(family.name + ("_total" if family.type == "counter" else ""))
