@@ -48,6 +48,15 @@ _EMAIL = re.compile(r"([A-Za-z0-9])[A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-
 
 # Exceptions from these modules say what failed without quoting the data it failed on.
 _TRUSTED_MESSAGES = ("pipeline.", "agents.", "testbed.", "aiokafka.", "kafka.", "faust.", "mode.")
+# Built-in exceptions whose messages name code (attributes, modules, names) or the OS.
+_CODE_ERRORS = (
+    OSError,
+    AttributeError,
+    NameError,
+    ImportError,
+    NotImplementedError,
+    RecursionError,
+)
 _WITHHELD = "(message withheld: it may quote event data)"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -81,7 +90,7 @@ def _safe_message(exc: BaseException) -> str:
     if errno is not None:
         return f"MySQL error {errno}"
     module = type(exc).__module__ or ""
-    if isinstance(exc, OSError) or module.startswith(_TRUSTED_MESSAGES):
+    if isinstance(exc, _CODE_ERRORS) or module.startswith(_TRUSTED_MESSAGES):
         return str(exc)
     if module.startswith("sqlalchemy"):
         return "(statement and parameters withheld)"

@@ -128,6 +128,7 @@ class Service:
             if self._answers():
                 return self
             time.sleep(0.3)
+        self.kill()  # never leave a process behind that no one will stop
         raise AssertionError(f"{self.name} not ready after {timeout_s}s:\n{self.tail()}")
 
     def _answers(self) -> bool:

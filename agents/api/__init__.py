@@ -9,6 +9,7 @@ with a log line (exception class and correlation id, never request data).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from agents.api import responses, views
 from agents.api.context import ApiContext
 from agents.api.directory import Directory, Timezones
 from agents.metrics import WorkerMetrics
+from pipeline import protocol
 from pipeline.dashboard.tokens import TokenBook
 from pipeline.logs import correlation
 from pipeline.settings import Settings
@@ -103,6 +105,7 @@ def register(
         return await readyz(ctx, request)
 
     app.page("/readyz", name="readyz")(View.from_handler(ready_view))  # type: ignore[arg-type]
+    _json_refusals(app)
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def refresh_recovered() -> None:
@@ -110,3 +113,43 @@ def register(
         ctx.refresh_gauge()
 
     return ctx
+
+
+@web.middleware
+async def _router_refusals(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
+    """The router's own 404 and 405 in the JSON error body, like every other refusal."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.status >= 500:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        response = responses.error(exc.status, code, exc.reason)
+        response.headers.update(headers)
+        return response
+
+
+def _json_refusals(app: faust.App) -> None:
+    """Faust's web server answers in JSON too: the router's 404/405 (a middleware) and
+    requests that are not valid HTTP (:func:`pipeline.protocol.answer_in_json` on its
+    server, which Faust creates only when it starts: installed from ``on_startup``, once
+    the runner has its server and before the site accepts connections)."""
+    web_app = app.web.web_app  # type: ignore[attr-defined]
+    web_app.middlewares.append(_router_refusals)
+
+    async def on_startup(_: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+
+        def install(tries: int = 100) -> None:
+            server = app.web._runner.server  # type: ignore[attr-defined]
+            if server is not None:
+                protocol.answer_in_json(server)
+            elif tries:
+                loop.call_soon(install, tries - 1)
+            else:
+                log.warning("web server not found: protocol errors answered in plain text")
+
+        loop.call_soon(install)
+
+    web_app.on_startup.append(on_startup)

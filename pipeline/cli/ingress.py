@@ -105,6 +105,7 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
+    from pipeline import protocol
     from pipeline.ingress.app import METRICS, cap_connections, create_app, drain, runner_options
 
     # Our own handlers (not aiohttp's), installed first: a SIGTERM while the app is still
@@ -121,6 +122,10 @@ async def _serve(
     await runner.setup()
     assert runner.server is not None
     cap_connections(runner.server, settings.ingress_max_connections, app[METRICS])
+    metrics = app[METRICS]
+    protocol.answer_in_json(
+        runner.server, lambda code: metrics.child(metrics.rejections, "none", code).inc()
+    )
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
         await site.start()
