@@ -110,6 +110,8 @@ def wants(items: Sequence[Item]) -> Wants:
                 types.add(facts.event_type_id)
             if facts.metadata_branch_id is not None:
                 branch_ids.add(facts.metadata_branch_id)
+                if facts.retell_call_id:  # the call that may vouch for that branch
+                    call_ids.add(facts.retell_call_id)
     events = {i.key for i in items}
     events |= {m for i in items if isinstance(i.facts, CallFacts) for m in i.facts.milestones}
     return Wants(
@@ -124,7 +126,11 @@ def wants(items: Sequence[Item]) -> Wants:
 
 
 def attribute(items: Sequence[Item], loaded: Loaded) -> list[Verdict]:
-    """Attribute every live item by the rules of docs/data-model.md (tenancy)."""
+    """Attribute every live item by the rules of docs/data-model.md (tenancy).
+
+    A call or booking is attributed once: when its row exists, its company is the answer
+    for every later event and replay, whatever the directory says today (a number or an
+    event type that moved to another company must not take the old owner's data along)."""
     out = []
     for item in items:
         facts = item.facts
@@ -133,21 +139,27 @@ def attribute(items: Sequence[Item], loaded: Loaded) -> list[Verdict]:
             out.append(Verdict(item))
             continue
         if isinstance(facts, BookingFacts):
-            row = loaded.appointments.get(facts.uid)
-            known = Attribution(row.company_id, row.branch_id) if row else None
-            verdict = attribute_booking(facts, loaded.directory, known)
+            verdict = attribute_booking(
+                facts,
+                loaded.directory,
+                _owner(loaded.appointments.get(facts.uid)),
+                _owner(loaded.calls.get(facts.retell_call_id or "")),
+            )
+        elif isinstance(facts, CallFacts) and (stored := loaded.calls.get(facts.call_id)):
+            verdict = Attribution(stored.company_id, stored.branch_id)
         else:
             verdict = attribute_retell(
                 facts.business_number, facts.agent_id, facts.metadata, loaded.directory
             )
-            row_ = loaded.calls.get(facts.call_id) if isinstance(facts, CallFacts) else None
-            if isinstance(verdict, Unroutable) and row_ is not None:
-                verdict = Attribution(row_.company_id, row_.branch_id)
         if isinstance(verdict, Attribution):
             out.append(Verdict(item, attribution=verdict))
         else:
             out.append(Verdict(item, unroutable=verdict.reason))
     return out
+
+
+def _owner(row: Subject | None) -> Attribution | None:
+    return Attribution(row.company_id, row.branch_id) if row is not None else None
 
 
 def sighting(verdict: Verdict) -> Sighting | None:

@@ -2,7 +2,9 @@
 
 An event is attributed to a company only through a branch that says so: the business
 phone number, then a unique agent id, then the ids our own ``call_inbound`` answer wrote
-into the call's metadata (Cal.com: the event type, then ``metadata.branch_id``). When no
+into the call's metadata (Cal.com: the event type, then ``metadata.branch_id`` vouched for
+by a stored call of the same company). A call or booking already stored keeps the company
+it was first attributed to (:func:`pipeline.apply.fold.attribute`). When no
 rule applies the event is *unroutable* with a reason; nothing guesses. Pure: the branches
 come from :func:`pipeline.apply.load.load_directory`.
 """
@@ -66,42 +68,59 @@ def attribute_retell(
     metadata: Mapping[str, Any] | None,
     directory: Directory,
 ) -> Attribution | Unroutable:
-    """Number, then a unique active agent id, then our own call_inbound metadata."""
-    if business_number:
-        branch = directory.by_phone.get(business_number)
-        if branch is not None and branch.active:
-            return Attribution(branch.company_id, branch.id)
+    """Number, then a unique active agent id, then our own call_inbound metadata.
+
+    A number we know (its branch inactive) still says whose call it is: the agent id and
+    the metadata may then only name a branch of that company (an agent id shared with
+    another company's branch must not catch the call)."""
+    owner = directory.by_phone.get(business_number) if business_number else None
+    if owner is not None and owner.active:
+        return Attribution(owner.company_id, owner.id)
+
+    def allowed(branch: Branch) -> bool:
+        return branch.active and (owner is None or branch.company_id == owner.company_id)
+
     if agent_id:
         candidates = [b for b in directory.by_agent.get(agent_id, []) if b.active]
-        if len(candidates) == 1:
+        if len(candidates) == 1 and allowed(candidates[0]):
             return Attribution(candidates[0].company_id, candidates[0].id)
     company_id, branch_id = metadata_ids(metadata)
     if branch_id is not None:
         branch = directory.by_id.get(branch_id)
-        if branch is not None and branch.active and branch.company_id == company_id:
+        if branch is not None and allowed(branch) and branch.company_id == company_id:
             return Attribution(branch.company_id, branch.id)
-    if business_number and business_number in directory.by_phone:
+    if owner is not None:
         return Unroutable("branch_inactive")
     return Unroutable("no_branch_for_number" if business_number else "no_business_number")
 
 
 def attribute_booking(
-    facts: BookingFacts, directory: Directory, known: Attribution | None
+    facts: BookingFacts,
+    directory: Directory,
+    known: Attribution | None,
+    voucher: Attribution | None = None,
 ) -> Attribution | Unroutable:
-    """Event type, then ``metadata.branch_id``, then the appointment row of the same uid."""
-    if facts.event_type_id is not None:
-        branch = directory.by_event_type.get(facts.event_type_id)
-        if branch is not None and branch.active:
-            return Attribution(branch.company_id, branch.id)
-    if facts.metadata_branch_id is not None:
-        branch = directory.by_id.get(facts.metadata_branch_id)
-        if branch is not None and branch.active:
-            return Attribution(branch.company_id, branch.id)
+    """The appointment row of the same uid (attributed once, kept by every later event and
+    replay), then the event type, then ``metadata.branch_id`` vouched for by ``voucher``.
+
+    A booker can set ``metadata`` through the booking link's URL, so ``metadata.branch_id``
+    alone routes nothing: only when the event type is not one of ours, and only to a branch
+    of the company of the call named by ``metadata.retell_call_id`` (``voucher``: our agent
+    booked during that call; call ids are not guessable). A known event type whose branch
+    is inactive is ``branch_inactive``, whatever the metadata says."""
     if known is not None:
         return known
-    if facts.event_type_id is not None and facts.event_type_id in directory.by_event_type:
-        return Unroutable("branch_inactive")
-    if facts.event_type_id is None and facts.metadata_branch_id is None:
+    if facts.event_type_id is not None:
+        branch = directory.by_event_type.get(facts.event_type_id)
+        if branch is not None:
+            if branch.active:
+                return Attribution(branch.company_id, branch.id)
+            return Unroutable("branch_inactive")
+    if facts.metadata_branch_id is not None and voucher is not None:
+        branch = directory.by_id.get(facts.metadata_branch_id)
+        if branch is not None and branch.active and branch.company_id == voucher.company_id:
+            return Attribution(branch.company_id, branch.id)
+    if facts.event_type_id is None:
         # Only the booking itself can attribute this event (a no-show update): park it
         # until the booking arrives (:func:`pipeline.apply.load.parked_coordinates`).
         return Unroutable("unknown_booking")

@@ -257,7 +257,7 @@ def call_facts(event_type: str, payload: Mapping[str, Any]) -> CallFacts | None:
         status=text(call, "call_status", 32),
         started_at=epoch_ms(call, "start_timestamp"),
         ended_at=epoch_ms(call, "end_timestamp"),
-        duration_ms=integer(call, "duration_ms"),
+        duration_ms=_duration(call),
         disconnection_reason=disconnection,
         transfer_destination=text(call, "transfer_destination", 255),
         recording_url=text(call, "recording_url", 2048),
@@ -269,6 +269,13 @@ def call_facts(event_type: str, payload: Mapping[str, Any]) -> CallFacts | None:
         summary=text(analysis, "call_summary"),
         metadata=metadata,
     )
+
+
+def _duration(call: Mapping[str, Any]) -> int | None:
+    """``duration_ms``; a negative one is no duration (NULL, as when Retell leaves it out):
+    the call still counts, and ``duration_ms_total`` never shrinks."""
+    duration = integer(call, "duration_ms")
+    return duration if duration is None or duration >= 0 else None
 
 
 def _cents(cost: Mapping[str, Any] | None) -> Decimal | None:
