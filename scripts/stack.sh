@@ -24,7 +24,7 @@
 #                   a three-node KRaft cluster of its own (replication 3,
 #                   min.insync.replicas 2; node N on P+2(N-1), its controller on the
 #                   next port; default P 29092, D $STACK_DIR/instances/NAME)
-#   mariadb-instance NAME up|start|stop|kill|status|sql --port P [--dir D] [SQL]
+#   mariadb-instance NAME up|start|stop|kill|status|sql --port P [--dir D] [--tls T] [SQL]
 #                   an extra MariaDB server of its own (port, socket and data under D,
 #                   default $STACK_DIR/instances/NAME) with the switchboard user, for
 #                   fault tests that stop it, make it read-only or revoke grants; `sql`
@@ -797,8 +797,8 @@ mariadb_reset_databases() {
 # port, socket, pid file, config and data directory; nothing of the shared server's
 # (/etc/mysql, /var/lib/mysql, /run/mysqld) is read or written. Its own lock.
 cmd_mariadb_instance() {
-    local name=${1:-} action=${2:-} port="" dir=""
-    [[ -n $name && -n $action ]] || die "usage: mariadb-instance NAME up|start|stop|kill|status|sql --port P [--dir D] [SQL]"
+    local name=${1:-} action=${2:-} port="" dir="" tls=""
+    [[ -n $name && -n $action ]] || die "usage: mariadb-instance NAME up|start|stop|kill|status|sql --port P [--dir D] [--tls T] [SQL]"
     [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "mariadb-instance: bad name '$name'"
     shift 2
     local -a rest=()
@@ -806,6 +806,7 @@ cmd_mariadb_instance() {
         case $1 in
         --port) port=${2:-}; shift 2 ;;
         --dir) dir=${2:-}; shift 2 ;;
+        --tls) tls=${2:-}; shift 2 ;;
         *) rest+=("$1"); shift ;;
         esac
     done
@@ -818,7 +819,7 @@ cmd_mariadb_instance() {
     exec 9>"$dir/.lock"
     flock -w 300 9 || die "timed out waiting for $dir/.lock"
     case $action in
-    up | start) instance_mariadb_start "$name" "$dir" "$port" ;;
+    up | start) instance_mariadb_start "$name" "$dir" "$port" "$tls" ;;
     stop) instance_mariadb_stop "$name" "$sock" "$pidf" TERM ;;
     kill) instance_mariadb_stop "$name" "$sock" "$pidf" KILL ;;
     status)
@@ -844,7 +845,7 @@ instance_sql() {
 }
 
 instance_mariadb_start() {
-    local name=$1 dir=$2 port=$3
+    local name=$1 dir=$2 port=$3 tls=${4:-}
     local cnf=$dir/my.cnf sock=$dir/mysqld.sock pidf=$dir/mysqld.pid log=$dir/error.log
     local bin who pid deadline
     mariadb_install
@@ -874,6 +875,13 @@ instance_mariadb_start() {
             echo "character-set-server = utf8mb4"
             echo "skip-name-resolve"
             echo "sql_mode = ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+            if [[ -n $tls ]]; then
+                # --tls DIR: ca.crt, server.crt and server.key (PEM); TCP clients must use TLS.
+                echo "ssl-ca = $(realpath "$tls/ca.crt")"
+                echo "ssl-cert = $(realpath "$tls/server.crt")"
+                echo "ssl-key = $(realpath "$tls/server.key")"
+                echo "require_secure_transport = ON"
+            fi
         } >"$cnf"
         if [[ ! -d $dir/data/mysql ]]; then
             say "initialising $dir/data"

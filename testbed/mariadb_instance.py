@@ -18,10 +18,13 @@ STACK = Path(__file__).resolve().parents[1] / "scripts" / "stack.sh"
 
 
 class PrivateMariaDB:
-    def __init__(self, name: str, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, name: str, directory: Path, port: int | None = None, *, tls: Path | None = None
+    ) -> None:
         self.name = name
         self.directory = directory
         self.port = port or free_port()
+        self.tls = tls  # ca.crt, server.crt, server.key: TCP clients must then use TLS
 
     @property
     def url(self) -> str:
@@ -34,7 +37,8 @@ class PrivateMariaDB:
     def run(self, action: str, *extra: str, timeout_s: float = 180.0) -> str:
         args = [
             str(STACK), "mariadb-instance", self.name, action,
-            "--port", str(self.port), "--dir", str(self.directory), *extra,
+            "--port", str(self.port), "--dir", str(self.directory),
+            *(["--tls", str(self.tls)] if self.tls else []), *extra,
         ]  # fmt: skip
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
         if done.returncode != 0:
@@ -57,8 +61,10 @@ class PrivateMariaDB:
 
 
 @contextmanager
-def private_mariadb(name: str, directory: Path) -> Iterator[PrivateMariaDB]:
-    server = PrivateMariaDB(name, directory)
+def private_mariadb(
+    name: str, directory: Path, *, tls: Path | None = None
+) -> Iterator[PrivateMariaDB]:
+    server = PrivateMariaDB(name, directory, tls=tls)
     server.start()
     try:
         yield server

@@ -2,8 +2,7 @@
 ``ssl_*`` query parameters reach PyMySQL as its ``ssl`` argument through every engine we
 build, and a password given apart from the URL needs no escaping.
 
-Not tested against a TLS-enabled server here: the shared MariaDB runs without TLS and may
-not be restarted, and a private MariaDB per test run costs more than this plumbing needs.
+Against a real TLS server: tests/integration/test_database_tls.py.
 """
 
 from __future__ import annotations
