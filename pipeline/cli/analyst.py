@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +17,7 @@ import click
 from pipeline import database
 from pipeline.cli import cli, settings_from
 from pipeline.cli.output import Progress, emit_json, json_option
-from pipeline.dashboard import reconcile
+from pipeline.dashboard import drift_metrics, reconcile
 from pipeline.dashboard import tokens as tokens_
 from pipeline.dashboard.aggregates import DAY, HOUR
 from pipeline.dashboard.analyst_api import (
@@ -135,6 +136,11 @@ def _parse_time(raw: str | None, name: str) -> datetime | None:
     show_default=True,
     help="With --fix and --worker-url: seconds to wait for the API to show the fix.",
 )
+@click.option(
+    "--metrics-textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write what the run found as Prometheus gauges to this file (node_exporter textfile).",
+)
 @json_option
 @click.pass_context
 def reconcile_command(
@@ -148,6 +154,7 @@ def reconcile_command(
     worker_url: str | None,
     token: str | None,
     converge_timeout: float,
+    metrics_textfile: Path | None,
     as_json: bool,
 ) -> None:
     """Recount dashboard buckets from MySQL rows and report (or --fix) drift.
@@ -189,6 +196,8 @@ def reconcile_command(
         report = reconcile.run(settings, engine, options)
     finally:
         engine.dispose()
+    if metrics_textfile is not None:
+        drift_metrics.write_textfile(report, metrics_textfile)
     if as_json:
         emit_json({"ok": report.ok, "drift_found": report.drift_found, **asdict(report)})
     else:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -125,7 +126,9 @@ def test_json_results_match_the_text(stack_settings: Settings, engine: Engine) -
     assert _json(stack_settings, "dlq", "list", "--pending") == {"dead_letters": [], "count": 0}
 
 
-def test_reconcile_json_reports_drift_for_scripts(stack_settings: Settings, engine: Engine) -> None:
+def test_reconcile_json_and_metrics_report_drift_for_scripts(
+    stack_settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
     seed_fixture_tenants(engine)
 
     async def go() -> None:
@@ -144,8 +147,17 @@ def test_reconcile_json_reports_drift_for_scripts(stack_settings: Settings, engi
                 "WHERE company_id = 1 AND granularity = 'day' ORDER BY bucket_start LIMIT 1"
             )
         )
-    code, out, _ = _run(stack_settings, "reconcile", "--all", "--json")
+    prom = tmp_path / "reconcile.prom"
+    code, out, _ = _run(
+        stack_settings, "reconcile", "--all", "--json", "--metrics-textfile", str(prom)
+    )
     assert code == 1
+    gauges = prom.read_text()
+    assert 'switchboard_reconcile_drifts{source="mysql"} 1.0' in gauges
+    assert 'switchboard_reconcile_drifts{source="api"} 0.0' in gauges
+    assert "switchboard_reconcile_drifting_companies 1.0" in gauges
+    assert "switchboard_reconcile_companies_checked 2.0" in gauges
+    assert "switchboard_reconcile_ok 0.0" in gauges
     drifted = orjson.loads(out)
     assert not drifted["ok"] and drifted["drift_found"]
     [company] = [c for c in drifted["companies"] if c["mysql"]]

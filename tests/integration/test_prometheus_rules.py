@@ -1,5 +1,5 @@
 """The alert rules and the Grafana dashboard against a real Prometheus scraping a real
-ingress, worker and periodic backfill: every metric they name exists, and every rule
+ingress, worker and periodic backfill (and a scheduled reconcile's textfile): every metric they name exists, and every rule
 evaluates without error.
 
 Prometheus comes from Debian's package (scripts/observability.sh, run by `make test`). It
@@ -13,14 +13,17 @@ that no process exports fails here, whatever other engineers add or rename.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,9 @@ import yaml
 from sqlalchemy import Engine, func, select
 
 from pipeline import database
+from pipeline.dashboard import drift_metrics, reconcile
+from pipeline.dashboard.aggregates import DAY, HOUR
+from pipeline.dashboard.drift import Scope
 from pipeline.models import webhook_events
 from pipeline.settings import Settings
 from testbed import services
@@ -131,7 +137,7 @@ class Prometheus:
 def prometheus_for(tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(ingress: str, worker: str, backfill: str) -> Prometheus:
+    def start(ingress: str, worker: str, backfill: str, reconcile: str) -> Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
@@ -139,6 +145,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
                 {"job_name": "switchboard-ingress", "static_configs": [{"targets": [ingress]}]},
                 {"job_name": "switchboard-worker", "static_configs": [{"targets": [worker]}]},
                 {"job_name": "switchboard-backfill", "static_configs": [{"targets": [backfill]}]},
+                {"job_name": "reconcile", "static_configs": [{"targets": [reconcile]}]},
             ],
         }
         path = tmp_path / "prometheus.yml"
@@ -190,6 +197,32 @@ async def traffic(settings: Settings) -> None:
             pass  # a rejection, so the 4xx series exist too
 
 
+def reconcile_options() -> reconcile.Options:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    scope = Scope((HOUR, DAY), None, now + timedelta(days=1), now)
+    return reconcile.Options(company_ids=None, scope=scope, fix=False)
+
+
+def textfile_server(path: Path) -> http.server.ThreadingHTTPServer:
+    """Serves ``path`` at any URL, as node_exporter's textfile collector would pass it on."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(webhook_events)).scalar_one())
@@ -219,6 +252,10 @@ def test_rules_and_dashboard_evaluate_against_real_processes(
         tmp_path,
         extra_env={"RETELL_API_KEY": "key_prometheus_test", "RETELL_API_URL": "http://127.0.0.1:1"},
     )
+    # What a scheduled reconcile leaves for node_exporter's textfile collector, served as-is.
+    textfile = tmp_path / "reconcile.prom"
+    drift_metrics.write_textfile(reconcile.run(settings, engine, reconcile_options()), textfile)
+    collector = textfile_server(textfile)
     try:
         with services.running(ingress, worker, backfill):
             asyncio.run(traffic(settings))
@@ -227,6 +264,7 @@ def test_rules_and_dashboard_evaluate_against_real_processes(
                 f"127.0.0.1:{settings.ingress_port}",
                 f"127.0.0.1:{settings.worker_port}",
                 f"127.0.0.1:{metrics_port}",
+                f"127.0.0.1:{collector.server_port}",
             )
             wait(
                 lambda: (
@@ -263,4 +301,5 @@ def test_rules_and_dashboard_evaluate_against_real_processes(
                     missing[f"dashboard: {title}"] = absent
             assert not missing, f"metrics that no process exports: {missing}"
     finally:
+        collector.shutdown()
         engine.dispose()

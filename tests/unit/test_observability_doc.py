@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -10,6 +11,9 @@ from sqlalchemy import create_engine
 
 from agents.metrics import WorkerMetrics
 from pipeline.backfill.metrics import BackfillMetrics
+from pipeline.dashboard import drift_metrics
+from pipeline.dashboard.drift import Scope
+from pipeline.dashboard.reconcile import Report
 from pipeline.ingress.metrics import IngressMetrics
 from pipeline.pool_collector import PoolCollector
 
@@ -22,7 +26,9 @@ def exported() -> set[str]:
     worker = WorkerMetrics()
     worker.registry.register(PoolCollector(create_engine("sqlite://"), "worker"))
     names = set()
-    for registry in (ingress, worker.registry, BackfillMetrics().registry):
+    now = datetime(2026, 1, 1)
+    reconcile = drift_metrics.registry_of(Report(Scope((), None, now, now), []))
+    for registry in (ingress, worker.registry, BackfillMetrics().registry, reconcile):
         for family in registry.collect():
             if family.name.startswith("switchboard_"):
                 names.add(family.name + ("_total" if family.type == "counter" else ""))
