@@ -42,7 +42,12 @@ async def send_all(addr: tuple[str, int], cases: list[Case]) -> list:  # type: i
 
     async def one(case: Case):  # type: ignore[no-untyped-def]
         async with gate:
-            return await exchange(addr, case.raw)
+            try:
+                return await exchange(addr, case.raw)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no answer within the client's timeout: {case.what}"
+                ) from None
 
     return await asyncio.gather(*(one(c) for c in cases))
 

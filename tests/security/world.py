@@ -288,7 +288,7 @@ async def exchange(
     *,
     stream_after: bytes = b"",
     half_close: bool = False,
-    timeout_s: float = 20.0,
+    timeout_s: float = 60.0,  # a hang detector, far beyond any answer under load
 ) -> Reply | None:
     """Send ``raw`` (then ``stream_after``, which the server may refuse to read), read the
     answer until the server closes. None: the server closed without an answer."""
