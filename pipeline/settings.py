@@ -262,54 +262,59 @@ def _advertised_url_problem(url: str) -> str | None:
 
 
 # noqa below: several engineers are extending this function; split it once they have landed.
-def load_settings(environ: Mapping[str, str]) -> Settings:  # noqa: C901
-    """Build :class:`Settings` from ``environ``; raise one ConfigError naming every bad variable."""
-    problems: list[str] = []
-    values: dict[str, object] = {}
+class _Reader:
+    """Reads variables into Settings fields, collecting every problem instead of stopping."""
 
-    def text(var: str, attr: str) -> None:
-        raw = environ.get(var)
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+        self.values: dict[str, object] = {}
+
+    def raw(self, var: str) -> str | None:
+        return self.environ.get(var)
+
+    def text(self, var: str, attr: str) -> None:
+        raw = self.environ.get(var)
         if raw is not None:
             if not raw.strip():
-                problems.append(f"{var} is empty")
+                self.problems.append(f"{var} is empty")
             else:
-                values[attr] = raw.strip()
+                self.values[attr] = raw.strip()
 
-    def integer(var: str, attr: str, low: int, high: int) -> None:
-        raw = environ.get(var)
+    def path(self, var: str, attr: str) -> None:
+        raw = self.environ.get(var)
+        if raw is not None:
+            if raw.strip():
+                self.values[attr] = Path(raw.strip())
+            else:
+                self.problems.append(f"{var} is empty")
+
+    def integer(self, var: str, attr: str, low: int, high: int) -> None:
+        self._ranged(var, attr, int, "an integer", low, high)
+
+    def number(self, var: str, attr: str, low: float, high: float) -> None:
+        self._ranged(var, attr, float, "a number", low, high)
+
+    def _ranged(
+        self, var: str, attr: str, kind: type[float], what: str, low: float, high: float
+    ) -> None:
+        raw = self.environ.get(var)
         if raw is None:
             return
         try:
-            number = int(raw)
+            value = kind(raw)
         except ValueError:
-            problems.append(f"{var} must be an integer, got {raw!r}")
-            return
-        if not low <= number <= high:
-            problems.append(f"{var} must be between {low} and {high}, got {number}")
-            return
-        values[attr] = number
-
-    def number(var: str, attr: str, low: float, high: float) -> None:
-        raw = environ.get(var)
-        if raw is None:
-            return
-        try:
-            value = float(raw)
-        except ValueError:
-            problems.append(f"{var} must be a number, got {raw!r}")
+            self.problems.append(f"{var} must be {what}, got {raw!r}")
             return
         if not low <= value <= high:
-            problems.append(f"{var} must be between {low} and {high}, got {value}")
+            self.problems.append(f"{var} must be between {low} and {high}, got {value}")
             return
-        values[attr] = value
+        self.values[attr] = value
 
-    text("SWITCHBOARD_KAFKA_BOOTSTRAP", "kafka_bootstrap")
-    bootstrap = values.get("kafka_bootstrap")
-    if isinstance(bootstrap, str) and (problem := _bootstrap_problem(bootstrap)):
-        del values["kafka_bootstrap"]
-        problems.append(f"SWITCHBOARD_KAFKA_BOOTSTRAP {problem}")
-    raw_url = environ.get("SWITCHBOARD_DATABASE_URL")
-    password = environ.get("SWITCHBOARD_DATABASE_PASSWORD")
+
+def _database_url(r: _Reader) -> None:
+    raw_url = r.raw("SWITCHBOARD_DATABASE_URL")
+    password = r.raw("SWITCHBOARD_DATABASE_PASSWORD")
     if password is not None:
         # A password from a secret store, kept out of the URL: no percent-encoding needed.
         try:
@@ -318,105 +323,126 @@ def load_settings(environ: Mapping[str, str]) -> Settings:  # noqa: C901
             pass
         else:
             raw_url = base.set(password=password).render_as_string(hide_password=False)
-    if raw_url is not None:
-        try:
-            url = make_url(raw_url)
-        except Exception:  # noqa: BLE001 - any parse failure is one config problem
-            problems.append("SWITCHBOARD_DATABASE_URL is not a valid SQLAlchemy URL")
-        else:
-            # Never quote the URL itself in a problem: it carries the password.
-            if not url.drivername.startswith(("mysql", "mariadb")):
-                problems.append("SWITCHBOARD_DATABASE_URL must be a mysql+pymysql:// URL")
-            elif url.port is not None and not 1 <= url.port <= 65535:
-                problems.append("SWITCHBOARD_DATABASE_URL has a port outside 1-65535")
-            else:
-                values["database_url"] = Secret(raw_url)
-    for provider in PROVIDERS.values():
-        values[provider.SECRETS_SETTING] = _secrets(environ.get(provider.SECRETS_ENV))
-    values["analyst_tokens"] = _secrets(environ.get("SWITCHBOARD_ANALYST_TOKENS"))
-    text("SWITCHBOARD_INGRESS_HOST", "ingress_host")
-    integer("SWITCHBOARD_INGRESS_PORT", "ingress_port", 1, 65535)
-    text("SWITCHBOARD_WORKER_HOST", "worker_host")
-    integer("SWITCHBOARD_WORKER_PORT", "worker_port", 1, 65535)
-    raw_dir = environ.get("SWITCHBOARD_DATA_DIR")
-    if raw_dir is not None:
-        if raw_dir.strip():
-            values["data_dir"] = Path(raw_dir.strip())
-        else:
-            problems.append("SWITCHBOARD_DATA_DIR is empty")
-    integer("SWITCHBOARD_TOPIC_PARTITIONS", "topic_partitions", 1, 1000)
-    integer("SWITCHBOARD_TOPIC_REPLICATION", "topic_replication", 1, 10)
-    integer("SWITCHBOARD_MAX_BODY_BYTES", "max_body_bytes", 1024, 64 * 1024 * 1024)
-    number("SWITCHBOARD_ACK_BUDGET_S", "ack_budget_s", 0.05, 60.0)
-    integer("SWITCHBOARD_RETRY_AFTER_S", "retry_after_s", 1, 3600)
-    number("SWITCHBOARD_ROUTING_REFRESH_S", "routing_refresh_s", 0.1, 3600.0)
-    number("SWITCHBOARD_CALLER_LOOKUP_BUDGET_S", "caller_lookup_budget_s", 0.001, 5.0)
-    integer("SWITCHBOARD_WORKER_BATCH_SIZE", "worker_batch_size", 1, 10_000)
-    number("SWITCHBOARD_WORKER_BATCH_WITHIN_S", "worker_batch_within_s", 0.001, 10.0)
-    raw_prefix = environ.get("SWITCHBOARD_TOPIC_PREFIX")
-    if raw_prefix:
-        values["topic_prefix"] = raw_prefix.strip()
-    raw_spool = environ.get("SWITCHBOARD_SPOOL_DIR")
-    if raw_spool is not None:
-        if raw_spool.strip():
-            values["spool_dir"] = Path(raw_spool.strip())
-        else:
-            problems.append("SWITCHBOARD_SPOOL_DIR is empty")
-    integer("SWITCHBOARD_SPOOL_MAX_BYTES", "spool_max_bytes", 1024 * 1024, 1 << 50)
-    number("SWITCHBOARD_SPOOL_MAX_AGE_S", "spool_max_age_s", 1.0, 365 * 86_400.0)
-    integer("SWITCHBOARD_INGRESS_MAX_IN_FLIGHT", "ingress_max_in_flight", 1, 100_000)
-    integer("SWITCHBOARD_INGRESS_MAX_CONNECTIONS", "ingress_max_connections", 16, 1_000_000)
-    number("SWITCHBOARD_INGRESS_IDLE_TIMEOUT_S", "ingress_idle_timeout_s", 1.0, 3600.0)
-    number("SWITCHBOARD_INGRESS_BODY_TIMEOUT_S", "ingress_body_timeout_s", 0.5, 600.0)
-    integer("SWITCHBOARD_TOPIC_RETENTION_DAYS", "topic_retention_days", 1, 3650)
-    integer("SWITCHBOARD_EVENTS_RETENTION_DAYS", "events_retention_days", 401, 36_500)
-    topic_days = values.get("topic_retention_days", DEFAULT_TOPIC_RETENTION_DAYS)
-    event_days = values.get("events_retention_days", DEFAULT_EVENTS_RETENTION_DAYS)
-    if isinstance(topic_days, int) and isinstance(event_days, int) and event_days < topic_days + 15:
-        problems.append(
-            "SWITCHBOARD_EVENTS_RETENTION_DAYS must be at least SWITCHBOARD_TOPIC_RETENTION_DAYS"
-            " + 15 (a webhook_events row must outlive every record that could re-apply it)"
-        )
-    integer("SWITCHBOARD_KAFKA_LINGER_MS", "kafka_linger_ms", 0, 1000)
-    integer(
+    if raw_url is None:
+        return
+    try:
+        url = make_url(raw_url)
+    except Exception:  # noqa: BLE001 - any parse failure is one config problem
+        r.problems.append("SWITCHBOARD_DATABASE_URL is not a valid SQLAlchemy URL")
+        return
+    # Never quote the URL itself in a problem: it carries the password.
+    if not url.drivername.startswith(("mysql", "mariadb")):
+        r.problems.append("SWITCHBOARD_DATABASE_URL must be a mysql+pymysql:// URL")
+    elif url.port is not None and not 1 <= url.port <= 65535:
+        r.problems.append("SWITCHBOARD_DATABASE_URL has a port outside 1-65535")
+    else:
+        r.values["database_url"] = Secret(raw_url)
+
+
+def _kafka(r: _Reader) -> None:
+    r.text("SWITCHBOARD_KAFKA_BOOTSTRAP", "kafka_bootstrap")
+    bootstrap = r.values.get("kafka_bootstrap")
+    if isinstance(bootstrap, str) and (problem := _bootstrap_problem(bootstrap)):
+        del r.values["kafka_bootstrap"]
+        r.problems.append(f"SWITCHBOARD_KAFKA_BOOTSTRAP {problem}")
+    r.integer("SWITCHBOARD_KAFKA_LINGER_MS", "kafka_linger_ms", 0, 1000)
+    r.integer(
         "SWITCHBOARD_KAFKA_MAX_BATCH_BYTES", "kafka_max_batch_bytes", 16 * 1024, 16 * 1024 * 1024
     )
-    raw_codec = environ.get("SWITCHBOARD_KAFKA_COMPRESSION")
+    raw_codec = r.raw("SWITCHBOARD_KAFKA_COMPRESSION")
     if raw_codec is not None:
         if raw_codec.strip().lower() in COMPRESSION_CODECS:
-            values["kafka_compression"] = raw_codec.strip().lower()
+            r.values["kafka_compression"] = raw_codec.strip().lower()
         else:
-            problems.append(
+            r.problems.append(
                 f"SWITCHBOARD_KAFKA_COMPRESSION must be one of {', '.join(COMPRESSION_CODECS)}"
             )
-    text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
-    text("SWITCHBOARD_WORKER_STORE", "worker_store")
-    for var, attr in (("RETELL_API_URL", "retell_api_url"), ("CALCOM_API_URL", "calcom_api_url")):
-        raw = environ.get(var)
-        if raw is not None:
-            if problem := _base_url_problem(raw.strip()):
-                problems.append(f"{var} {problem}")
-            else:
-                values[attr] = raw.strip().rstrip("/")
-    raw_key = environ.get("CALCOM_API_KEY")
-    if raw_key is not None and raw_key.strip():
-        values["calcom_api_key"] = Secret(raw_key.strip())
-    raw_version = environ.get("CALCOM_API_VERSION")
-    if raw_version is not None:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_version.strip()):
-            values["calcom_api_version"] = raw_version.strip()
-        else:
-            problems.append(f"CALCOM_API_VERSION must look like 2024-08-13, got {raw_version!r}")
-    values.update(_kafka_security(environ, problems))
-    integer("SWITCHBOARD_METRICS_COMPANY_LIMIT", "metrics_company_limit", 0, 10_000)
-    raw_advertised = environ.get("SWITCHBOARD_WORKER_ADVERTISED_URL")
+    r.values.update(_kafka_security(r.environ, r.problems))
+
+
+def _ingress(r: _Reader) -> None:
+    r.text("SWITCHBOARD_INGRESS_HOST", "ingress_host")
+    r.integer("SWITCHBOARD_INGRESS_PORT", "ingress_port", 1, 65535)
+    r.integer("SWITCHBOARD_MAX_BODY_BYTES", "max_body_bytes", 1024, 64 * 1024 * 1024)
+    r.number("SWITCHBOARD_ACK_BUDGET_S", "ack_budget_s", 0.05, 60.0)
+    r.integer("SWITCHBOARD_RETRY_AFTER_S", "retry_after_s", 1, 3600)
+    r.number("SWITCHBOARD_ROUTING_REFRESH_S", "routing_refresh_s", 0.1, 3600.0)
+    r.number("SWITCHBOARD_CALLER_LOOKUP_BUDGET_S", "caller_lookup_budget_s", 0.001, 5.0)
+    r.path("SWITCHBOARD_SPOOL_DIR", "spool_dir")
+    r.integer("SWITCHBOARD_SPOOL_MAX_BYTES", "spool_max_bytes", 1024 * 1024, 1 << 50)
+    r.number("SWITCHBOARD_SPOOL_MAX_AGE_S", "spool_max_age_s", 1.0, 365 * 86_400.0)
+    r.integer("SWITCHBOARD_INGRESS_MAX_IN_FLIGHT", "ingress_max_in_flight", 1, 100_000)
+    r.integer("SWITCHBOARD_INGRESS_MAX_CONNECTIONS", "ingress_max_connections", 16, 1_000_000)
+    r.number("SWITCHBOARD_INGRESS_IDLE_TIMEOUT_S", "ingress_idle_timeout_s", 1.0, 3600.0)
+    r.number("SWITCHBOARD_INGRESS_BODY_TIMEOUT_S", "ingress_body_timeout_s", 0.5, 600.0)
+
+
+def _worker(r: _Reader) -> None:
+    r.text("SWITCHBOARD_WORKER_HOST", "worker_host")
+    r.integer("SWITCHBOARD_WORKER_PORT", "worker_port", 1, 65535)
+    r.path("SWITCHBOARD_DATA_DIR", "data_dir")
+    r.integer("SWITCHBOARD_WORKER_BATCH_SIZE", "worker_batch_size", 1, 10_000)
+    r.number("SWITCHBOARD_WORKER_BATCH_WITHIN_S", "worker_batch_within_s", 0.001, 10.0)
+    r.text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
+    r.text("SWITCHBOARD_WORKER_STORE", "worker_store")
+    r.integer("SWITCHBOARD_METRICS_COMPANY_LIMIT", "metrics_company_limit", 0, 10_000)
+    raw_advertised = r.raw("SWITCHBOARD_WORKER_ADVERTISED_URL")
     if raw_advertised is not None:
         advertised = raw_advertised.strip().rstrip("/")
         if problem := _advertised_url_problem(advertised):
-            problems.append(f"SWITCHBOARD_WORKER_ADVERTISED_URL {problem}")
+            r.problems.append(f"SWITCHBOARD_WORKER_ADVERTISED_URL {problem}")
         else:
-            values["worker_advertised_url"] = advertised
+            r.values["worker_advertised_url"] = advertised
 
-    if problems:
-        raise ConfigError(problems)
-    return Settings(**values)  # type: ignore[arg-type]
+
+def _topics(r: _Reader) -> None:
+    r.integer("SWITCHBOARD_TOPIC_PARTITIONS", "topic_partitions", 1, 1000)
+    r.integer("SWITCHBOARD_TOPIC_REPLICATION", "topic_replication", 1, 10)
+    raw_prefix = r.raw("SWITCHBOARD_TOPIC_PREFIX")
+    if raw_prefix:
+        r.values["topic_prefix"] = raw_prefix.strip()
+    r.integer("SWITCHBOARD_TOPIC_RETENTION_DAYS", "topic_retention_days", 1, 3650)
+    r.integer("SWITCHBOARD_EVENTS_RETENTION_DAYS", "events_retention_days", 401, 36_500)
+    topic_days = r.values.get("topic_retention_days", DEFAULT_TOPIC_RETENTION_DAYS)
+    event_days = r.values.get("events_retention_days", DEFAULT_EVENTS_RETENTION_DAYS)
+    if isinstance(topic_days, int) and isinstance(event_days, int) and event_days < topic_days + 15:
+        r.problems.append(
+            "SWITCHBOARD_EVENTS_RETENTION_DAYS must be at least SWITCHBOARD_TOPIC_RETENTION_DAYS"
+            " + 15 (a webhook_events row must outlive every record that could re-apply it)"
+        )
+
+
+def _provider_apis(r: _Reader) -> None:
+    for var, attr in (("RETELL_API_URL", "retell_api_url"), ("CALCOM_API_URL", "calcom_api_url")):
+        raw = r.raw(var)
+        if raw is not None:
+            if problem := _base_url_problem(raw.strip()):
+                r.problems.append(f"{var} {problem}")
+            else:
+                r.values[attr] = raw.strip().rstrip("/")
+    raw_key = r.raw("CALCOM_API_KEY")
+    if raw_key is not None and raw_key.strip():
+        r.values["calcom_api_key"] = Secret(raw_key.strip())
+    raw_version = r.raw("CALCOM_API_VERSION")
+    if raw_version is not None:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_version.strip()):
+            r.values["calcom_api_version"] = raw_version.strip()
+        else:
+            r.problems.append(f"CALCOM_API_VERSION must look like 2024-08-13, got {raw_version!r}")
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from ``environ``; raise one ConfigError naming every bad variable."""
+    r = _Reader(environ)
+    _kafka(r)
+    _database_url(r)
+    for provider in PROVIDERS.values():
+        r.values[provider.SECRETS_SETTING] = _secrets(environ.get(provider.SECRETS_ENV))
+    r.values["analyst_tokens"] = _secrets(environ.get("SWITCHBOARD_ANALYST_TOKENS"))
+    _ingress(r)
+    _worker(r)
+    _topics(r)
+    _provider_apis(r)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Settings(**r.values)  # type: ignore[arg-type]
