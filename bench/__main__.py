@@ -16,14 +16,27 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import apply_bench, dashboard_bench, harness, ingress_bench, ingress_report, report
+from bench import (
+    apply_bench,
+    apply_mix,
+    dashboard_bench,
+    harness,
+    ingress_bench,
+    ingress_report,
+    report,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 NAMES = ("apply", "ingress", "dashboard")
 
+#: The revision whose apply path benchmark 1b compares with (the redesigned engine before
+#: the throughput work); --apply-baseline overrides it.
+APPLY_BASELINE = "db7e9bd"
+
 FULL = {
     "apply_calls": 400,
+    "apply_mix": (3000, 4),  # simulator calls, replay passes
     "ingress": ingress_bench.Plan(
         seconds=10,
         concurrencies=(64, 512, 1024),
@@ -49,6 +62,7 @@ FULL = {
 }
 QUICK = {
     "apply_calls": 40,
+    "apply_mix": (60, 1),
     "ingress": ingress_bench.Plan(
         seconds=2,
         concurrencies=(16, 64),
@@ -67,6 +81,20 @@ QUICK = {
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke-sized runs")
+    parser.add_argument(
+        "--apply-mix",
+        default=None,
+        metavar="CALLS,PASSES",
+        help="benchmark 1b's size: simulator calls, and replay passes over them (e.g. "
+        "3000,40 replays about a million applied events)",
+    )
+    parser.add_argument(
+        "--apply-baseline",
+        default=None,
+        metavar="REV",
+        help=f"git revision benchmark 1b compares the apply path with (default {APPLY_BASELINE}, "
+        "none with --quick; empty: no baseline)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write the report")
     parser.add_argument(
         "--output",
@@ -119,9 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     apply = ingress = dashboard = None
+    apply_mix_result = None
     if "apply" in args.chosen:
         print("bench: 1. apply throughput", flush=True)
         apply = apply_bench.run(base, calls=plan["apply_calls"])  # type: ignore[arg-type]
+        calls, passes = plan["apply_mix"]  # type: ignore[misc]
+        if args.apply_mix:
+            calls, passes = (int(n) for n in args.apply_mix.split(","))
+        baseline = args.apply_baseline
+        if baseline is None:
+            baseline = "" if args.quick else APPLY_BASELINE
+        apply_mix_result = apply_mix.run(
+            base, calls=calls, passes=passes, baseline_rev=baseline or None
+        )
     if "ingress" in args.chosen:
         print("bench: 2. ingress", flush=True)
         ingress = ingress_bench.run(base, plan["ingress"], before_rev=args.before)  # type: ignore[arg-type]
@@ -142,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.quick else DEFAULT_OUTPUT)
     if ingress is not None and output is not None and not args.no_write:
         ctx.plots = ingress_report.plot(ingress, output.parent / "benchmarks")
-    text = report.markdown(ctx, apply, ingress, dashboard)
+    text = report.markdown(ctx, apply, ingress, dashboard, apply_mix_result)
     if args.json is not None:
         numbers = report.summary(apply, ingress, dashboard)
+        if apply_mix_result is not None:
+            numbers["apply_mix"] = apply_mix_result.as_dict()
         numbers["seconds"] = seconds
         args.json.write_text(json.dumps(numbers, indent=2, default=str))
     if args.no_write or output is None:

@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import ingress_report
+from bench import apply_mix_report, ingress_report
 from bench.apply_bench import ApplyResult
+from bench.apply_mix import MixResult
 from bench.dashboard_bench import DashboardResult
 from bench.ingress_bench import IngressResult
 
@@ -44,6 +45,7 @@ def markdown(
     apply: ApplyResult | None,
     ingress: IngressResult | None,
     dashboard: DashboardResult | None,
+    apply_mix: MixResult | None = None,
 ) -> str:
     out = [
         "# Benchmarks",
@@ -67,6 +69,8 @@ def markdown(
     out.append("")
     if apply is not None:
         out += _apply(apply, ctx.facts)
+    if apply_mix is not None:
+        out += apply_mix_report.section(apply_mix)
     if ingress is not None:
         out += ingress_report.section(ingress, ctx.plots)
     if dashboard is not None:

@@ -4,7 +4,12 @@ load → fold → write.
 Used by the Faust agents, ``switchboard replay`` and ``dlq redrive`` alike, so there is one
 copy of the logic. Per batch, a fixed number of statements (no statement per event):
 
-1. decode every record (:mod:`pipeline.apply.items`); poison is set aside for the DLQ;
+0. recognise the records applied before, byte for byte, whose rows exist
+   (:mod:`pipeline.apply.recognise`): nothing to parse, lock or write for them;
+1. decode the others (:mod:`pipeline.apply.items`); poison is set aside for the DLQ; read
+   the erasure list for the people they name (:mod:`pipeline.apply.privacy`, a shared lock
+   taken before any row lock) and drop an erased person's personal facts (a recognised
+   record writes nothing, so it has nothing to drop);
 2. *load*: lock the ``webhook_events``, ``calls`` and ``appointments`` rows the batch can
    touch (``SELECT ... FOR UPDATE``) and read the branches it can be attributed to;
    attribute (pure), then lock the customers it names and read the companies' time zones;
@@ -22,18 +27,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.apply import fold, load, privacy, write
+from pipeline.apply import fold, load, privacy, recognise, write
 from pipeline.apply.items import Item, decode
 from pipeline.apply.results import BatchResult, add_changes
+from pipeline.dashboard.aggregates import BucketKey
 from pipeline.database import classify, unavailable
 from pipeline.errors import SchemaViolation
+from pipeline.providers.base import sha256_hex
 from pipeline.records import WebhookRecord
 from pipeline.retry import Breaker, retry_conflicts
 
@@ -57,30 +64,35 @@ def apply_batch(
     dead-lettered, and only while ``breaker`` agrees that it is the record's fault.
     """
     now = now or datetime.now(UTC).replace(tzinfo=None)
-    items = [decode(r) for r in records]
     try:
-        return _attempt(engine, items, dry_run, now, breaker)
+        return _attempt(engine, records, dry_run, now, breaker)
     except Exception as exc:
         _raise_if_unavailable(exc)
         if not isinstance(exc, DBAPIError):
             raise  # a bug: the caller isolates it
-        if len(items) == 1:
-            return _refused(engine, items[0], exc, dry_run, now, breaker)
+        if len(records) == 1:
+            return _refused(engine, records[0], exc, dry_run, now, breaker)
         log.warning("batch refused by MySQL (%s); retrying record by record", classify(exc).reason)
     result = BatchResult()
-    for item in items:
+    for record in records:
         try:
-            result.merge(_attempt(engine, [item], dry_run, now, breaker))
+            result.merge(_attempt(engine, [record], dry_run, now, breaker))
         except DBAPIError as exc:
             _raise_if_unavailable(exc)
-            result.merge(_refused(engine, item, exc, dry_run, now, breaker))
+            result.merge(_refused(engine, record, exc, dry_run, now, breaker))
     return result
 
 
 def _attempt(
-    engine: Engine, items: list[Item], dry_run: bool, now: datetime, breaker: Breaker | None
+    engine: Engine,
+    records: Sequence[WebhookRecord],
+    dry_run: bool,
+    now: datetime,
+    breaker: Breaker | None,
 ) -> BatchResult:
-    result = retry_conflicts(lambda: _transaction(engine, items, dry_run, now))
+    result = retry_conflicts(
+        lambda: _transaction(engine, lambda conn: apply_records(conn, records, now), dry_run)
+    )
     if breaker is not None:
         breaker.succeeded()
     return result
@@ -94,7 +106,7 @@ def _raise_if_unavailable(exc: BaseException) -> None:
 
 def _refused(
     engine: Engine,
-    item: Item,
+    record: WebhookRecord,
     exc: DBAPIError,
     dry_run: bool,
     now: datetime,
@@ -102,22 +114,25 @@ def _refused(
 ) -> BatchResult:
     failure = classify(exc)
     if breaker is not None:
-        breaker.check(failure, item.record.coordinates)  # many alike: wait instead (raises)
+        breaker.check(failure, record.coordinates)  # many alike: wait instead (raises)
     poison = SchemaViolation(
         f"MySQL refused the event (error {failure.errno}, {failure.reason})", reason="db_rejected"
     )
+    refused = [replace(decode(record), facts=None, poison=poison)]
     try:
-        return _transaction(engine, [replace(item, facts=None, poison=poison)], dry_run, now)
+        return _transaction(engine, lambda conn: apply_items(conn, refused, now), dry_run)
     except Exception as again:
         _raise_if_unavailable(again)
         raise
 
 
-def _transaction(engine: Engine, items: list[Item], dry_run: bool, now: datetime) -> BatchResult:
+def _transaction(
+    engine: Engine, work: Callable[[Connection], BatchResult], dry_run: bool
+) -> BatchResult:
     with engine.connect() as conn:
         transaction = conn.begin()
         try:
-            result = apply_items(conn, items, now)
+            result = work(conn)
         except BaseException:
             transaction.rollback()
             raise
@@ -129,14 +144,59 @@ def _transaction(engine: Engine, items: list[Item], dry_run: bool, now: datetime
         return result
 
 
-def apply_items(conn: Connection, items: Sequence[Item], now: datetime) -> BatchResult:
-    """load → fold → write, inside the caller's transaction."""
+def apply_records(conn: Connection, records: Sequence[WebhookRecord], now: datetime) -> BatchResult:
+    """Recognise the records applied before byte for byte (:mod:`pipeline.apply.recognise`),
+    then load → fold → write the others, inside the caller's transaction."""
+    shas = [sha256_hex(r.value) for r in records]
+    known = _recognise(conn, records, shas)
+    rest = known.rest(len(records))
+    if not rest:
+        return BatchResult(
+            outcomes=[known.outcomes[i] for i in range(len(records))],
+            snapshots=write.read_buckets(conn, sorted(known.revisited)),
+        )
+    items = [decode(records[i], shas[i]) for i in rest]
+    result = apply_items(conn, items, now, revisited=known.revisited)
+    if known.outcomes:
+        done = dict(zip(rest, result.outcomes, strict=True)) | known.outcomes
+        result.outcomes = [done[i] for i in range(len(records))]
+    return result
+
+
+def _recognise(
+    conn: Connection, records: Sequence[WebhookRecord], shas: Sequence[str]
+) -> recognise.Recognised:
+    found = recognise.candidates(records, shas)
+    if not found:
+        return recognise.Recognised()
+    known = load.known_events(conn, recognise.lookup_keys(found))
+    rows = recognise.known_rows(found, known)
+    if not rows:
+        return recognise.Recognised()
+    call_ids = {i for table, ids in rows.values() if table == recognise.CALLS for i in ids}
+    uids = {i for table, ids in rows.values() if table == recognise.APPOINTMENTS for i in ids}
+    calls, appointments = load.bucket_columns(conn, call_ids, uids)
+    companies = {r["company_id"] for r in [*calls.values(), *appointments.values()]}
+    timezones = load.company_timezones(conn, companies)
+    return recognise.recognise(found, known, rows, calls, appointments, timezones)
+
+
+def apply_items(
+    conn: Connection,
+    items: Sequence[Item],
+    now: datetime,
+    *,
+    revisited: Iterable[BucketKey] = (),
+) -> BatchResult:
+    """load → fold → write, inside the caller's transaction. ``revisited``: buckets of
+    recognised records to republish with the batch's own."""
     items = privacy.scrub(conn, items)  # first: its shared lock orders it with erasures
     loaded = load.load(conn, fold.wants(items))
     verdicts = fold.attribute(items, loaded)
     companies, sightings = fold.people(verdicts)
     load.load_people(conn, loaded, companies, sightings)
     plan = fold.fold(verdicts, loaded, now)
+    plan.revisited |= set(revisited)
     written = write.write(conn, plan, now)
     changes = plan.changes()
     if written.links:

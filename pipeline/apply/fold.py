@@ -87,6 +87,7 @@ class Verdict:
     item: Item
     attribution: Attribution | None = None
     unroutable: str | None = None
+    customer: Sighting | None = None  # who it is about, if attributed and it names someone
 
 
 def wants(items: Sequence[Item]) -> Wants:
@@ -152,7 +153,8 @@ def attribute(items: Sequence[Item], loaded: Loaded) -> list[Verdict]:
                 facts.business_number, facts.agent_id, facts.metadata, loaded.directory
             )
         if isinstance(verdict, Attribution):
-            out.append(Verdict(item, attribution=verdict))
+            attributed = Verdict(item, attribution=verdict)
+            out.append(Verdict(item, verdict, None, sighting(attributed)))
         else:
             out.append(Verdict(item, unroutable=verdict.reason))
     return out
@@ -169,10 +171,10 @@ def sighting(verdict: Verdict) -> Sighting | None:
         return None
     if isinstance(facts, CallFacts):
         phone, email, name = facts.customer_number, None, None
-        seen_at = verdict.item.record.received_at
+        seen_at = verdict.item.received_at
     elif isinstance(facts, BookingFacts) and facts.trigger != BookingFacts.NO_SHOW:
         phone, email, name = facts.attendee_phone, facts.attendee_email, facts.attendee_name
-        seen_at = facts.created_at or verdict.item.record.received_at
+        seen_at = facts.created_at or verdict.item.received_at
     else:
         return None
     if not (phone or email):
@@ -183,7 +185,7 @@ def sighting(verdict: Verdict) -> Sighting | None:
 def people(verdicts: Iterable[Verdict]) -> tuple[set[int], list[Sighting]]:
     """The companies (for their time zones) and the customers the load phase must read."""
     companies = {v.attribution.company_id for v in verdicts if v.attribution}
-    return companies, [s for v in verdicts if (s := sighting(v)) is not None]
+    return companies, [v.customer for v in verdicts if v.customer is not None]
 
 
 def fold(verdicts: Sequence[Verdict], loaded: Loaded, now: datetime) -> Plan:
@@ -205,7 +207,7 @@ class _Fold:
     def run(self, verdicts: Sequence[Verdict]) -> Plan:
         # Customers first, in item order: every attributed event's sighting, so absorbed
         # customers are settled before any row points to one.
-        handles = {id(v): self.book.sight(s) for v in verdicts if (s := sighting(v)) is not None}
+        handles = {id(v): self.book.sight(v.customer) for v in verdicts if v.customer is not None}
         customers = {k: self.book.final(h) for k, h in handles.items()}
         seen = {k: v.status for k, v in self.loaded.events.items()}
         for verdict in verdicts:
@@ -264,7 +266,7 @@ class _Fold:
     ) -> None:
         before = self.calls.get(facts.call_id)
         start = before or new_call(facts.call_id, owner.company_id, owner.branch_id)
-        after = merge_call(start, facts, item.record.received_at)
+        after = merge_call(start, facts, item.received_at)
         if after.customer_id is None and customer is not None:
             after = replace(after, customer_id=customer)
         self.calls[facts.call_id] = after
@@ -319,7 +321,7 @@ class _Fold:
         record = item.record
         self.plan.events[item.key] = EventRow(
             provider=item.provider,
-            event_id=item.event_id[:255],
+            event_id=item.event_id,
             event_type=item.event_type[:64],
             correlation_id=(record.correlation_id or "")[:64] or None,
             company_id=company_id,
@@ -329,7 +331,7 @@ class _Fold:
             payload_sha256=item.sha256,
             status=status,
             error=error,
-            received_at=record.received_at,
+            received_at=item.received_at,
             processed_at=self.now,
             id=stored.id if stored is not None else None,
         )

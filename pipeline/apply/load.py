@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, func, or_, select
 
 from pipeline.apply.customers import Sighting
 from pipeline.apply.fold import Loaded, Wants
+from pipeline.apply.recognise import Known
 from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, StoredEvent, from_db
 from pipeline.apply.tenancy import Branch, Directory
+from pipeline.dashboard.aggregates import APPOINTMENT_MARKS
 from pipeline.models import appointments, branches, calls, companies, customers, webhook_events
 from pipeline.providers import calcom
 from pipeline.providers.facts import EventKey
@@ -189,3 +191,50 @@ def parked_coordinates(conn: Connection, uids: Iterable[str]) -> list[tuple[str,
 
 def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- recognising known records (pipeline.apply.recognise): plain reads, no locks -----------
+
+
+def known_events(conn: Connection, keys: Iterable[EventKey]) -> dict[EventKey, Known]:
+    """The stored ``webhook_events`` rows of these keys, as the recogniser needs them: few
+    columns, one query per provider (a batch has one), because a replay reads one row per
+    record and the driver's cost is per column."""
+    wanted: dict[str, set[str]] = {}
+    for provider, event_id in keys:
+        wanted.setdefault(provider, set()).add(event_id)
+    found: dict[EventKey, Known] = {}
+    for provider, ids in sorted(wanted.items()):
+        query = select(
+            webhook_events.c.event_id,
+            webhook_events.c.status,
+            webhook_events.c.payload_sha256,
+            webhook_events.c.event_type,
+        ).where(webhook_events.c.provider == provider, webhook_events.c.event_id.in_(sorted(ids)))
+        for r in conn.execute(query):
+            if r.event_id in ids:
+                found[(provider, r.event_id)] = Known(r.status, r.payload_sha256, r.event_type)
+    return found
+
+
+def bucket_columns(
+    conn: Connection, call_ids: Iterable[str], uids: Iterable[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The columns that place existing calls and appointments in their buckets (no
+    transcripts, no locks), by call id and by booking uid."""
+    found_calls: dict[str, dict[str, Any]] = {}
+    found_appointments: dict[str, dict[str, Any]] = {}
+    if wanted := sorted(set(call_ids)):
+        # The one time that places a call (aggregates.call_time), computed by MySQL.
+        at = func.coalesce(calls.c.started_at, calls.c.ended_at, calls.c.last_event_at)
+        query = select(calls.c.retell_call_id, calls.c.company_id, at.label("started_at")).where(
+            calls.c.retell_call_id.in_(wanted)
+        )
+        found_calls = {r["retell_call_id"]: dict(r) for r in conn.execute(query).mappings()}
+    if wanted := sorted(set(uids)):
+        marks = [appointments.c[column] for column, _ in APPOINTMENT_MARKS]
+        query = select(appointments.c.calcom_uid, appointments.c.company_id, *marks).where(
+            appointments.c.calcom_uid.in_(wanted)
+        )
+        found_appointments = {r["calcom_uid"]: dict(r) for r in conn.execute(query).mappings()}
+    return found_calls, found_appointments

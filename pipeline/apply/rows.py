@@ -139,9 +139,14 @@ TABLES: dict[type[Any], Table] = {
 
 def from_db(kind: type[R], row: Mapping[Any, Any]) -> R:
     """A typed row from a database mapping (extra columns such as timestamps are dropped)."""
-    return kind(**{f.name: row[f.name] for f in fields(kind) if f.name in row})
+    return kind(**{name: row[name] for name in _NAMES[kind] if name in row})
 
 
 def values(row: CallRow | AppointmentRow | CustomerRow | EventRow) -> dict[str, Any]:
     """Column → value of ``row``, for an INSERT or a multi-row upsert."""
-    return {f.name: getattr(row, f.name) for f in fields(row)}
+    return {name: getattr(row, name) for name in _NAMES[type(row)]}
+
+
+_NAMES: dict[type[Any], tuple[str, ...]] = {
+    kind: tuple(f.name for f in fields(kind)) for kind in TABLES
+}

@@ -27,6 +27,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
@@ -201,15 +202,17 @@ def add_to_buckets(
 def read_buckets(conn: Connection, keys: list[BucketKey]) -> list[BucketSnapshot]:
     if not keys:
         return []
-    wanted = set(keys)
-    query = select(dashboard_buckets).where(
-        dashboard_buckets.c.company_id.in_(sorted({k.company_id for k in keys})),
-        dashboard_buckets.c.granularity.in_(sorted({k.granularity for k in keys})),
-        dashboard_buckets.c.bucket_start.in_(sorted({k.bucket_start for k in keys})),
+    bucket = tuple_(
+        dashboard_buckets.c.company_id,
+        dashboard_buckets.c.granularity,
+        dashboard_buckets.c.bucket_start,
     )
-    out = []
-    for row in conn.execute(query).mappings():
-        key = BucketKey(row["company_id"], row["granularity"], row["bucket_start"])
-        if key in wanted:
-            out.append(BucketSnapshot(key, Counters(row), row["version"]))
-    return out
+    query = select(dashboard_buckets).where(bucket.in_([k.as_tuple() for k in keys]))
+    return [
+        BucketSnapshot(
+            BucketKey(row["company_id"], row["granularity"], row["bucket_start"]),
+            Counters.of_row(row),
+            row["version"],
+        )
+        for row in conn.execute(query).mappings()
+    ]

@@ -71,9 +71,18 @@ def day_start(at: datetime, timezone: str | None) -> datetime:
 
 
 def bucket_keys(company_id: int, at: datetime, timezone: str | None) -> tuple[BucketKey, BucketKey]:
+    # Cached by the minute: every UTC offset is whole minutes, so the minute of ``at`` lies
+    # in the same hour and the same local day; a call's events all count at one time.
+    return _bucket_keys(company_id, at.replace(second=0, microsecond=0), timezone)
+
+
+@lru_cache(maxsize=65536)
+def _bucket_keys(
+    company_id: int, minute: datetime, timezone: str | None
+) -> tuple[BucketKey, BucketKey]:
     return (
-        BucketKey(company_id, HOUR, hour_start(at)),
-        BucketKey(company_id, DAY, day_start(at, timezone)),
+        BucketKey(company_id, HOUR, hour_start(minute)),
+        BucketKey(company_id, DAY, day_start(minute, timezone)),
     )
 
 
@@ -93,8 +102,9 @@ RowLike = Mapping[str, Any] | object
 
 
 def _reader(row: RowLike) -> Callable[[str], Any]:
-    if isinstance(row, Mapping):
-        return row.get
+    get = getattr(row, "get", None)  # a mapping (cheaper to ask than isinstance(Mapping))
+    if get is not None:
+        return get  # type: ignore[no-any-return]
     return lambda name: getattr(row, name, None)
 
 

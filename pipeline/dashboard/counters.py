@@ -42,6 +42,14 @@ class Counters(Mapping[str, Number]):
     def zero(cls) -> Counters:
         return cls()
 
+    @classmethod
+    def of_row(cls, row: Mapping[Any, Any]) -> Counters:
+        """From a ``dashboard_buckets`` row as the driver returns it: BIGINTs are ints and
+        the DECIMAL(18,4) column a Decimal of that scale already, so nothing converts."""
+        made = cls.__new__(cls)
+        made._values = {name: row[name] for name in COUNTERS}
+        return made
+
     def __getitem__(self, name: str) -> Number:
         return self._values[name]
 

@@ -33,7 +33,7 @@ from pipeline.apply.loop import apply_all
 from pipeline.kafka_reader import Stretch
 from pipeline.models import webhook_events
 from pipeline.ops import NotFound
-from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress, publisher_for
+from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress, engine_for, publisher_for
 from pipeline.ops.report import RunReport
 from pipeline.ops.stretch import read_stretch
 from pipeline.records import WebhookRecord
@@ -180,10 +180,7 @@ async def list_dead_letters(
     """The latest dead letter of each event matching ``flt``, oldest first, with the
     event's current status (``pending_only``: leave out events applied by now)."""
     async with AsyncExitStack() as stack:
-        if engine is None:
-            engine = database.create_db_engine(settings, pool_size=1)
-            stack.callback(engine.dispose)
-        await asyncio.to_thread(database.check_database, engine)
+        engine = await engine_for(stack, settings, engine, pool_size=1)
         entries = await read_dead_letters(settings, flt.since_ms)
         latest = [(e, n) for e, n in latest_per_event(entries) if flt.matches(e)]
         statuses = await asyncio.to_thread(

@@ -60,10 +60,7 @@ async def replay(
     full_topic = resolve_topic(settings, topic)
     report = RunReport(dry_run=dry_run)
     async with AsyncExitStack() as stack:
-        if engine is None:
-            engine = database.create_db_engine(settings, pool_size=2)
-            stack.callback(engine.dispose)
-        await asyncio.to_thread(database.check_database, engine)
+        engine = await engine_for(stack, settings, engine)
         # Opened before anything is applied: an unreachable Kafka stops the run before
         # MySQL commits a batch whose snapshots could then not be published.
         publisher = await publisher_for(stack, settings, dry_run)
@@ -83,6 +80,18 @@ async def replay(
             if on_progress is not None:
                 on_progress(report, done.batch[-1])
     return report
+
+
+async def engine_for(
+    stack: AsyncExitStack, settings: Settings, engine: Engine | None, *, pool_size: int = 2
+) -> Engine:
+    """The caller's engine, or one of our own disposed with ``stack``; MySQL answers (else
+    :class:`~pipeline.errors.DatabaseUnavailable`, one line)."""
+    if engine is None:
+        engine = database.create_db_engine(settings, pool_size=pool_size)
+        stack.callback(engine.dispose)
+    await asyncio.to_thread(database.check_database, engine)
+    return engine
 
 
 async def publisher_for(stack: AsyncExitStack, settings: Settings, dry_run: bool) -> Publisher:

@@ -26,7 +26,6 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
-from pipeline import database
 from pipeline.apply.applier import Applier, parked_fetcher
 from pipeline.apply.loop import apply_all
 from pipeline.apply.loop import records as as_is
@@ -34,7 +33,7 @@ from pipeline.errors import SwitchboardError
 from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.models import webhook_events
 from pipeline.ops.events import Listing
-from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress, publisher_for
+from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress, engine_for, publisher_for
 from pipeline.ops.report import RunReport
 from pipeline.providers.base import sha256_hex
 from pipeline.records import WebhookRecord
@@ -135,10 +134,7 @@ async def reapply(
     """Apply the matching ``unroutable`` events again (at most ``limit``, oldest first)."""
     report = RunReport(dry_run=dry_run)
     async with AsyncExitStack() as stack:
-        if engine is None:
-            engine = database.create_db_engine(settings, pool_size=2)
-            stack.callback(engine.dispose)
-        await asyncio.to_thread(database.check_database, engine)
+        engine = await engine_for(stack, settings, engine)
         total = await asyncio.to_thread(count, engine, what)
         if limit is not None:
             total = min(total, limit)

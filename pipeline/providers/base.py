@@ -48,6 +48,7 @@ class Provider(Protocol):
     SECRETS_SETTING: str  # the Settings field they are parsed into
     EVENT_TYPES: frozenset[str]  # the event types it knows
     SUBJECTS: str  # the table of the rows its events are about
+    SUPERSEDED_BY: dict[str, str]  # latest-snapshot event type → the event superseding it
 
     def verify(
         self, headers: Mapping[str, str], body: bytes, secrets: Sequence[str], now_ms: int
@@ -62,6 +63,8 @@ class Provider(Protocol):
     def facts(self, event_type: str, payload: Mapping[str, Any]) -> Facts: ...
 
     def subjects(self, payload: Any, event_id: str) -> list[str]: ...
+
+    def rows_of_applied(self, event_type: str, event_id: str) -> tuple[str, ...] | None: ...
 
 
 def sha256_hex(body: bytes) -> str:

@@ -172,6 +172,27 @@ def subjects(payload: Any, event_id: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+#: Cal.com has no latest-snapshot events: every event id names one body.
+SUPERSEDED_BY: Final[dict[str, str]] = {}
+
+
+def rows_of_applied(event_type: str, event_id: str) -> tuple[str, ...] | None:
+    """The booking uids whose rows an *applied* event of this type and id stands for, read
+    from the id alone (no body); None when the id does not say (a reschedule touches two
+    bookings, an unknown trigger's id is a hash): the apply path then parses the body."""
+    if event_type == NO_SHOW_EVENT:
+        rest = (
+            event_id[len(NO_SHOW_EVENT) + 1 :] if event_id.startswith(f"{NO_SHOW_EVENT}:") else ""
+        )
+        uid = rest.split(":", 1)[0]
+        return (uid,) if uid else None
+    if event_type in (BOOKING_EVENTS | FLAT_EVENTS) - {"BOOKING_RESCHEDULED"}:
+        prefix = f"{event_type}:"
+        if event_id.startswith(prefix) and len(event_id) > len(prefix):
+            return (event_id[len(prefix) :],)
+    return None
+
+
 def no_show_prefix(booking_uid: str) -> str:
     """How the event ids of a booking's no-show updates start (they are found by it)."""
     return f"{NO_SHOW_EVENT}:{booking_uid}:"

@@ -206,6 +206,25 @@ def subjects(payload: Any, event_id: str) -> list[str]:
     return found or _subject_of_id(event_id)
 
 
+#: Latest-snapshot events (one event id, many bodies) and the event that supersedes them:
+#: once a call's ``call_ended`` is applied, a ``transcript_updated`` snapshot can change
+#: nothing (the final event carries the complete transcript and every field a snapshot
+#: has), so a replay need not parse it (pipeline/apply/recognise.py).
+SUPERSEDED_BY: Final = {"transcript_updated": "call_ended"}
+
+
+def rows_of_applied(event_type: str, event_id: str) -> tuple[str, ...] | None:
+    """The call ids whose rows an *applied* event of this type and id stands for, read from
+    the id alone (no body): ``()`` for events that make no row (``call_inbound``, chats),
+    None when the id does not say (the apply path then parses the body)."""
+    if event_type == INBOUND_EVENT or event_type in NO_CALL_ROW:
+        return ()
+    prefix = f"{event_type}:"
+    if event_type in CALL_EVENTS and event_id.startswith(prefix) and len(event_id) > len(prefix):
+        return (event_id[len(prefix) :],)
+    return None
+
+
 def _subject_of_id(event_id: str) -> list[str]:
     parts = event_id.split(":")
     return [parts[1]] if len(parts) >= 2 and parts[1] else []

@@ -210,10 +210,10 @@ async def test_consecutive_bugs_trip_the_breaker_too(engine: Engine, monkeypatch
     broken = [True]
     real = batch.apply_items
 
-    def apply(conn: Any, items: Any, now: Any) -> Any:
+    def apply(conn: Any, items: Any, now: Any, **kwargs: Any) -> Any:
         if broken[0]:
             raise ZeroDivisionError("bad deploy")
-        return real(conn, items, now)
+        return real(conn, items, now, **kwargs)
 
     monkeypatch.setattr(batch, "apply_items", apply)
     retries = Retries()

@@ -1,0 +1,192 @@
+"""Recognising, cheaply, the records of a batch that were applied before, byte for byte.
+
+A replay of an applied stretch (or a batch redelivered after a crash) would otherwise parse
+every body, lock and fold every row and find nothing to change. A record is *known* when
+the ``webhook_events`` row its headers name is ``applied`` with the SHA-256 of exactly
+this body. The stored row's event id was computed from that very body when it was
+applied, so the headers are only a lookup key, never trusted: a record whose headers lie
+does not match and goes the full way.
+
+A latest-snapshot event (Retell's ``transcript_updated``: one event id, many bodies) has
+only its first body's hash stored; its later bodies are known too once the event that
+supersedes it (the call's ``call_ended``) is applied, because then a snapshot can change
+nothing (the provider's ``SUPERSEDED_BY``).
+
+A known event changes nothing, as long as the rows it stands for exist; which rows those
+are, the provider reads from the event id alone (``rows_of_applied``). If one is missing
+(deleted by mistake, lost to a restore from backup) the record goes the full way, which
+restores it: the repair of lost rows stays where it was. What a known event still does is
+what the full way does for an already-applied event: its outcome is ``already_applied``,
+and the buckets its rows count in are read back and republished unchanged (a batch
+redelivered after a crash between commit and publish heals the dashboard table).
+
+Pure: :mod:`pipeline.apply.load` reads the rows, :mod:`pipeline.apply.batch` runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.apply.items import stored_id
+from pipeline.apply.results import Outcome
+from pipeline.apply.rows import ALREADY_APPLIED, APPLIED
+from pipeline.dashboard import aggregates
+from pipeline.dashboard.aggregates import BucketKey
+from pipeline.providers import PROVIDERS
+from pipeline.providers.facts import EventKey
+from pipeline.providers.retell import milestone_key
+from pipeline.records import WebhookRecord
+
+CALLS, APPOINTMENTS = "calls", "appointments"
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the recogniser needs of a stored ``webhook_events`` row."""
+
+    status: str
+    payload_sha256: str
+    event_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A record whose headers name an event: where it is in the batch, and its body's hash."""
+
+    position: int
+    record: WebhookRecord
+    key: EventKey
+    sha256: str
+
+
+@dataclass
+class Recognised:
+    outcomes: dict[int, Outcome] = field(default_factory=dict)  # by position in the batch
+    revisited: set[BucketKey] = field(default_factory=set)  # buckets to republish
+
+    def rest(self, count: int) -> list[int]:
+        """Positions of the records that go the full way."""
+        return [i for i in range(count) if i not in self.outcomes]
+
+
+def candidates(records: Sequence[WebhookRecord], shas: Sequence[str]) -> list[Candidate]:
+    out = []
+    for position, (record, sha) in enumerate(zip(records, shas, strict=True)):
+        provider, event_id = record.provider, record.headers.get("event_id")
+        if provider is not None and provider in PROVIDERS and event_id:
+            out.append(Candidate(position, record, (provider, stored_id(event_id)), sha))
+    return out
+
+
+def rows_of(provider: str, event_type: str, event_id: str) -> tuple[str, tuple[str, ...]] | None:
+    """(table, ids) of the rows an applied event stands for; None: only its body says."""
+    known = PROVIDERS[provider]
+    ids = known.rows_of_applied(event_type, event_id)
+    return None if ids is None else (known.SUBJECTS, ids)
+
+
+def lookup_keys(found: Sequence[Candidate]) -> set[EventKey]:
+    """The ``webhook_events`` keys to read: the records' own, and the milestones of the
+    calls their headers name (whether a call's ``call_ended``/``call_analyzed`` is applied
+    decides which buckets it counts in). Headers only widen this read; they decide nothing."""
+    keys = {c.key for c in found}
+    call_ids: set[str] = set()
+    for c in found:
+        rows = rows_of(c.key[0], c.record.headers.get("event_type") or "", c.key[1])
+        if rows is not None and rows[0] == CALLS:
+            call_ids.update(rows[1])
+    keys |= {milestone_key(kind, call_id) for call_id in call_ids for kind in MILESTONES}
+    return keys
+
+
+MILESTONES = ("call_ended", "call_analyzed")
+
+
+def known_rows(found: Sequence[Candidate], known: Mapping[EventKey, Known]) -> dict[int, Any]:
+    """Position → (table, ids) for every candidate that is applied with this very body, or
+    is a later snapshot of a latest-snapshot event whose superseding event is applied."""
+    out: dict[int, Any] = {}
+    for c in found:
+        stored = known.get(c.key)
+        if stored is None or stored.status != APPLIED:
+            continue
+        rows = rows_of(c.key[0], stored.event_type, c.key[1])
+        if rows is None:
+            continue
+        if stored.payload_sha256 == c.sha256 or _superseded(c.key[0], stored, rows, known):
+            out[c.position] = rows
+    return out
+
+
+def _superseded(
+    provider: str, stored: Known, rows: tuple[str, tuple[str, ...]], known: Mapping[EventKey, Known]
+) -> bool:
+    """Another body of a latest-snapshot event, once the event superseding it is applied."""
+    final = PROVIDERS[provider].SUPERSEDED_BY.get(stored.event_type)
+    if final is None or rows[0] != CALLS:
+        return False
+    return all(
+        (s := known.get(milestone_key(final, i))) is not None and s.status == APPLIED
+        for i in rows[1]
+    )
+
+
+def recognise(
+    found: Sequence[Candidate],
+    known: Mapping[EventKey, Known],
+    rows: Mapping[int, tuple[str, tuple[str, ...]]],
+    calls: Mapping[str, Mapping[str, Any]],
+    appointments: Mapping[str, Mapping[str, Any]],
+    timezones: Mapping[int, str],
+) -> Recognised:
+    """The outcomes of the known records whose rows all exist, and the buckets to republish.
+
+    ``calls``/``appointments`` hold the bucket columns of the rows that exist (no locks:
+    nothing is written for these records); a call's ``started_at`` is its bucket time.
+    """
+    out = Recognised()
+    counted: set[tuple[str, str]] = set()  # rows whose buckets are in out.revisited
+    for c in found:
+        if c.position not in rows:
+            continue
+        table, ids = rows[c.position]
+        subjects = calls if table == CALLS else appointments
+        if not all(i in subjects for i in ids):
+            continue  # a row is gone: the full way restores it
+        for i in ids:
+            if (table, i) not in counted:
+                counted.add((table, i))
+                out.revisited |= _buckets(table, i, subjects[i], known, timezones)
+        stored = known[c.key]
+        company_id = subjects[ids[0]]["company_id"] if ids else None
+        out.outcomes[c.position] = Outcome(
+            provider=c.key[0],
+            event_id=c.key[1],
+            event_type=stored.event_type,
+            status=ALREADY_APPLIED,
+            company_id=company_id,
+            reason=None,
+            coordinates=c.record.coordinates,
+            correlation_id=c.record.correlation_id,
+        )
+    return out
+
+
+def _buckets(
+    table: str,
+    key: str,
+    row: Mapping[str, Any],
+    known: Mapping[EventKey, Known],
+    timezones: Mapping[int, str],
+) -> set[BucketKey]:
+    """The buckets an existing row counts in (what the full way would republish)."""
+    zone = timezones.get(row["company_id"])
+    if table == APPOINTMENTS:
+        return set(aggregates.appointment_counters(row, timezone=zone))
+    ended, analyzed = (
+        (s := known.get(milestone_key(kind, key))) is not None and s.status == APPLIED
+        for kind in MILESTONES
+    )
+    return set(aggregates.call_counters(row, ended, analyzed, timezone=zone))

@@ -1,0 +1,78 @@
+"""The apply engine recognises records it applied before without parsing them, on the real
+MariaDB (pipeline/apply/recognise.py): a second pass over an applied batch parses nothing,
+changes nothing and republishes the buckets; after a row is deleted, exactly the records of
+that row go the full way and restore it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from pipeline.apply import batch
+from pipeline.apply.batch import apply_batch
+from pipeline.records import WebhookRecord
+from testbed.events import lifecycle
+from testbed.records import record
+from tests.integration.ops_helpers import fingerprint, natural_rows
+from tests.support.tenants import seed_fixture_tenants
+
+pytestmark = pytest.mark.integration
+
+START_MS = 1_767_790_800_000
+RECORDS = [
+    record(p, body, received_at_ms=START_MS + 1000 * i, offset=i)
+    for i, (p, body) in enumerate(lifecycle(START_MS))
+]
+
+
+@pytest.fixture
+def applied(engine: Engine) -> Iterator[Engine]:
+    seed_fixture_tenants(engine)
+    first = apply_batch(engine, RECORDS)
+    assert first.counts()["applied"] == len(RECORDS) - first.counts()["already_applied"]
+    yield engine
+
+
+def counting_decode(monkeypatch: Any) -> list[WebhookRecord]:
+    parsed: list[WebhookRecord] = []
+    real = batch.decode
+
+    def decode(record: WebhookRecord, digest: str | None = None) -> Any:
+        parsed.append(record)
+        return real(record, digest)
+
+    monkeypatch.setattr(batch, "decode", decode)
+    return parsed
+
+
+def test_an_applied_batch_again_parses_nothing_and_changes_nothing(
+    applied: Engine, monkeypatch: Any
+) -> None:
+    before = fingerprint(applied)
+    parsed = counting_decode(monkeypatch)
+    again = apply_batch(applied, RECORDS)
+    # Only the reschedule (two bookings: its id names one) goes the full way.
+    assert [r.headers["event_type"] for r in parsed] == ["BOOKING_RESCHEDULED"]
+    assert again.counts() == Counter(already_applied=len(RECORDS))
+    assert again.changes == {}
+    assert again.snapshots, "the buckets of the applied events are republished unchanged"
+    assert fingerprint(applied) == before
+
+
+def test_a_deleted_row_is_restored_by_the_records_that_made_it(
+    applied: Engine, monkeypatch: Any
+) -> None:
+    rows = natural_rows(applied)
+    with applied.begin() as conn:
+        conn.execute(text("DELETE FROM appointments WHERE retell_call_id = 'call_A'"))
+        conn.execute(text("DELETE FROM calls WHERE retell_call_id = 'call_A'"))
+    parsed = counting_decode(monkeypatch)
+    again = apply_batch(applied, RECORDS)
+    keys = {r.key for r in parsed}
+    assert b"call_A" in keys and b"call_B" not in keys, "only the deleted rows' records"
+    assert again.counts() == Counter(already_applied=len(RECORDS))
+    assert natural_rows(applied) == rows
