@@ -20,6 +20,7 @@ that is still poison gets one more dead letter per run (the newest supersedes th
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -104,6 +105,12 @@ class DlqFilter:
     event_type: str | None = None
     event_id: str | None = None
 
+    def names(self, entry: DeadLetterEntry) -> bool:
+        """Whether ``entry`` is a dead letter of an event this filter can match."""
+        return (self.provider is None or self.provider == entry.provider) and (
+            self.event_id is None or self.event_id == entry.event_id
+        )
+
     def matches(self, entry: DeadLetterEntry) -> bool:
         if self.since_ms is not None:
             stamp = entry.info.dead_lettered_at_ms or entry.record.timestamp_ms
@@ -125,19 +132,34 @@ class Listed:
     copies: int = 1  # dead letters of this event read (the latest is shown)
 
 
-def latest_per_event(entries: Iterable[DeadLetterEntry]) -> list[tuple[DeadLetterEntry, int]]:
+class LatestPerEvent:
     """The newest dead letter of each event (by dead-lettered time, then position), with
-    how many there were; in the order of the newest."""
-    best: dict[tuple[str, str], DeadLetterEntry] = {}
-    copies: dict[tuple[str, str], int] = {}
-    for entry in entries:
+    how many there were, kept while reading: one dead letter per event in memory, not
+    every copy (an event redriven many times has many, each with its whole body)."""
+
+    def __init__(self) -> None:
+        self.best: dict[tuple[str, str], DeadLetterEntry] = {}
+        self.copies: Counter[tuple[str, str]] = Counter()
+
+    def add(self, entry: DeadLetterEntry) -> None:
         key = entry.identity
-        copies[key] = copies.get(key, 0) + 1
-        current = best.get(key)
+        self.copies[key] += 1
+        current = self.best.get(key)
         if current is None or _newness(entry) > _newness(current):
-            best[key] = entry
-    chosen = sorted(best.items(), key=lambda kv: _newness(kv[1]))
-    return [(entry, copies[key]) for key, entry in chosen]
+            self.best[key] = entry
+
+    def result(self) -> list[tuple[DeadLetterEntry, int]]:
+        """In the order of the newest."""
+        chosen = sorted(self.best.items(), key=lambda kv: _newness(kv[1]))
+        return [(entry, self.copies[key]) for key, entry in chosen]
+
+
+def latest_per_event(entries: Iterable[DeadLetterEntry]) -> list[tuple[DeadLetterEntry, int]]:
+    """:class:`LatestPerEvent` over ``entries``."""
+    latest = LatestPerEvent()
+    for entry in entries:
+        latest.add(entry)
+    return latest.result()
 
 
 def _newness(entry: DeadLetterEntry) -> tuple[int, int, int]:
@@ -154,6 +176,25 @@ async def read_dead_letters(
     async for batch in read_stretch(settings, settings.topic(topics.DLQ), stretch):
         out += [DeadLetterEntry(r, parse_dlq_headers(r.headers)) for r in batch]
     return out
+
+
+async def _latest_dead_letters(
+    settings: Settings, flt: DlqFilter
+) -> list[tuple[DeadLetterEntry, int]]:
+    """The newest dead letter of each event that ``flt`` matches, read batch by batch.
+    Provider and event id name the event, so they filter before the newest is chosen; the
+    other filters apply to the newest (an event whose latest reason differs is not shown
+    by an older one)."""
+    stretch = (
+        Stretch(from_time_ms=flt.since_ms) if flt.since_ms is not None else Stretch(from_offset=0)
+    )
+    latest = LatestPerEvent()
+    async for batch in read_stretch(settings, settings.topic(topics.DLQ), stretch):
+        for record in batch:
+            entry = DeadLetterEntry(record, parse_dlq_headers(record.headers))
+            if flt.names(entry):
+                latest.add(entry)
+    return [(e, n) for e, n in latest.result() if flt.matches(e)]
 
 
 def event_statuses(engine: Engine, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -181,8 +222,7 @@ async def list_dead_letters(
     event's current status (``pending_only``: leave out events applied by now)."""
     async with AsyncExitStack() as stack:
         engine = await engine_for(stack, settings, engine, pool_size=1)
-        entries = await read_dead_letters(settings, flt.since_ms)
-        latest = [(e, n) for e, n in latest_per_event(entries) if flt.matches(e)]
+        latest = await _latest_dead_letters(settings, flt)
         statuses = await asyncio.to_thread(
             event_statuses, engine, [e.identity for e, _ in latest if e.identity[0] != "?"]
         )
