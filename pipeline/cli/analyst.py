@@ -50,9 +50,10 @@ def _client(ctx: click.Context, url: str | None, token: str | None) -> AnalystCl
     "--worker-url", help="Analyst API base URL (default http://SWITCHBOARD_WORKER_HOST:PORT)."
 )
 @click.option("--token", help="Bearer token (default: the first of SWITCHBOARD_ANALYST_TOKENS).")
+@json_option
 @click.pass_context
 def dashboard(
-    ctx: click.Context, company_id: int, worker_url: str | None, token: str | None
+    ctx: click.Context, company_id: int, worker_url: str | None, token: str | None, as_json: bool
 ) -> None:
     """Print a company's dashboard summary: last hour, today, last 7 and 30 days."""
     client = _client(ctx, worker_url, token)
@@ -64,6 +65,9 @@ def dashboard(
         raise AnalystApiError(
             f"no data for company {company_id} in the last 30 days (HTTP 404)", status=404
         ) from exc
+    if as_json:  # the analyst API's summary document, as it answered
+        emit_json(body)
+        return
     for line in summary_table(body):
         click.echo(line)
 
@@ -228,7 +232,8 @@ def tokens() -> None:
 @click.option("--companies", help="Company ids the token may read, comma-separated (1,2,7).")
 @click.option("--admin", is_flag=True, help="A token that may read every company.")
 @click.option("--name", help="A label for logs and for rotation (letters, digits, . _ -).")
-def tokens_new(companies: str | None, admin: bool, name: str | None) -> None:
+@json_option
+def tokens_new(companies: str | None, admin: bool, name: str | None, as_json: bool) -> None:
     """Mint a token and print its SWITCHBOARD_ANALYST_TOKENS entry.
 
     The token is printed once, for the analyst; the workers get only the entry (its
@@ -241,8 +246,12 @@ def tokens_new(companies: str | None, admin: bool, name: str | None) -> None:
         raise click.BadParameter("letters, digits, '.', '_' and '-' only", param_hint="--name")
     scope = None if admin else _company_list(companies or "")
     token = tokens_.mint()
+    entry = tokens_.config_entry(token, scope, name)
+    if as_json:
+        emit_json({"token": token, "entry": entry})
+        return
     click.echo(f"token:  {token}")
-    click.echo(f"entry:  {tokens_.config_entry(token, scope, name)}")
+    click.echo(f"entry:  {entry}")
     click.echo(
         "Give the token to the analyst (it is not stored anywhere); add the entry to "
         "SWITCHBOARD_ANALYST_TOKENS (comma-separated) on every worker and restart them."

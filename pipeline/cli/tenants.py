@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ import click
 from pipeline import database
 from pipeline import tenants as tenant_store
 from pipeline.cli import cli, quiet_kafka, settings_from
+from pipeline.cli.output import emit_json, json_option
 from pipeline.ops import unroutable
 
 
@@ -36,8 +38,9 @@ def import_into_database(
 
 @tenants.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
 @click.pass_context
-def tenants_import(ctx: click.Context, file: Path) -> None:
+def tenants_import(ctx: click.Context, file: Path, as_json: bool) -> None:
     """Upsert the companies and branches of FILE (JSON), keyed by branch phone number.
 
     Importing the same file again changes nothing. Afterwards it says how many
@@ -47,12 +50,16 @@ def tenants_import(ctx: click.Context, file: Path) -> None:
     """
     items = tenant_store.read_file(file)
     report = import_into_database(ctx, items)
+    hint = unroutable_hint(ctx)
+    if as_json:
+        emit_json({**asdict(report), "unroutable": asdict(hint)})
+        return
     click.echo(report.line())
-    for line in unroutable_hint(ctx):
+    for line in hint.lines():
         click.echo(line)
 
 
-def unroutable_hint(ctx: click.Context) -> list[str]:
+def unroutable_hint(ctx: click.Context) -> unroutable.Preview:
     """How many unroutable events the directory can place now, and how to apply them
     (a dry run of their re-apply; Kafka unreachable only costs the hint)."""
     settings = settings_from(ctx)
@@ -62,4 +69,4 @@ def unroutable_hint(ctx: click.Context) -> list[str]:
             found = asyncio.run(unroutable.preview(settings, engine))
     finally:
         engine.dispose()
-    return found.lines()
+    return found

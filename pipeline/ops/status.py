@@ -164,7 +164,7 @@ async def _kafka_part(settings: Settings, status: Status) -> list[Worker]:
         members = [_member(m) for m in group["members"]]
     watched = [settings.topic(t) for t in (*topics.WEBHOOK_TOPICS, topics.SNAPSHOTS)]
     names = sorted({tp.topic for tp in committed} | set(watched))
-    status.lag = await _lag(settings, names, committed)
+    status.lag = await partition_lag(settings, names, committed)
     return members
 
 
@@ -188,9 +188,11 @@ def _member(raw: dict[str, Any]) -> Worker:
     )
 
 
-async def _lag(
+async def partition_lag(
     settings: Settings, names: list[str], committed: dict[TopicPartition, Any]
 ) -> list[PartitionLag]:
+    """Per partition of ``names``: the end offset against the group's commit (no commit:
+    against the first offset still on the topic, as nothing was consumed)."""
     consumer = kafka_reader._consumer(settings)
     await kafka_reader._start(consumer, settings)
     try:

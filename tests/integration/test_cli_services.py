@@ -5,6 +5,7 @@ of the test's own and a unique topic prefix."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -86,10 +87,14 @@ def test_topics_is_idempotent(prefix: str) -> None:
     assert first.stderr == ""
     assert parse_topics(first.stdout) == {name: ("created", PARTITIONS) for name in expected}
 
-    second = run(["topics"], env)
+    second = run(["topics", "--json"], env)
     assert second.returncode == 0, second.stderr
     assert second.stderr == ""
-    assert parse_topics(second.stdout) == {name: ("ok", PARTITIONS) for name in expected}
+    reported = json.loads(second.stdout)
+    assert reported["ok"] and len(reported["topics"]) == len(expected)
+    assert {t["name"]: (t["action"], t["partitions"]) for t in reported["topics"]} == {
+        name: ("ok", PARTITIONS) for name in expected
+    }
 
     counts = asyncio.run(partition_counts(base_settings(), sorted(expected)))
     assert counts == {name: PARTITIONS for name in expected}
@@ -169,10 +174,12 @@ def test_migrate_twice_from_empty(db_settings: Settings) -> None:
         migrated = state()
         assert migrated[0] == head
         assert "webhook_events" in migrated[1]
+        assert first.stdout.strip() == f"database migrated to head (revision {head}, was None)"
 
-        second = run(["migrate"], env)
+        second = run(["migrate", "--json"], env)
         assert second.returncode == 0, second.stderr
         assert "Traceback" not in second.stderr
+        assert json.loads(second.stdout) == {"target": "head", "before": head, "after": head}
         assert state() == migrated
     finally:
         engine.dispose()

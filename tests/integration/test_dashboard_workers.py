@@ -15,6 +15,7 @@ import asyncio
 import csv
 import hashlib
 import io
+import json
 import os
 import subprocess
 import urllib.request
@@ -388,6 +389,11 @@ def test_dashboard_command(world: World, pair: Pair) -> None:
         for w in ("last_hour", "today", "last_7_days", "last_30_days")
     ]
     assert any(line.startswith("booking_conversion") for line in lines)
+    scripted = _cli(
+        world, "dashboard", str(LA.company_id), "--worker-url", pair.first.url, "--json"
+    )
+    assert scripted.returncode == 0, scripted.stderr
+    assert json.loads(scripted.stdout)["windows"] == body["windows"]
 
     missing = _cli(world, "dashboard", "999", "--worker-url", pair.first.url)
     assert missing.returncode == 1 and missing.stdout == ""

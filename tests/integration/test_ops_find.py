@@ -185,6 +185,11 @@ def test_unroutable_events_listed_then_reapplied_once_after_the_import(
     assert code == 0, err
     assert "4 unroutable event(s) on record; checked: 4 now have a home, 0 still have none" in out
     assert "switchboard events reapply" in out
+    again = _json(stack_settings, "tenants", "import", str(tenants))  # for scripts
+    assert (again["companies_created"], again["branches_unchanged"]) == (0, 1), again
+    assert again["unroutable"] == {
+        "unroutable": 4, "checked": 4, "applicable": 4, "still": 0, "gone": 0, "failed": None
+    }  # fmt: skip
 
     before = fingerprint(engine)
     dry = _json(stack_settings, "events", "reapply", "--dry-run")
@@ -228,3 +233,5 @@ def test_import_without_unroutable_events_says_nothing_more(
     code, out, err = _run(stack_settings, "tenants", "import", str(tenants))
     assert code == 0, err
     assert "unroutable" not in out
+    imported = _json(stack_settings, "tenants", "import", str(tenants))
+    assert imported["companies_created"] == 0 and imported["unroutable"]["unroutable"] == 0

@@ -24,6 +24,8 @@ from pipeline.cli import cli, register_commands
 from pipeline.kafka_reader import Stretch
 from pipeline.ops.arguments import format_ms
 from pipeline.ops.replay import replay
+from pipeline.ops.report import RunReport
+from pipeline.records import WebhookRecord
 from pipeline.settings import Settings
 from tests.integration.ops_helpers import (
     apply_like_worker,
@@ -222,3 +224,46 @@ def test_cli_replay_time_range_partitions_and_dry_run(
     assert [line for line in err.splitlines() if line.startswith("Error:")] == [
         "Error: give exactly one of --from-offset and --from-time"
     ]
+
+
+def test_replay_tells_the_stretch_size_rate_and_time_left(
+    stack_settings: Settings, engine: Engine
+) -> None:
+    """The progress an operator sees during a long replay: the stretch's size is known
+    before the first batch, and every line has the count, the total, the rate and the time
+    left (a stand-in clock: 5 s per batch, so a line per batch)."""
+    from pipeline.cli.replay import RunProgress
+
+    total = asyncio.run(_applied_traffic(stack_settings, engine))["webhooks.retell"]
+    now, lines, plans, seen = [0.0], [], [], []
+    progress = RunProgress("replay", clock=lambda: now[0], echo=lines.append)
+
+    def on_plan(size: int) -> None:
+        plans.append(size)
+        progress.plan(size)
+
+    def on_progress(report: RunReport, last: WebhookRecord) -> None:
+        seen.append(report.read)
+        now[0] += 5.0
+        progress(report, last)
+
+    report = asyncio.run(
+        replay(
+            stack_settings,
+            "webhooks.retell",
+            Stretch(from_offset=0),
+            batch_size=10,
+            on_plan=on_plan,
+            on_progress=on_progress,
+        )
+    )
+    assert plans == [total] and report.read == total
+    assert seen == sorted(seen) and seen[-1] == total and len(seen) >= total // 10
+    assert len(lines) == len(seen)
+    first = re.fullmatch(
+        rf"replay: ([\d,]+)/{total} \(([\d.]+)%\), ([\d,]+)/s, about (\S+) left; at (\S+); read .*",
+        lines[0],
+    )
+    assert first is not None, lines[0]
+    assert int(first[1]) == seen[0] and int(first[3].replace(",", "")) == round(seen[0] / 5)
+    assert lines[-1].startswith(f"replay: {total}/{total} (100.0%), ") and "left" not in lines[-1]

@@ -4,6 +4,7 @@ checks that never fail on odd input, and the ``tokens new`` command's entry work
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -105,3 +106,7 @@ def test_tokens_new_prints_a_token_and_an_entry_that_accepts_it() -> None:
     assert admin.exit_code == 0 and admin.output.splitlines()[1].endswith("@admin")
     both = CliRunner().invoke(cli, ["tokens", "new", "--admin", "--companies", "1"])
     assert both.exit_code == 2
+    scripted = CliRunner().invoke(cli, ["tokens", "new", "--admin", "--json"])
+    assert scripted.exit_code == 0, scripted.output
+    minted = json.loads(scripted.output)
+    assert tokens.TokenBook.parse([minted["entry"]]).check(minted["token"]) is not None
