@@ -16,6 +16,10 @@ Afterwards:
   type's owner for bookings; never an inactive company), so nothing crossed tenants;
 * no log line of either process holds a secret or token, a full phone number, an e-mail
   address or transcript text (over this test's events and those of the suites before it).
+
+The last test plays a simulated day (``switchboard simulate``'s engine: calls with
+transcripts, bookings, retries, reordering and some bad traffic) into the same world,
+checks it with ``verify-run``'s oracle, and scans every log line once more.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,6 +42,10 @@ from sqlalchemy import select
 from pipeline.kafka import kafka_options
 from pipeline.models import appointments, calls, customers, webhook_events
 from testbed.events import booking, call_events
+from testbed.simulator.run import SimulationConfig, run_simulation
+from testbed.simulator.scenario import ScenarioConfig
+from testbed.simulator.sender import SendConfig
+from testbed.simulator.verify import verify
 from tests.security import kafka_check
 from tests.security import world as w
 from tests.security.hostile import EDGE_VALUES, dumps, paths, set_path
@@ -318,3 +327,47 @@ def assert_logs_clean(world: World, sent: list[Sent]) -> None:
             digits = re.sub(r"\D", "", match.group())
             assert len(digits) < 10 or not match.group().startswith("+"), line[:300]
         assert not EMAIL.search(line), line[:300]
+
+
+@pytest.mark.timeout(900)
+def test_after_a_simulated_day_no_secret_or_pii_in_any_log_line(
+    world: World, tmp_path: Path
+) -> None:
+    settings = world.settings
+    expected = tmp_path / "expected.json"
+    summary = run_simulation(
+        settings,
+        SimulationConfig(
+            scenario=ScenarioConfig(seed=13, calls=40, span_hours=23, bad_share=0.1),
+            send=SendConfig(
+                url=f"http://{settings.ingress_host}:{settings.ingress_port}",
+                rate=0,
+                concurrency=16,
+                progress_every_s=60,
+            ),
+            expected_path=expected,
+        ),
+    )
+    assert summary.ok, summary
+    assert summary.accepted > 0
+    api = f"http://{settings.worker_host}:{settings.worker_port}"
+    differences = verify(settings, expected, api_url=api, token=world.admin_token, timeout=180)
+    assert differences == []
+    world.assert_alive()
+    day = orjson.loads(expected.read_bytes())
+    assert_logs_clean(world, [])
+    text = world.logs()
+    people = [v for v in _strings(day) if "@" in v or (v.startswith("+") and v[1:].isdigit())]
+    assert people, "the simulated day named no phone number or e-mail address"
+    for value in people:
+        assert value not in text, "a simulated caller's number or e-mail is in the logs"
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
