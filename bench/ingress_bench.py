@@ -219,6 +219,12 @@ def _targets(
                 _say(target, "distinct", point)
             if target == "bare":
                 continue
+            if plan.profile and server.pid is not None:
+                # Before the hot-key and call_inbound runs: work they leave behind (the old
+                # ingress retried failed call_inbound records in memory for 60 s) would be
+                # sampled as if it were the webhook path.
+                _settle(server)
+                result.profiles[target] = _profile(server.pid, url, distinct, plan, tmp)
             for concurrency in plan.hot_concurrencies:
                 point = _point(server, url, hot, concurrency, plan.seconds, tmp)
                 result.points.append(Point(target, "hot", point))
@@ -227,8 +233,6 @@ def _targets(
                 paced.run(url, inbound, rate=plan.inbound_rate, seconds=plan.inbound_seconds)
             )
             print(f"bench:     call_inbound {result.inbound[target].describe()}", flush=True)
-            if plan.profile and server.pid is not None:
-                result.profiles[target] = _profile(server.pid, url, distinct, plan, tmp)
 
 
 def _producer_variants(settings: Settings, plan: Plan, result: IngressResult, tmp: Path) -> None:
@@ -313,6 +317,19 @@ def _point(
 
 def _fields(r: wrk.WrkResult) -> dict[str, object]:
     return {name: getattr(r, name) for name in r.__dataclass_fields__}
+
+
+def _settle(server: servers.Pinned, timeout_s: float = 30.0) -> None:
+    """Wait until the server is idle (under 5% of a core over half a second), so that a
+    profile samples the load it is given and not a backlog of the previous run."""
+    deadline = time.monotonic() + timeout_s
+    last = server.cpu_seconds()
+    while time.monotonic() < deadline and last is not None:
+        time.sleep(0.5)
+        now = server.cpu_seconds()
+        if now is None or now - last < 0.025:
+            return
+        last = now
 
 
 def _profile(

@@ -9,7 +9,8 @@ The order of tries:
    included**. Admission control: at most ``ingress_max_in_flight`` records of this process
    wait on Kafka at once; beyond that a request waits for a slot (no CPU spent), and when the
    budget runs out it goes to the spool like any slow ack. Nothing waits longer than the
-   budget for Kafka.
+   budget for Kafka. A request that gets a slot at once arms no timer of its own: the
+   deadline of the record batch it joins is the budget (pipeline/ingress/batches.py).
 2. Otherwise (spool not empty, producer disconnected, budget spent, broker error) the record
    is appended to the spool and the request waits for its fsync. While the spool holds
    anything, new records queue behind it, so a key's records reach Kafka in order.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.ingress.metrics import IngressMetrics
@@ -42,25 +44,32 @@ class Handoff:
         self.publisher = publisher
         self.spool = spool
         self._metrics = metrics
+        self._via_kafka = metrics.child(metrics.durable, "kafka")
+        self._via_spool = metrics.child(metrics.durable, "spool")
+
+    def _slot_timeouts(self, topic: str) -> Any:
+        return self._metrics.child(self._metrics.publish_failures, topic, "ingress_timeout")
 
     async def make_durable(self, topic: str, key: bytes, value: bytes, headers: Headers) -> str:
         """Return ``"kafka"`` or ``"spool"`` once the record is durable there; raise
         :class:`~pipeline.ingress.spool.SpoolFull` past the bound, or another
         :class:`KafkaUnavailable` when it cannot be made durable at all."""
-        metrics = self._metrics
         if not self.spool.depth and self.publisher.is_connected():
             try:
-                async with asyncio.timeout(self._budget):  # the one timer of the request
+                if self._slots.locked():  # admission control: wait for a slot, within budget
+                    async with asyncio.timeout(self._budget), self._slots:
+                        await self.publisher.publish(topic, key, value, headers)
+                else:  # no wait for a slot: the publisher's deadline is the only timer
                     async with self._slots:
-                        await self.publisher.publish(topic, key, value, headers, bounded=True)
-                metrics.child(metrics.durable, "kafka").inc()
+                        await self.publisher.publish(topic, key, value, headers)
+                self._via_kafka.inc()
                 return "kafka"
             except TimeoutError:
-                metrics.child(metrics.publish_failures, topic, "ingress_timeout").inc()
+                self._slot_timeouts(topic).inc()
             except RecordTooLarge:
                 raise  # the spool could never forward it either
             except KafkaUnavailable:
                 pass  # counted by the publisher
         await self.spool.append(topic, key, value, list(headers))
-        metrics.child(metrics.durable, "spool").inc()
+        self._via_spool.inc()
         return "spool"

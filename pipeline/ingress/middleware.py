@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +91,17 @@ class LogBudget:
 
 _REJECTION_LOGS = LogBudget(20)
 
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_correlation_id() -> str:
+    """A random (version 4) UUID as text, like ``str(uuid.uuid4())`` at a third of its cost
+    per request: the bits come from ``random`` (reseeded in a forked child) rather than a
+    ``getrandom`` system call. An id must be unique, not secret."""
+    h = f"{random.getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
 
 def json_response(status: int, payload: dict[str, Any], **headers: str) -> web.Response:
     return web.Response(
@@ -116,7 +127,7 @@ def exchange_middleware(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        exchange = Exchange(str(uuid.uuid4()), time.time_ns() // 1_000_000, started)
+        exchange = Exchange(new_correlation_id(), time.time_ns() // 1_000_000, started)
         request[EXCHANGE] = exchange
         token = correlation_id_var.set(exchange.correlation_id)
         in_flight.enter()  # the gauge is set from this count every second (cheaper)

@@ -3,7 +3,9 @@
 docs/architecture.md, invariant 1, "no ack without durability": :meth:`KafkaPublisher.publish` returns only
 after Kafka acknowledged the record with ``acks=all`` from an idempotent producer, and raises
 :class:`~pipeline.errors.KafkaUnavailable` when that does not happen within
-``settings.ack_budget_s``. The ingress turns that into a 503 with ``Retry-After``.
+``settings.ack_budget_s``; the hand-off then spools the record. The request path's records
+go through :class:`~pipeline.ingress.batches.RecordBatches` (batches built here, one per
+partition, handed to the producer whole); the forwarder's through ``send()``.
 
 A broker that is down when the process starts does not stop the process: the producer keeps
 trying to connect in the background, ``publish`` fails fast meanwhile, and ``/readyz`` says
@@ -33,6 +35,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.errors import KafkaUnavailable
+from pipeline.ingress.batches import RecordBatches
 from pipeline.kafka import kafka_options
 from pipeline.settings import Settings
 
@@ -79,11 +82,9 @@ class Publisher(Protocol):
 
     def is_connected(self) -> bool: ...
 
-    async def publish(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, *, bounded: bool = False
-    ) -> Published:
-        """Return once the record is durable; raise KafkaUnavailable otherwise. Unless
-        ``bounded`` (the caller holds a deadline), give up after the ack budget."""
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
+        """Return once the record is durable; raise KafkaUnavailable otherwise, at the
+        latest after the ack budget."""
         ...
 
     async def publish_many(  # noqa: C901  (the ingress owner's to split)
@@ -124,6 +125,7 @@ class KafkaPublisher:
         self._on_latency = on_latency
         self._on_failure = on_failure
         self._producer: AIOKafkaProducer | None = None
+        self._batches: RecordBatches | None = None
         self._healthy = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -147,32 +149,27 @@ class KafkaPublisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         producer, self._producer = self._producer, None
+        batches, self._batches = self._batches, None
+        if batches is not None:  # open batches go to the producer before it flushes
+            await batches.flush(CLOSE_TIMEOUT_S / 2)
+            batches.fail_all(KafkaUnavailable("the producer is closing"))
         if producer is not None:
             try:
                 await asyncio.wait_for(producer.stop(), CLOSE_TIMEOUT_S)
             except (TimeoutError, KafkaError) as exc:
                 log.warning("kafka producer did not flush cleanly: %s", type(exc).__name__)
 
-    async def publish(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, *, bounded: bool = False
-    ) -> Published:
-        """``bounded=True``: the caller already holds a deadline around this call (the
-        hand-off does), so no second timer is armed per request."""
-        producer = self._producer
-        if producer is None or self._closing:
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
+        """The request path: the record joins its partition's batch and this returns once
+        that batch is acknowledged. The ack budget is the batch's deadline (one timer per
+        batch, none per request)."""
+        batches = self._batches
+        if batches is None or self._closing:
             self._fail(topic, "not_connected")
             raise KafkaUnavailable("Kafka producer is not connected")
         started = time.perf_counter()
         try:
-            if bounded:
-                meta = await producer.send_and_wait(
-                    topic, value=value, key=key, headers=list(headers)
-                )
-            else:
-                async with asyncio.timeout(self._settings.ack_budget_s):
-                    meta = await producer.send_and_wait(
-                        topic, value=value, key=key, headers=list(headers)
-                    )
+            partition, offset = await batches.add(topic, key, value, headers)
         except TimeoutError as exc:
             self._healthy = False
             self._fail(topic, "timeout")
@@ -193,7 +190,7 @@ class KafkaPublisher:
         self._healthy = True
         if self._on_latency is not None:
             self._on_latency(topic, time.perf_counter() - started)
-        return Published(meta.topic, meta.partition, meta.offset)
+        return Published(topic, partition, offset)
 
     async def publish_many(  # noqa: C901  (the ingress owner's to split)
         self, records: Sequence[OutRecord], *, timeout_s: float
@@ -239,6 +236,9 @@ class KafkaPublisher:
         """Drop a producer whose idempotent state the broker no longer accepts; the
         maintenance task connects a new one (new producer id) within a second or so."""
         producer, self._producer = self._producer, None
+        batches, self._batches = self._batches, None
+        if batches is not None:  # records not yet handed over go to the spool
+            batches.fail_all(KafkaUnavailable(f"producer replaced after {reason}"))
         if producer is None or self._closing:
             return
         self._healthy = False
@@ -257,8 +257,19 @@ class KafkaPublisher:
         if self._on_failure is not None:
             self._on_failure(topic, reason)
 
+    def _max_request(self) -> int:
+        return max(1024 * 1024, self._settings.max_body_bytes + 64 * 1024)
+
+    def _new_batches(self, producer: AIOKafkaProducer) -> RecordBatches:
+        return RecordBatches(
+            producer,
+            linger_s=self._linger_ms / 1000,
+            deadline_s=self._settings.ack_budget_s,
+            max_record_bytes=self._max_request() - 16 * 1024,  # headers and framing
+        )
+
     def _new_producer(self) -> AIOKafkaProducer:
-        max_request = max(1024 * 1024, self._settings.max_body_bytes + 64 * 1024)
+        max_request = self._max_request()
         return AIOKafkaProducer(
             **kafka_options(self._settings),
             client_id=self._client_id,
@@ -285,6 +296,7 @@ class KafkaPublisher:
                 await producer.stop()
             return False
         self._producer = producer
+        self._batches = self._new_batches(producer)
         self._healthy = True
         log.info("kafka producer connected to %s", self._settings.kafka_bootstrap)
         return True
@@ -315,3 +327,5 @@ class KafkaPublisher:
         if ok != self._healthy:
             log.warning("kafka producer %s", "reconnected" if ok else "lost the broker")
         self._healthy = bool(ok)
+        if ok and self._batches is not None:
+            self._batches.refresh_partitions()

@@ -62,11 +62,13 @@ class Record:
 
 @dataclass
 class FakePublisher:
-    """``mode``: ``ok`` records and acks; ``down`` raises at once; ``hang`` never acks."""
+    """``mode``: ``ok`` records and acks; ``down`` raises at once; ``hang`` never acks, so,
+    like the real publisher, it gives up after ``ack_budget_s`` (the batch deadline)."""
 
     mode: str = "ok"
     connected: bool = True
     delay_s: float = 0.0
+    ack_budget_s: float = 0.3
     records: list[Record] = field(default_factory=list)
     started: bool = False
     closed: bool = False
@@ -80,15 +82,14 @@ class FakePublisher:
     def is_connected(self) -> bool:
         return self.connected
 
-    async def publish(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, *, bounded: bool = False
-    ) -> Published:
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.mode == "down":
             raise KafkaUnavailable("Kafka producer is not connected")
         if self.mode == "hang":
-            await asyncio.Event().wait()
+            await asyncio.sleep(self.ack_budget_s)
+            raise KafkaUnavailable(f"Kafka did not acknowledge within {self.ack_budget_s:g}s")
         self.records.append(Record(topic, key, value, list(headers)))
         return Published(topic, 0, len(self.records) - 1)
 
@@ -156,3 +157,79 @@ def context(name: str | None, at: datetime | None) -> CallerContext:
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[arg-type,misc]
+
+
+@dataclass
+class SentBatch:
+    """One batch the code under test handed to :class:`StubKafkaProducer`."""
+
+    topic: str
+    partition: int
+    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]  # key, value, headers
+    acked: asyncio.Future[Any]
+
+    def ack(self, base_offset: int = 100) -> None:
+        self.acked.set_result(_Meta(self.topic, self.partition, base_offset))
+
+    def fail(self, error: BaseException) -> None:
+        self.acked.set_exception(error)
+
+
+@dataclass(frozen=True)
+class _Meta:
+    topic: str
+    partition: int
+    offset: int
+
+
+class _Cluster:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+
+class StubKafkaProducer:
+    """The part of ``AIOKafkaProducer`` that :class:`~pipeline.ingress.batches.RecordBatches`
+    uses, with real record batch builders and acknowledgements the test gives by hand
+    (``auto``: ``ack`` acks every batch at once, ``fail`` fails it with ``error``, ``hang``
+    never answers; ``None``: the test answers ``self.sent[i]`` itself)."""
+
+    def __init__(
+        self, partitions: int = 12, auto: str | None = None, error: BaseException | None = None
+    ) -> None:
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        self._builder = BatchBuilder
+        self.client = type("Client", (), {"cluster": _Cluster(partitions)})()
+        self.auto = auto
+        self.error = error
+        self.sent: list[SentBatch] = []
+        self.stopped = False
+        self.handed: list[Any] = []  # builders, in the order send_batch got them
+
+    def create_batch(self) -> Any:
+        return self._builder(512 * 1024, 0)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return self.client.cluster.partitions_for_topic(topic)
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        from aiokafka.record.default_records import DefaultRecordBatch
+
+        self.handed.append(batch)
+        records = [
+            (r.key, r.value, list(r.headers)) for r in DefaultRecordBatch(bytes(batch._build()))
+        ]
+        sent = SentBatch(topic, partition, records, asyncio.get_running_loop().create_future())
+        self.sent.append(sent)
+        if self.auto == "ack":
+            sent.ack(41)
+        elif self.auto == "fail":
+            assert self.error is not None
+            sent.fail(self.error)
+        return sent.acked
+
+    async def stop(self) -> None:
+        self.stopped = True

@@ -47,8 +47,10 @@ async def post(client: TestClient, body: bytes) -> tuple[int, Any, Any]:
 
 async def start(aiohttp_client: Any, router: Any, publisher: FakePublisher | None = None, **kw: Any) -> tuple[TestClient, FakePublisher, CollectorRegistry]:  # fmt: skip
     publisher = publisher or FakePublisher()
+    settings = make_settings(**kw)
+    publisher.ack_budget_s = settings.ack_budget_s
     registry = CollectorRegistry()
-    app = create_app(make_settings(**kw), publisher=publisher, routing=router, registry=registry)
+    app = create_app(settings, publisher=publisher, routing=router, registry=registry)
     return await aiohttp_client(app), publisher, registry
 
 

@@ -43,6 +43,7 @@ def make_client(
 ) -> Callable[..., Awaitable[TestClient]]:
     async def make(**changes: Any) -> TestClient:
         settings = make_settings(**changes)
+        publisher.ack_budget_s = settings.ack_budget_s
         app = create_app(settings, publisher=publisher, routing=FakeRouter(), registry=registry)
         # The server runs with the production runner options (auto_decompress, keep-alive);
         # TestServer ignores its constructor's keyword arguments, start_server takes them.

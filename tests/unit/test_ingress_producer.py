@@ -13,29 +13,22 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, OutO
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.ingress.producer import KafkaPublisher, Published
-from tests.unit.ingress_fakes import make_settings
+from tests.unit.ingress_fakes import StubKafkaProducer, make_settings
 
 
-@dataclass
-class StubProducer:
-    mode: str = "ok"
-    sent: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
-    stopped: bool = False
-
-    async def send_and_wait(self, topic: str, *, value: bytes, key: bytes, headers: Any) -> Any:
-        if self.mode == "hang":
-            await asyncio.Event().wait()
-        if self.mode == "error":
-            raise KafkaConnectionError("broker gone")
-        if self.mode == "too_large":
-            raise MessageSizeTooLargeError()
-        if self.mode == "out_of_order":
-            raise OutOfOrderSequenceNumber()
-        self.sent.append((topic, key, value, headers))
-        return type("Meta", (), {"topic": topic, "partition": 2, "offset": 41})()
-
-    async def stop(self) -> None:
-        self.stopped = True
+def StubProducer(mode: str = "ok") -> StubKafkaProducer:  # noqa: N802 - reads like a class
+    """``ok`` acks every batch at once; ``hang`` never answers; the other modes fail the
+    batch with the error the broker would give."""
+    errors: dict[str, BaseException] = {
+        "error": KafkaConnectionError("broker gone"),
+        "too_large": MessageSizeTooLargeError(),
+        "out_of_order": OutOfOrderSequenceNumber(),
+    }
+    if mode == "ok":
+        return StubKafkaProducer(auto="ack")
+    if mode == "hang":
+        return StubKafkaProducer(auto="hang")
+    return StubKafkaProducer(auto="fail", error=errors[mode])
 
 
 @dataclass
@@ -51,8 +44,9 @@ class Hooks:
         )
 
 
-def connected(pub: KafkaPublisher, stub: StubProducer) -> KafkaPublisher:
+def connected(pub: KafkaPublisher, stub: StubKafkaProducer) -> KafkaPublisher:
     pub._producer = stub  # type: ignore[assignment]
+    pub._batches = pub._new_batches(stub)  # type: ignore[arg-type]
     pub._healthy = True
     return pub
 
@@ -73,8 +67,9 @@ async def test_publish_passes_key_value_headers_and_returns_coordinates() -> Non
     hooks, stub = Hooks(), StubProducer()
     pub = connected(hooks.publisher(), stub)
     result = await pub.publish("t", b"k", b"{}", [("provider", b"retell")])
-    assert result == Published("t", 2, 41)
-    assert stub.sent == [("t", b"k", b"{}", [("provider", b"retell")])]
+    (sent,) = stub.sent
+    assert result == Published("t", sent.partition, 41)
+    assert (sent.topic, sent.records) == ("t", [(b"k", b"{}", [("provider", b"retell")])])
     assert [t for t, _ in hooks.latencies] == ["t"]
     assert pub.is_connected()
 
