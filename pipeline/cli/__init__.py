@@ -90,6 +90,7 @@ def register_commands() -> None:
         "analyst",
         "backfill",
         "doctor",
+        "spool",
     ):
         importlib.import_module(f"pipeline.cli.{name}")
     for plugin in entry_points(group="switchboard.plugins"):
