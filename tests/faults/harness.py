@@ -164,8 +164,11 @@ class World:
             env["SWITCHBOARD_WORKER_BATCH_SIZE"] = str(self.worker_batch_size)
         return env
 
-    def ingress(self, name: str = "ingress") -> Service:
-        url = f"http://{self.settings.ingress_host}:{self.settings.ingress_port}/readyz"
+    def ingress(self, name: str = "ingress", *, ready: bool = True) -> Service:
+        """An ingress process, started; ``ready=False`` waits for /healthz only (without a
+        broker /readyz says no, yet the ingress answers, into its spool)."""
+        path = "readyz" if ready else "healthz"
+        url = f"http://{self.settings.ingress_host}:{self.settings.ingress_port}/{path}"
         service = Service(
             name, ["ingress"], self.settings, url, self.tmp, extra_env=self.child_env()
         )
