@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
 
 from pipeline import database, topics
@@ -357,11 +359,34 @@ class World:
                 process.stop()
             except Exception:  # noqa: BLE001 - the teardown goes on
                 pass
+        # The processes' logs outlive pytest's temporary directories (it keeps three).
+        logs = RESULTS / f"{self.fault}-logs"
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True, exist_ok=True)
+        for log in self.tmp.glob("*.log"):
+            shutil.copy(log, logs / log.name)
+        try:
+            asyncio.run(delete_topics(self.settings))
+        except Exception:  # noqa: BLE001 - a private broker may be gone already
+            pass
         self.engine.dispose()
         try:
             drop_scratch_database(self.settings, DB_PREFIX, retry_for_s=30.0)
         except Exception:  # noqa: BLE001 - a private server may be gone already
             pass
+
+
+async def delete_topics(settings: Settings) -> None:
+    """The scenario's topics, and Faust's internal ones of its consumer group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        ours = (settings.topic_prefix, f"{settings.consumer_group}-")
+        doomed = [t for t in await admin.list_topics() if t.startswith(ours)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 def lost_and_doubled(diffs: list[Difference]) -> tuple[int, int]:
