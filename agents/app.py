@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import faust
 
+from agents.recovery import SafeTableManager
 from pipeline.errors import ConfigError
 from pipeline.kafka import faust_credentials
 from pipeline.settings import UNROUTABLE_HOSTS, Settings
@@ -70,5 +71,8 @@ def create_faust_app(settings: Settings, *, store: str | None = None) -> faust.A
         canonical_url=url,
         web_tables_enabled=False,
         table_cleanup_interval=60.0,
+        # Stops the flow before the webhook partitions are handed back after a rebalance:
+        # Faust's own order loses records (agents/recovery.py).
+        TableManager=SafeTableManager,
         logging_config=None,
     )

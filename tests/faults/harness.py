@@ -42,6 +42,7 @@ from testbed.simulator.run import SimulationConfig, Summary, run_simulation
 from testbed.simulator.scenario import ScenarioConfig
 from testbed.simulator.sender import SendConfig
 from testbed.simulator.verify import Difference, verify
+from tests.faults.diagnosis import as_json, diagnose
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "var" / "faults"
@@ -178,14 +179,22 @@ class World:
         return service.start(timeout_s=120)
 
     def worker(
-        self, name: str = "worker", *, port: int | None = None, kill_at: str | None = None
+        self,
+        name: str = "worker",
+        *,
+        port: int | None = None,
+        kill_at: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> WorkerProcess:
-        env = {**self.child_env(), **FAST_GROUP_ENV}
+        # Every worker loads tests/faults/inject: its log names any record a flow-control
+        # resume throws away (FAULT_TRACE), and it kills itself at ``kill_at`` if given.
+        env = {**self.child_env(), **FAST_GROUP_ENV, "FAULT_TRACE": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(INJECT), os.environ.get("PYTHONPATH", "")) if p
+        )
         if kill_at:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(INJECT), os.environ.get("PYTHONPATH", "")) if p
-            )
             env["FAULT_KILL_AT"] = kill_at
+        env.update(extra_env or {})
         worker = WorkerProcess(
             self.settings,
             port=port or free_port(),
@@ -345,13 +354,39 @@ class World:
         figures.measured_at = self.started_at
         figures.load_average = round(self.load_average, 1)
         figures.cpus = os.cpu_count() or 0
+        thrown_away = self.thrown_away()
+        if thrown_away:
+            figures.notes.append(f"{len(thrown_away)} flow-control resume(s) threw records away")
         figures.write()
         assert summary.ok, summary.lines()
-        assert diffs == [], "\n".join(d.line() for d in diffs[:40])
+        if diffs:
+            lines = [*(d.line() for d in diffs[:40]), *self.post_mortem(), *thrown_away[:10]]
+            raise AssertionError("\n".join(lines))
+        assert thrown_away == [], "\n".join(thrown_away[:10])
         assert {event_id for event_id, _ in letters} == set(self.poison_ids), letters
         assert {reason for _, reason in letters} == {"schema_violation"}, letters
         assert figures.rows.get("dead_lettered", 0) == len(self.poison_ids), figures.rows
         return figures
+
+    def thrown_away(self) -> list[str]:
+        """The workers' FAULT_TRACE lines: webhook records a flow-control resume threw out of
+        an agent's queue after the consumer had counted them as read (never applied)."""
+        lines = []
+        for worker in self.workers:
+            if worker.log_path.exists():
+                text = worker.log_path.read_text(errors="replace")
+                lines += [line for line in text.splitlines() if "FAULT_TRACE: resume drops" in line]
+        return sorted(set(lines))
+
+    def post_mortem(self) -> list[str]:
+        """Where the records of the events never applied sit on Kafka, against the group's
+        committed offsets (``var/faults/<fault>-logs/post-mortem.json``); before the topics go."""
+        try:
+            states = asyncio.run(diagnose(self.settings, self.engine))
+        except Exception as exc:  # noqa: BLE001 - the differences are the failure
+            return [f"post-mortem failed: {exc!r}"]
+        (self.tmp / "post-mortem.json").write_bytes(as_json(states))  # kept by close()
+        return [s.line() for s in states]
 
     def close(self) -> None:
         for process in [*self.workers, *self.ingresses]:
@@ -363,7 +398,7 @@ class World:
         logs = RESULTS / f"{self.fault}-logs"
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir(parents=True, exist_ok=True)
-        for log in self.tmp.glob("*.log"):
+        for log in [*self.tmp.glob("*.log"), *self.tmp.glob("post-mortem.json")]:
             shutil.copy(log, logs / log.name)
         try:
             asyncio.run(delete_topics(self.settings))
