@@ -48,6 +48,7 @@ class Teardown:
     topics: list[str]  # this environment's topics that exist
     members: int = 0  # consumer group members (running workers)
     unapplied: dict[str, int] = field(default_factory=dict)  # webhook topic -> records
+    dead_letters: int = 0  # records on webhooks.dlq (a warning: settle them first)
     dry_run: bool = False
     discard_unapplied: bool = False
     deleted: list[str] = field(default_factory=list)
@@ -81,6 +82,11 @@ class Teardown:
         shown = self.deleted or self.topics
         lines = [f"{verb}: {name}" for name in shown] or ["no topics of this environment exist"]
         lines += [f"refused: {why}" for why in self.blockers()]
+        if self.dead_letters and not self.deleted:
+            lines.append(
+                f"note: webhooks.dlq holds {self.dead_letters:,} dead letter record(s); settle "
+                "the pending ones first (switchboard dlq list --pending, dlq redrive)"
+            )
         return lines
 
 
@@ -118,6 +124,9 @@ async def delete_topics(
         webhook = [settings.topic(t) for t in topics.WEBHOOK_TOPICS if settings.topic(t) in present]
         for row in await partition_lag(settings, webhook, committed):
             report.unapplied[row.topic] = report.unapplied.get(row.topic, 0) + row.lag
+        dlq = settings.topic(topics.DLQ)
+        if dlq in present:  # nobody commits on the DLQ: its lag is what it holds
+            report.dead_letters = sum(r.lag for r in await partition_lag(settings, [dlq], {}))
         if dry_run or not report.ok or not report.topics:
             return report
         response = await admin.delete_topics(report.topics)

@@ -81,6 +81,7 @@ async def _set_up(settings: Settings, neighbour: str) -> None:
     try:
         for n in range(2):
             await producer.send_and_wait(settings.topic(topics.RETELL), b"{}", key=b"k%d" % n)
+        await producer.send_and_wait(settings.topic(topics.DLQ), b"{}", key=b"k0")
     finally:
         await producer.stop()
 
@@ -116,6 +117,7 @@ def test_topics_delete_refuses_then_deletes_exactly_this_environment(scoped: Set
     assert report["unapplied"][scoped.topic(topics.RETELL)] == 2
     [blocker] = report["blockers"]
     assert "2 record(s) the group has not applied" in blocker
+    assert report["dead_letters"] == 1
 
     async def consume_and_stay() -> tuple[int, str, str]:
         """A worker of the group applies both records and is still running."""
@@ -136,6 +138,7 @@ def test_topics_delete_refuses_then_deletes_exactly_this_environment(scoped: Set
     assert code == 1, err
     assert "refused: 1 member(s) in consumer group" in out and "stop the workers" in out
     assert "has not applied" not in out  # the commit covers both records
+    assert "note: webhooks.dlq holds 1 dead letter record(s)" in out
     assert set(mine) <= asyncio.run(_existing(scoped))
 
     done = run(["topics", "delete", "--yes"], env)
