@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
+#: The collations identifier columns have (migration 0004): binary and NO PAD, so MySQL
+#: compares keys exactly as Python does (MariaDB's name, MySQL 8's name).
+BINARY_COLLATIONS = frozenset({"utf8mb4_nopad_bin", "utf8mb4_0900_bin"})
+
 
 class Kind(StrEnum):
     """What a database failure says about the work that hit it, and so what to do."""

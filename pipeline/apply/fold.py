@@ -50,6 +50,7 @@ from pipeline.apply.tenancy import (
 )
 from pipeline.dashboard import aggregates
 from pipeline.dashboard.aggregates import Contribution
+from pipeline.identifiers import normalise_email, normalise_phone
 from pipeline.providers.facts import BookingFacts, CallFacts, EventKey, Mention
 
 Subject = CallRow | AppointmentRow
@@ -177,6 +178,8 @@ def sighting(verdict: Verdict) -> Sighting | None:
         seen_at = facts.created_at or verdict.item.received_at
     else:
         return None
+    # Keys are compared normalised (docs/integrity.md): "+14155550142 " is "+14155550142".
+    phone, email = normalise_phone(phone), normalise_email(email)
     if not (phone or email):
         return None
     return Sighting(attribution.company_id, phone, email, name, seen_at)
