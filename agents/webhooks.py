@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
 from sqlalchemy import Engine
 
 from agents.metrics import WorkerMetrics
 from pipeline import topics
+from pipeline.apply import deadletters
 from pipeline.apply.applier import Applier, parked_fetcher
 from pipeline.apply.loop import Outgoing, Published, apply_all
 from pipeline.apply.results import BatchResult
@@ -61,8 +63,17 @@ class Outputs:
         return Published.of(messages)
 
     async def _durable(self, topic: faust.TopicT, message: Outgoing) -> None:
-        sent = await topic.send(key=message.key, value=message.value, headers=message.headers)
-        await sent
+        try:
+            sent = await topic.send(key=message.key, value=message.value, headers=message.headers)
+            await sent
+        except MessageSizeTooLargeError:
+            # Never retried for ever: the dead letter goes as a reference to its source
+            # record (docs/integrity.md); the encoder does that by size already, this is
+            # for a producer configured with a smaller limit.
+            assert message.letter is not None
+            key, _, headers = deadletters.encode(message.letter, limit=0)
+            sent = await topic.send(key=key, value=b"", headers=headers)
+            await sent
 
     def _kafka_retry(self, failure: BaseException, delay: float) -> None:
         # Kafka down: wait, never drop the dead letter.

@@ -15,7 +15,14 @@ from pipeline.cli import cli, quiet_kafka, settings_from
 from pipeline.cli.output import emit, emit_json, json_option, unmasked_option, usage
 from pipeline.cli.replay import RunProgress, batch_size_option, report_lines
 from pipeline.ops import arguments, present
-from pipeline.ops.dlq import DlqFilter, Listed, list_dead_letters, redrive, show_dead_letter
+from pipeline.ops.dlq import (
+    DlqFilter,
+    Listed,
+    list_dead_letters,
+    redrive,
+    resolve_source,
+    show_dead_letter,
+)
 from pipeline.providers import PROVIDERS
 from pipeline.records import WebhookRecord
 
@@ -153,6 +160,10 @@ def dlq_show(ctx: click.Context, position: str, unmasked: bool, as_json: bool) -
     settings = settings_from(ctx)
     with quiet_kafka():
         entry = asyncio.run(show_dead_letter(settings, partition, offset))
+        body: bytes | None = entry.record.value
+        if entry.info.body_reference:  # too large to travel inline: read it at the source
+            source = asyncio.run(resolve_source(settings, entry))
+            body = source.value if source is not None else None
     info = entry.info
     summary = {
         "position": entry.position,
@@ -171,7 +182,8 @@ def dlq_show(ctx: click.Context, position: str, unmasked: bool, as_json: bool) -
                     **summary,
                     "topic": entry.record.topic,
                     "headers": present.safe_headers(entry.record.headers, unmasked=unmasked),
-                    "body": present.body_value(entry.record.value),
+                    "body": None if body is None else present.body_value(body),
+                    "body_from": "source" if info.body_reference else "dead letter",
                 },
                 unmasked=unmasked,
             )
@@ -181,8 +193,15 @@ def dlq_show(ctx: click.Context, position: str, unmasked: bool, as_json: bool) -
     emit(present.field_lines(summary, unmasked=unmasked))
     emit("headers:")
     emit(headers_text(entry.record, unmasked))
-    emit(f"body ({len(entry.record.value)} bytes):")
-    emit(present.body_text(entry.record.value, unmasked=unmasked))
+    if body is None:
+        emit(
+            f"body: too large to dead-letter inline ({info.body_bytes} bytes), and no longer"
+            f" on its source record {entry.source} (retention?)"
+        )
+        return
+    where = f", from its source record {entry.source}" if info.body_reference else ""
+    emit(f"body ({len(body)} bytes{where}):")
+    emit(present.body_text(body, unmasked=unmasked))
 
 
 @dlq_group.command("redrive")

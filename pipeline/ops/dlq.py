@@ -31,7 +31,7 @@ from pipeline import database, topics
 from pipeline.apply.applier import Applier, parked_fetcher
 from pipeline.apply.deadletters import DlqHeaders, parse_dlq_headers, source_record
 from pipeline.apply.loop import apply_all
-from pipeline.kafka_reader import Stretch
+from pipeline.kafka_reader import Coordinates, Stretch, fetch
 from pipeline.models import webhook_events
 from pipeline.ops import NotFound
 from pipeline.ops.replay import DEFAULT_BATCH_SIZE, Progress, engine_for, publisher_for
@@ -88,10 +88,28 @@ class DeadLetterEntry:
             return self.provider, self.event_id
         return "?", self.source if self.info.has_source else self.position
 
-    def source_record(self) -> WebhookRecord | None:
+    def source_record(self, body: bytes | None = None) -> WebhookRecord | None:
         """The record as it was on its source topic (None: the headers do not say where
-        it came from); :func:`pipeline.apply.deadletters.source_record`."""
-        return source_record(self.record, self.info)
+        it came from); :func:`pipeline.apply.deadletters.source_record`. A dead letter
+        that references its body needs ``body`` (:func:`resolve_source` fetches it)."""
+        return source_record(self.record, self.info, body)
+
+
+async def resolve_source(settings: Settings, entry: DeadLetterEntry) -> WebhookRecord | None:
+    """The dead letter's source record, with its body: inline, or (a dead letter too large
+    to carry it, docs/integrity.md) read back from the source coordinates and checked
+    against the SHA-256 the reference names. None when the source is gone (retention) or
+    holds another body."""
+    info = entry.info
+    if not info.body_reference:
+        return entry.source_record()
+    if not info.has_source or info.source_topic is None:
+        return None
+    assert info.source_partition is not None and info.source_offset is not None
+    found = await fetch(
+        settings, [Coordinates(info.source_topic, info.source_partition, info.source_offset)]
+    )
+    return entry.source_record(found[0].value) if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,13 +286,16 @@ async def redrive(
         publisher = await publisher_for(stack, settings, dry_run)
         todo: list[tuple[DeadLetterEntry, WebhookRecord]] = []
         for item in listed:
-            record = item.entry.source_record()
             if item.status == RESOLVED:
                 report.skipped["event already applied"] += 1
-            elif record is None:
-                report.skipped["no source coordinates in its headers"] += 1
-            else:
+                continue
+            record = await resolve_source(settings, item.entry)
+            if record is not None:
                 todo.append((item.entry, record))
+            elif item.entry.info.body_reference and item.entry.info.has_source:
+                report.skipped["referenced body no longer on its source topic"] += 1
+            else:
+                report.skipped["no source coordinates in its headers"] += 1
         todo.sort(key=lambda pair: (pair[1].topic, pair[1].partition, pair[1].offset))
 
         applier = Applier(engine, fetch=parked_fetcher(settings), dry_run=dry_run)
