@@ -13,19 +13,23 @@ transient failure:
   it can be redriven after the fix. When consecutive records fail the same way, the
   circuit breaker holds them back instead (the stream waits).
 * parked no-show updates (``unknown_booking``) are fetched back from Kafka and applied as
-  soon as a batch creates their booking.
+  soon as a batch creates their booking, and found again from the committed state after a
+  crash or a Kafka failure in between (:meth:`Applier._unpark`).
 
 Database work runs in a thread: the event loop keeps serving Kafka and HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy import Engine
+from aiokafka.errors import KafkaError
+from sqlalchemy import Connection, Engine
 
 from pipeline import database
 from pipeline.apply import load
@@ -34,10 +38,14 @@ from pipeline.apply.results import BatchResult, DeadLetter, Outcome
 from pipeline.errors import DatabaseUnavailable
 from pipeline.kafka_reader import Coordinates, fetch
 from pipeline.records import WebhookRecord
-from pipeline.retry import Backoff, Breaker, until_available
+from pipeline.retry import Backoff, Breaker, until_available, until_done
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: How often a running applier looks for parked updates whose booking exists (besides its
+#: first batch and the bookings each batch creates).
+SWEEP_EVERY_S = 60.0
 
 Fetch = Callable[[list[Coordinates]], Awaitable[list[WebhookRecord]]]
 OnRetry = Callable[[str, float], None]
@@ -61,20 +69,57 @@ class Applier:
         self.on_retry = on_retry or (lambda reason, delay: None)
         self.max_backoff_s = max_backoff_s
         self.breaker = breaker or Breaker(functools.partial(database.answers, engine))
+        self._next_sweep = 0.0  # the first batch looks for every due parked update
 
     async def apply(self, records: Sequence[WebhookRecord]) -> BatchResult:
         result = await self._apply_isolating_bugs(list(records))
-        rounds = 0
-        while result.created_uids and self.fetch is not None and not self.dry_run and rounds < 5:
-            rounds += 1
-            uids, result.created_uids = set(result.created_uids), set()
-            coords = await self._transient_retry(functools.partial(store_parked, self.engine, uids))
+        if self.fetch is not None and not self.dry_run:
+            await self._unpark(result, self.fetch)
+        return result
+
+    async def _unpark(self, result: BatchResult, fetch_: Fetch) -> None:
+        """Apply the parked no-show updates whose booking exists now (docs/integrity.md).
+
+        Right after a batch that created bookings, their updates; on the first batch after
+        a start and every ``SWEEP_EVERY_S`` after that, every update whose booking exists,
+        which is what makes the un-parking durable: the booking's commit is the record of
+        it, so a crash or a Kafka failure after that commit only delays it. Kafka errors
+        while fetching are waited out (raising would let Faust ack the batch).
+        """
+        uids, result.created_uids = set(result.created_uids), set()
+        sweep = self._sweep_due()
+        for _ in range(5):
+            if sweep:
+                lookup = functools.partial(due_parked, self.engine)
+            elif uids:
+                lookup = functools.partial(store_parked, self.engine, uids)
+            else:
+                return
+            sweep = False
+            coords = await self._transient_retry(lookup)
             if not coords:
-                break
-            parked = await self.fetch([Coordinates(*c) for c in coords])
+                return
+            wanted = [Coordinates(*c) for c in coords]
+            parked = await until_done(
+                functools.partial(fetch_, wanted),
+                retry_on=(KafkaError, OSError, asyncio.TimeoutError),
+                on_retry=self._kafka_retry,
+                backoff=Backoff(max_s=self.max_backoff_s),
+            )
             log.info("un-parking %d event(s) whose booking arrived", len(parked))
             result.merge(await self._apply_isolating_bugs(parked))
-        return result
+            uids, result.created_uids = set(result.created_uids), set()
+
+    def _sweep_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return False
+        self._next_sweep = now + SWEEP_EVERY_S
+        return True
+
+    def _kafka_retry(self, failure: BaseException, delay: float) -> None:
+        log.warning("fetching parked events failed, retrying in %.1fs: %r", delay, failure)
+        self.on_retry("kafka_unavailable", delay)
 
     async def _apply_isolating_bugs(self, records: list[WebhookRecord]) -> BatchResult:
         if not records:
@@ -147,9 +192,19 @@ def parked_fetcher(settings: Settings) -> Fetch:
 
 
 def store_parked(engine: Engine, uids: set[str]) -> list[tuple[str, int, int]]:
+    return _parked_lookup(engine, functools.partial(load.parked_coordinates, uids=uids))
+
+
+def due_parked(engine: Engine) -> list[tuple[str, int, int]]:
+    return _parked_lookup(engine, load.due_parked_coordinates)
+
+
+def _parked_lookup(
+    engine: Engine, query: Callable[[Connection], list[tuple[str, int, int]]]
+) -> list[tuple[str, int, int]]:
     try:
         with engine.connect() as conn:
-            return load.parked_coordinates(conn, uids)
+            return query(conn)
     except Exception as exc:
         waiting = database.unavailable(exc, "parked lookup")
         if waiting is not None:

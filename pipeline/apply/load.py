@@ -189,6 +189,54 @@ def parked_coordinates(conn: Connection, uids: Iterable[str]) -> list[tuple[str,
     return [(r.kafka_topic, r.kafka_partition, r.kafka_offset) for r in conn.execute(query)]
 
 
+def due_parked_coordinates(conn: Connection, chunk: int = 1000) -> list[tuple[str, int, int]]:
+    """Kafka coordinates of parked no-show updates whose booking exists by now.
+
+    The booking's commit is what makes an update due, so this finds every update a crash
+    or a Kafka failure kept from being un-parked right after that commit (docs/integrity.md):
+    the state is durable, the un-parking is a retry over it. Parked updates are few (an
+    update before its booking is rare); they are read in chunks by id.
+    """
+    prefix = f"{calcom.NO_SHOW_EVENT}:"
+    due: list[tuple[str, int, int]] = []
+    after = 0
+    while True:
+        parked = conn.execute(
+            select(
+                webhook_events.c.id,
+                webhook_events.c.event_id,
+                webhook_events.c.kafka_topic,
+                webhook_events.c.kafka_partition,
+                webhook_events.c.kafka_offset,
+            )
+            .where(
+                webhook_events.c.provider == calcom.NAME,
+                webhook_events.c.status == "unroutable",
+                webhook_events.c.error == "unknown_booking",
+                webhook_events.c.id > after,
+            )
+            .order_by(webhook_events.c.id)
+            .limit(chunk)
+        ).all()
+        if not parked:
+            return due
+        after = parked[-1].id
+        by_uid: dict[str, list[tuple[str, int, int]]] = {}
+        for row in parked:
+            if row.event_id.startswith(prefix):
+                uid = row.event_id[len(prefix) :].split(":", 1)[0]
+                coords = (row.kafka_topic, row.kafka_partition, row.kafka_offset)
+                by_uid.setdefault(uid, []).append(coords)
+        if by_uid:
+            booked = conn.execute(
+                select(appointments.c.calcom_uid).where(
+                    appointments.c.calcom_uid.in_(sorted(by_uid))
+                )
+            ).scalars()
+            for uid in booked:
+                due += by_uid.get(uid, [])
+
+
 def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
