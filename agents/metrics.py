@@ -116,6 +116,13 @@ class WorkerMetrics:
             ["provider", "reason"],
             registry=r,
         )
+        self.fields_clipped = Counter(
+            "switchboard_worker_fields_clipped_total",
+            "Optional fields too long for their column, stored truncated or dropped instead "
+            "of dead-lettering the event, by provider, field and action (truncated, dropped).",
+            ["provider", "field", "action"],
+            registry=r,
+        )
         self.transient_retries = Counter(
             "switchboard_worker_transient_retries_total",
             "Waits and retries of the apply path, by cause: mysql_<errno>_<name> (e.g. "

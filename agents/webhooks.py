@@ -132,7 +132,7 @@ def _agent(
             settings.worker_batch_size, settings.worker_batch_within_s
         )
         async for done in apply_all(batches, applier, outputs, records_of):
-            _count(done.result, metrics)
+            count_result(done.result, metrics)
             for event in done.batch:
                 await stream.ack(event)
             metrics.observe_commit(provider, done.records, done.result.outcomes)
@@ -143,9 +143,11 @@ def _agent(
     return apply_stream
 
 
-def _count(result: BatchResult, metrics: WorkerMetrics) -> None:
+def count_result(result: BatchResult, metrics: WorkerMetrics) -> None:
     for outcome in result.outcomes:
         metrics.events.labels(outcome.provider, outcome.status).inc()
+        for name, action in outcome.clipped:
+            metrics.fields_clipped.labels(outcome.provider, name, action).inc()
         if outcome.status == "unroutable":
             metrics.unroutable.labels(outcome.provider, outcome.reason or "unknown").inc()
             log.info(

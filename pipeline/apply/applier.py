@@ -75,6 +75,7 @@ class Applier:
         result = await self._apply_isolating_bugs(list(records))
         if self.fetch is not None and not self.dry_run:
             await self._unpark(result, self.fetch)
+        warn_clipped(result)
         return result
 
     async def _unpark(self, result: BatchResult, fetch_: Fetch) -> None:
@@ -180,6 +181,21 @@ class Applier:
             )
         )
         return result
+
+
+def warn_clipped(result: BatchResult) -> None:
+    """One warning per event with optional fields that did not fit (docs/integrity.md):
+    the field names and what happened to them, never the values (URLs with signatures,
+    phone numbers)."""
+    for outcome in result.outcomes:
+        if outcome.clipped:
+            log.warning(
+                "%s %s: optional fields did not fit their columns and were stored without them: %s",
+                outcome.provider,
+                outcome.event_type,
+                ", ".join(f"{name} {action}" for name, action in outcome.clipped),
+                extra={"correlation_id": outcome.correlation_id},
+            )
 
 
 def parked_fetcher(settings: Settings) -> Fetch:

@@ -352,6 +352,7 @@ class _Fold:
                 reason=reason,
                 coordinates=item.record.coordinates,
                 correlation_id=item.record.correlation_id,
+                clipped=getattr(item.facts, "clipped", ()),
             )
         )
         return status

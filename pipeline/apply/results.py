@@ -44,6 +44,8 @@ class Outcome:
     reason: str | None
     coordinates: str
     correlation_id: str | None
+    #: Optional fields that did not fit their column: (field, "dropped" | "truncated").
+    clipped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,9 @@ from pipeline.providers.base import (
 )
 from pipeline.providers.facts import (
     BookingFacts,
+    Clipped,
     clip,
+    fitted,
     id_value,
     integer,
     obj,
@@ -233,6 +235,7 @@ def booking_facts(event_type: str, payload: Mapping[str, Any]) -> BookingFacts:
     uid = text(body, "uid", 128)
     if not uid:
         raise SchemaViolation("payload.uid is required")
+    clipped: Clipped = []
     attendee = _first_attendee(body)
     responses = obj(body, "responses") or {}
     phone_answer = responses.get("attendeePhoneNumber")
@@ -240,7 +243,10 @@ def booking_facts(event_type: str, payload: Mapping[str, Any]) -> BookingFacts:
     if isinstance(phone_answer, dict) and isinstance(phone_answer.get("value"), str):
         phone = phone_answer["value"] or None
     if phone is None and attendee is not None:
-        phone = text(attendee, "phoneNumber", 32)
+        phone = text(attendee, "phoneNumber")
+    if phone is not None and len(phone) > 32:
+        clipped.append(("attendee_phone", "dropped"))
+        phone = None
     metadata = obj(body, "metadata") or {}
     call_ref = metadata.get("retell_call_id")
     reason = text(body, "cancellationReason") or text(body, "rejectionReason")
@@ -253,16 +259,37 @@ def booking_facts(event_type: str, payload: Mapping[str, Any]) -> BookingFacts:
         starts_at=parse_iso(body.get("startTime"), "startTime"),
         ends_at=parse_iso(body.get("endTime"), "endTime"),
         title=clip(text(body, "title"), 512),
-        reschedule_uid=text(body, "rescheduleUid", 128),
+        reschedule_uid=fitted(body, "rescheduleUid", 128, clipped),
         reschedule_starts_at=parse_iso(body.get("rescheduleStartTime"), "rescheduleStartTime"),
         reschedule_ends_at=parse_iso(body.get("rescheduleEndTime"), "rescheduleEndTime"),
         cancellation_reason=reason,
-        attendee_phone=phone if phone is None or len(phone) <= 32 else None,
-        attendee_email=text(attendee, "email", 320) if attendee else None,
+        attendee_phone=phone,
+        attendee_email=_email(attendee, clipped),
         attendee_name=clip(text(attendee, "name"), 255) if attendee else None,
-        retell_call_id=call_ref if isinstance(call_ref, str) and len(call_ref) <= 128 else None,
+        retell_call_id=_call_ref(call_ref, clipped),
         metadata_branch_id=id_value(metadata.get("branch_id")),
+        clipped=tuple(clipped),
     )
+
+
+def _email(attendee: Mapping[str, Any] | None, clipped: Clipped) -> str | None:
+    if attendee is None:
+        return None
+    email = text(attendee, "email")
+    if email is not None and len(email) > 320:
+        clipped.append(("attendee_email", "dropped"))
+        return None
+    return email
+
+
+def _call_ref(value: object, clipped: Clipped) -> str | None:
+    """``metadata.retell_call_id``: ours when we booked it; anything else is ignored."""
+    if not isinstance(value, str):
+        return None
+    if len(value) > 128:
+        clipped.append(("retell_call_id", "dropped"))
+        return None
+    return value
 
 
 def _first_attendee(body: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -65,6 +65,8 @@ class CallFacts:
     sentiment: str | None = None  # raw user_sentiment, e.g. "Positive" or "Unknown"
     summary: str | None = None
     metadata: dict[str, Any] | None = None
+    #: Optional fields too long for their column: (field, "dropped" | "truncated").
+    clipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def business_number(self) -> str | None:
@@ -117,6 +119,8 @@ class BookingFacts:
     retell_call_id: str | None = None
     metadata_branch_id: int | None = None
     no_show_marked: bool = False
+    #: Optional fields too long for their column: (field, "dropped" | "truncated").
+    clipped: tuple[tuple[str, str], ...] = ()
 
 
 Facts = CallFacts | BookingFacts | Mention
@@ -134,6 +138,24 @@ def text(obj: Mapping[str, Any], key: str, limit: int | None = None) -> str | No
     if limit is not None and len(value) > limit:
         raise SchemaViolation(f"{key} is longer than {limit} characters")
     return value
+
+
+Clipped = list[tuple[str, str]]
+
+
+def fitted(
+    obj: Mapping[str, Any], key: str, limit: int, clipped: Clipped, *, truncate: bool = False
+) -> str | None:
+    """An optional string for a column of ``limit`` characters. One that does not fit is
+    not poison (docs/integrity.md): free text is truncated (``truncate``), anything whose
+    cut would be wrong (an identifier, a number, a URL, an enum) is dropped; either way its
+    name goes into ``clipped`` for the warning and the metric. A wrong type is still a
+    schema violation."""
+    value = text(obj, key)
+    if value is None or len(value) <= limit:
+        return value
+    clipped.append((key, "truncated" if truncate else "dropped"))
+    return value[:limit] if truncate else None
 
 
 def integer(obj: Mapping[str, Any], key: str) -> int | None:

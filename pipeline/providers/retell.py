@@ -33,11 +33,13 @@ from pipeline.providers.facts import (
     CALL_EVENT_RANK,
     UNKNOWN_CALL_EVENT_RANK,
     CallFacts,
+    Clipped,
     EventKey,
     Facts,
     Mention,
     boolean,
     epoch_ms,
+    fitted,
     integer,
     obj,
     text,
@@ -261,32 +263,34 @@ def call_facts(event_type: str, payload: Mapping[str, Any]) -> CallFacts | None:
         raise SchemaViolation("call.call_id is required")
     analysis = obj(call, "call_analysis") or {}
     metadata = obj(call, "metadata")
-    disconnection = text(call, "disconnection_reason", 64)
+    clipped: Clipped = []
+    disconnection = fitted(call, "disconnection_reason", 64, clipped, truncate=True)
     in_voicemail = boolean(analysis, "in_voicemail")
     return CallFacts(
         call_id=call_id,
         event_type=event_type,
         rank=CALL_EVENT_RANK.get(event_type, UNKNOWN_CALL_EVENT_RANK),
         milestones=(milestone_key("call_ended", call_id), milestone_key("call_analyzed", call_id)),
-        agent_id=text(call, "agent_id", 128),
-        call_type=text(call, "call_type", 32),
-        direction=text(call, "direction", 16),
-        from_number=text(call, "from_number", 32),
-        to_number=text(call, "to_number", 32),
-        status=text(call, "call_status", 32),
+        agent_id=fitted(call, "agent_id", 128, clipped),
+        call_type=fitted(call, "call_type", 32, clipped),
+        direction=fitted(call, "direction", 16, clipped),
+        from_number=fitted(call, "from_number", 32, clipped),
+        to_number=fitted(call, "to_number", 32, clipped),
+        status=fitted(call, "call_status", 32, clipped),
         started_at=epoch_ms(call, "start_timestamp"),
         ended_at=epoch_ms(call, "end_timestamp"),
         duration_ms=_duration(call),
         disconnection_reason=disconnection,
-        transfer_destination=text(call, "transfer_destination", 255),
-        recording_url=text(call, "recording_url", 2048),
+        transfer_destination=fitted(call, "transfer_destination", 255, clipped, truncate=True),
+        recording_url=fitted(call, "recording_url", 2048, clipped),
         cost_cents=_cents(obj(call, "call_cost")),
         transcript=_transcript(call),
         in_voicemail=in_voicemail,
         successful=boolean(analysis, "call_successful"),
-        sentiment=text(analysis, "user_sentiment", 16),
+        sentiment=fitted(analysis, "user_sentiment", 16, clipped),
         summary=text(analysis, "call_summary"),
         metadata=metadata,
+        clipped=tuple(clipped),
     )
 
 

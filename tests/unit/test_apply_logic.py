@@ -50,12 +50,22 @@ def test_call_facts_read_the_call_object() -> None:
         {"call_id": "c", "duration_ms": 1.5},
         {"call_id": "c", "call_cost": {"combined_cost": "12"}},
         {"call_id": "c", "call_analysis": {"call_successful": "yes"}},
-        {"call_id": "c", "agent_id": "a" * 200},
+        {"call_id": "c" * 200},  # the call's id: without it nothing can be applied
+        {"call_id": "c", "agent_id": 7},
     ],
 )
 def test_schema_violations_are_poison(call: dict) -> None:
     with pytest.raises(SchemaViolation):
         call_facts("call_ended", {"event": "call_ended", "call": call})
+
+
+def test_overlong_optional_fields_are_dropped_not_poison() -> None:
+    """Issue 12, defect 5: an agent id too long for its column is dropped and named."""
+    facts = call_facts(
+        "call_ended", {"event": "call_ended", "call": {"call_id": "c", "agent_id": "a" * 200}}
+    )
+    assert facts is not None and facts.agent_id is None
+    assert facts.clipped == (("agent_id", "dropped"),)
 
 
 def test_outbound_calls_belong_to_the_calling_branch() -> None:
