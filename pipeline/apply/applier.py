@@ -62,6 +62,7 @@ class Applier:
         on_retry: OnRetry | None = None,
         max_backoff_s: float = 10.0,
         breaker: Breaker | None = None,
+        first_sweep_s: float = 10.0,
     ) -> None:
         self.engine = engine
         self.fetch = fetch
@@ -69,7 +70,9 @@ class Applier:
         self.on_retry = on_retry or (lambda reason, delay: None)
         self.max_backoff_s = max_backoff_s
         self.breaker = breaker or Breaker(functools.partial(database.answers, engine))
-        self._next_sweep = 0.0  # the first batch looks for every due parked update
+        # The first sweep for due parked updates, after a start: soon, but not in the way
+        # of the first batches (their publish waits for it).
+        self._next_sweep = time.monotonic() + first_sweep_s
 
     async def apply(self, records: Sequence[WebhookRecord]) -> BatchResult:
         result = await self._apply_isolating_bugs(list(records))
@@ -81,8 +84,9 @@ class Applier:
     async def _unpark(self, result: BatchResult, fetch_: Fetch) -> None:
         """Apply the parked no-show updates whose booking exists now (docs/integrity.md).
 
-        Right after a batch that created bookings, their updates; on the first batch after
-        a start and every ``SWEEP_EVERY_S`` after that, every update whose booking exists,
+        Right after a batch that created bookings, their updates; on the first batch
+        ``first_sweep_s`` after a start and every ``SWEEP_EVERY_S`` after that, every update
+        whose booking exists,
         which is what makes the un-parking durable: the booking's commit is the record of
         it, so a crash or a Kafka failure after that commit only delays it. Kafka errors
         while fetching are waited out (raising would let Faust ack the batch).
@@ -141,7 +145,9 @@ class Applier:
         return result
 
     def _apply(self, records: list[WebhookRecord]) -> BatchResult:
-        return apply_batch(self.engine, records, dry_run=self.dry_run, breaker=self.breaker)
+        return apply_batch(
+            self.engine, records, dry_run=self.dry_run, breaker=self.breaker, on_retry=self.on_retry
+        )
 
     def _apply_or_hold(self, record: WebhookRecord) -> BatchResult:
         """One record; a bug's exception passes the breaker first (it may hold it back)."""

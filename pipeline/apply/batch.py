@@ -42,7 +42,7 @@ from pipeline.database import classify, unavailable
 from pipeline.errors import SchemaViolation
 from pipeline.providers.base import sha256_hex
 from pipeline.records import WebhookRecord
-from pipeline.retry import Breaker, retry_conflicts
+from pipeline.retry import Breaker, OnRetry, retry_conflicts
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def apply_batch(
     dry_run: bool = False,
     now: datetime | None = None,
     breaker: Breaker | None = None,
+    on_retry: OnRetry | None = None,
 ) -> BatchResult:
     """Apply ``records`` in one transaction (rolled back when ``dry_run``).
 
@@ -65,7 +66,7 @@ def apply_batch(
     """
     now = now or datetime.now(UTC).replace(tzinfo=None)
     try:
-        return _attempt(engine, records, dry_run, now, breaker)
+        return _attempt(engine, records, dry_run, now, breaker, on_retry)
     except Exception as exc:
         _raise_if_unavailable(exc)
         if not isinstance(exc, DBAPIError):
@@ -76,7 +77,7 @@ def apply_batch(
     result = BatchResult()
     for record in records:
         try:
-            result.merge(_attempt(engine, [record], dry_run, now, breaker))
+            result.merge(_attempt(engine, [record], dry_run, now, breaker, on_retry))
         except DBAPIError as exc:
             _raise_if_unavailable(exc)
             result.merge(_refused(engine, record, exc, dry_run, now, breaker))
@@ -89,9 +90,12 @@ def _attempt(
     dry_run: bool,
     now: datetime,
     breaker: Breaker | None,
+    on_retry: OnRetry | None = None,
 ) -> BatchResult:
+    # Conflicts retried here are counted under their errno too (mysql_1062_duplicate_key).
     result = retry_conflicts(
-        lambda: _transaction(engine, lambda conn: apply_records(conn, records, now), dry_run)
+        lambda: _transaction(engine, lambda conn: apply_records(conn, records, now), dry_run),
+        on_retry=on_retry,
     )
     if breaker is not None:
         breaker.succeeded()

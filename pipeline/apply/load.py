@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, func, or_, select, union
 
 from pipeline.apply.customers import Sighting
 from pipeline.apply.fold import Loaded, Wants
@@ -25,19 +25,61 @@ from pipeline.providers.facts import EventKey
 
 
 def load(conn: Connection, wants: Wants) -> Loaded:
-    """Lock the events, calls and appointments the batch names; read its branches."""
+    """Lock the companies the batch can touch, then the events, calls and appointments it
+    names; read its branches.
+
+    The company locks come first, in id order (docs/integrity.md, "Lock order"): two
+    transactions of one company (the worker's Retell and Cal.com agents, a replay next
+    to a worker) take turns from their first lock, instead of each holding rows the other
+    needs next (a call batch holds calls and links appointments; a booking batch holds
+    appointments and links calls; absorbing a customer moves calls) and deadlocking, or
+    both inserting the same new customer.
+    """
+    directory = load_directory(
+        conn,
+        phones=wants.phones,
+        agent_ids=wants.agent_ids,
+        event_type_ids=wants.event_type_ids,
+        branch_ids=wants.branch_ids,
+    )
+    candidates = {b.company_id for b in directory.by_id.values()}
+    lock_companies(conn, candidates | stored_companies(conn, wants.call_ids, wants.uids))
     return Loaded(
         events=lock_events(conn, wants.events),
         calls=_lock_by(conn, CallRow, "retell_call_id", wants.call_ids),
         appointments=_lock_by(conn, AppointmentRow, "calcom_uid", wants.uids),
-        directory=load_directory(
-            conn,
-            phones=wants.phones,
-            agent_ids=wants.agent_ids,
-            event_type_ids=wants.event_type_ids,
-            branch_ids=wants.branch_ids,
-        ),
+        directory=directory,
     )
+
+
+def stored_companies(conn: Connection, call_ids: Iterable[str], uids: Iterable[str]) -> set[int]:
+    """The companies of the stored calls and appointments a batch names (a plain read:
+    what they belong to never changes once stored)."""
+    parts = []
+    if wanted_calls := sorted(set(call_ids)):
+        parts.append(select(calls.c.company_id).where(calls.c.retell_call_id.in_(wanted_calls)))
+    if wanted_uids := sorted(set(uids)):
+        parts.append(
+            select(appointments.c.company_id).where(appointments.c.calcom_uid.in_(wanted_uids))
+        )
+    if not parts:
+        return set()
+    query = parts[0] if len(parts) == 1 else union(*parts)
+    return {int(c) for c in conn.execute(query).scalars()}
+
+
+def lock_companies(conn: Connection, company_ids: Iterable[int]) -> None:
+    """``SELECT ... FOR UPDATE`` of the companies' rows, in id order: the first locks of
+    every apply transaction, so its later row locks cannot form a cycle with another
+    apply transaction of the same company."""
+    ids = sorted(set(company_ids))
+    if ids:
+        conn.execute(
+            select(companies.c.id)
+            .where(companies.c.id.in_(ids))
+            .order_by(companies.c.id)
+            .with_for_update()
+        ).all()
 
 
 def load_people(

@@ -79,7 +79,8 @@ async def test_a_crash_between_booking_and_unparking_heals_on_redelivery(
     no_show, booking = await _park_then_book(stack_settings, engine, Crash())
     # The worker restarts; Kafka redelivers the unacked booking batch.
     result = await asyncio.wait_for(
-        Applier(engine, fetch=parked_fetcher(stack_settings)).apply([booking]), 60
+        Applier(engine, fetch=parked_fetcher(stack_settings), first_sweep_s=0).apply([booking]),
+        60,
     )
     assert result.counts()["applied"] >= 1
     status, no_show_at = _no_show_state(engine)
@@ -114,13 +115,15 @@ async def test_a_crash_after_the_ack_heals_at_the_next_start(
     stack_settings: Settings, engine: Engine
 ) -> None:
     """Worse: the booking batch was acked anyway (Faust acks what a crashed agent held).
-    The next applier's first batch, about anything, finds the parked update."""
+    The next applier's first sweep (its first batch ``first_sweep_s`` after the
+    start, 10 s in the worker; 0 here), about anything, finds the parked update."""
     await _park_then_book(stack_settings, engine, Crash())
     other = fixture_bytes("calcom", "BOOKING_REQUESTED.json")
     [coords] = await produce(stack_settings, "calcom", [(other, 3)])
     [record] = await _records(stack_settings, [coords])
     await asyncio.wait_for(
-        Applier(engine, fetch=parked_fetcher(stack_settings)).apply([record]), 60
+        Applier(engine, fetch=parked_fetcher(stack_settings), first_sweep_s=0).apply([record]),
+        60,
     )
     status, no_show_at = _no_show_state(engine)
     assert status == "applied" and no_show_at is not None

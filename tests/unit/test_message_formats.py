@@ -85,5 +85,7 @@ def test_a_dead_letter_round_trips_to_its_source_record() -> None:
         source.key,
         source.value,
     )
-    newer = deadletters.parse_dlq_headers({**on_dlq.headers, "dlq_format": "2"})
+    newer = deadletters.parse_dlq_headers(
+        {**on_dlq.headers, "dlq_format": str(deadletters.FORMAT + 1)}
+    )
     assert deadletters.source_record(on_dlq, newer) is None
