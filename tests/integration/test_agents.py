@@ -44,6 +44,26 @@ def engine(db_settings: Settings) -> Iterator[Engine]:
         eng.dispose()
 
 
+async def _until_counted(metrics: Any, events: int) -> None:
+    """Until the agent has applied, published and counted ``events`` more events (the
+    outcome metric moves after the publish), instead of a fixed wait that a loaded
+    machine outlasts."""
+
+    def counted() -> float:
+        samples = metrics.registry.get_sample_value
+        return sum(
+            samples("switchboard_worker_events_total", {"provider": p, "outcome": o}) or 0.0
+            for p in ("retell", "calcom")
+            for o in ("applied", "already_applied", "unroutable", "dead_lettered")
+        )
+
+    target = counted() + events
+    for _ in range(1200):
+        if counted() >= target:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def drive(
     settings: Settings, engine: Engine, deliveries: list[tuple[str, bytes]]
 ) -> tuple[Sent, Sent]:
@@ -67,7 +87,7 @@ async def drive(
                 rec = record(name, body)
                 headers = [(k, v.encode()) for k, v in rec.headers.items()]
                 await ctx.put(body, key=rec.key, headers=headers)
-            await asyncio.sleep(0.5)  # the batch window closes and the batch applies
+            await _until_counted(worker.outputs.metrics, len(mine))
     return dlq, snapshots
 
 
