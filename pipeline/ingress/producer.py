@@ -171,7 +171,9 @@ class KafkaPublisher:
         try:
             partition, offset = await batches.add(topic, key, value, headers)
         except TimeoutError as exc:
-            self._healthy = False
+            # A late ack under a saturating load is not a lost broker: the health probe
+            # decides that. Marking the producer down here sent every request to the spool
+            # for up to a probe interval whenever one batch was late.
             self._fail(topic, "timeout")
             raise KafkaUnavailable(
                 f"Kafka did not acknowledge within {self._settings.ack_budget_s:g}s"

@@ -82,7 +82,9 @@ async def test_publish_times_out_within_the_budget() -> None:
         await pub.publish("t", b"k", b"{}", [])
     assert time.monotonic() - started < 0.5
     assert hooks.failures == [("t", "timeout")]
-    assert not pub.is_connected()
+    # a late ack alone is not a lost broker (under a saturating load acks are late while
+    # the broker is fine); the health probe decides whether the producer is connected
+    assert pub.is_connected()
 
 
 @pytest.mark.parametrize("mode,reason", [("error", "KafkaConnectionError"), ("too_large", "record_too_large")])  # fmt: skip
