@@ -16,7 +16,7 @@ from sqlalchemy import Engine, delete
 from agents.metrics import WorkerMetrics
 from pipeline.dashboard import snapshots
 from pipeline.dashboard.aggregates import DAY, HOUR, RETENTION, BucketSnapshot, expired
-from pipeline.models import dashboard_buckets
+from pipeline.models import dashboard_buckets, dashboard_group_buckets
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def register(
         async for event in stream.events():
             try:
                 data = orjson.loads(event.value)
-                if snapshots.EXPIRE in data:
-                    _expire(table, event.key, datetime.fromisoformat(data[snapshots.EXPIRE]))
+                if _housekeeping(table, event.key, data):
                     continue
                 snapshot, force = snapshots.decode(data)
             except Exception as exc:  # a malformed snapshot must not stop the table
@@ -68,16 +67,17 @@ def register(
 
 
 def prune(engine: Engine, now: datetime) -> int:
-    """Delete the ``dashboard_buckets`` rows past retention; return how many."""
+    """Delete the bucket rows (company and breakdown groups) past retention; return how many."""
     removed = 0
     with engine.begin() as conn:
-        for granularity in (HOUR, DAY):
-            removed += conn.execute(
-                delete(dashboard_buckets).where(
-                    dashboard_buckets.c.granularity == granularity,
-                    dashboard_buckets.c.bucket_start < now - RETENTION[granularity],
-                )
-            ).rowcount
+        for table in (dashboard_buckets, dashboard_group_buckets):
+            for granularity in (HOUR, DAY):
+                removed += conn.execute(
+                    delete(table).where(
+                        table.c.granularity == granularity,
+                        table.c.bucket_start < now - RETENTION[granularity],
+                    )
+                ).rowcount
     return removed
 
 
@@ -86,6 +86,8 @@ def keep(table: Any, snapshot: BucketSnapshot, force: bool) -> str | None:
     the bucket. Returns what happened: ``kept``, ``stale``, ``dropped`` (None: a tombstone
     for a bucket the table does not hold)."""
     key = snapshots.table_key(snapshot.key)
+    if snapshot.key.grouped:
+        return _keep_group(table, key, snapshot, force)
     if snapshots.is_tombstone(snapshot, force):
         if key in table:
             del table[key]
@@ -95,6 +97,32 @@ def keep(table: Any, snapshot: BucketSnapshot, force: bool) -> str | None:
         table[key] = snapshots.table_value(snapshot)
         return "kept"
     return "stale"
+
+
+def _housekeeping(table: Any, company: bytes | str | None, data: dict[str, Any]) -> bool:
+    """Messages that are not snapshots: expiry (retention) and breakdown resets
+    (reconcile --fix). True when ``data`` was one of them."""
+    if snapshots.EXPIRE in data:
+        _expire(table, company, datetime.fromisoformat(data[snapshots.EXPIRE]))
+        return True
+    if data.get(snapshots.RESET):
+        reset = snapshots.reset_key(data)
+        if reset in table:
+            del table[reset]
+        return True
+    return False
+
+
+def _keep_group(table: Any, key: str, snapshot: BucketSnapshot, force: bool) -> str | None:
+    """A breakdown group: its company bucket's entry for the dimension holds every group."""
+    entry = snapshots.keep_group(table.get(key), snapshot, force)
+    if entry is None:
+        return None if snapshots.is_tombstone(snapshot, force) else "stale"
+    if entry["g"]:
+        table[key] = entry
+        return "kept"
+    del table[key]
+    return "dropped"
 
 
 def _expire(table: faust.Table[str, Any], company: bytes | str | None, now: datetime) -> None:

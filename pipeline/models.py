@@ -258,3 +258,28 @@ backfill_watermarks = Table(
     Column("last_error", Text, nullable=True),
     Column("updated_at", DT, nullable=False, server_default=NOW),
 )
+
+
+# Beyond docs/data-model.md's schema: the same counters per branch and per Retell agent,
+# maintained in the same transaction as dashboard_buckets (docs/analyst.md, "Breakdowns").
+# group_key is the branch id (decimal) or the agent id; "" holds what has neither.
+dashboard_group_buckets = Table(
+    "dashboard_group_buckets",
+    metadata,
+    Column("company_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("dimension", String(8), primary_key=True),
+    Column("group_key", String(128), primary_key=True),
+    Column("granularity", String(8), primary_key=True),
+    Column("bucket_start", DT, primary_key=True),
+    *[
+        Column(
+            name,
+            Numeric(18, 4) if name in DECIMAL_COUNTERS else BigInteger,
+            nullable=False,
+            server_default=text("0"),
+        )
+        for name in COUNTERS
+    ],
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", DT, nullable=False, server_default=NOW),
+)

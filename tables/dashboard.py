@@ -26,7 +26,7 @@ from pipeline.dashboard.aggregates import (
     hour_start,
 )
 from pipeline.dashboard.counters import Counters
-from pipeline.dashboard.snapshots import table_counters, table_key
+from pipeline.dashboard.snapshots import entry_key, table_counters, table_key
 from pipeline.models import COUNTERS
 from pipeline.settings import Settings
 
@@ -149,6 +149,17 @@ def series(
             entry["version"] = int(value["v"]) if value else 0
         buckets.append(entry)
     return buckets
+
+
+def group_lookups(lookup: Lookup, keys: list[BucketKey], dimension: str) -> dict[str, Lookup]:
+    """Per group of ``dimension``, a lookup of its buckets by the company's table keys:
+    the same pure read functions then serve a branch or an agent like the company."""
+    per_group: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        entry = lookup(entry_key(key, dimension))
+        for group, value in (entry or {}).get("g", {}).items():
+            per_group.setdefault(group, {})[table_key(key)] = value
+    return {group: values.get for group, values in per_group.items()}
 
 
 def stored(counters: dict[BucketKey, dict[str, Any]]) -> Lookup:

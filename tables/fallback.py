@@ -14,17 +14,32 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select
 
+from pipeline.dashboard import buckets
 from pipeline.dashboard.aggregates import BucketKey
 from pipeline.dashboard.snapshots import table_key
 from pipeline.models import COUNTERS, dashboard_buckets
 
 
-def read_buckets(engine: Engine, keys: Iterable[BucketKey]) -> dict[str, dict[str, Any]]:
+def read_buckets(
+    engine: Engine, keys: Iterable[BucketKey], dimension: str | None = None
+) -> dict[str, dict[str, Any]]:
     """The stored rows of ``keys`` (one company per call), by table key; absent rows are
-    absent. One statement: the primary key's range per granularity, then the exact starts."""
+    absent. With ``dimension``, also every group of it for those buckets, under the
+    entry keys the table uses (``{"g": {group: value}}``)."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
+    out = _company_rows(engine, wanted)
+    if dimension:
+        with engine.connect() as conn:
+            rows = buckets.read_entries(conn, wanted[0].company_id, dimension, wanted)
+        for snapshot in rows:
+            entry = out.setdefault(table_key(snapshot.key), {"g": {}})
+            entry["g"][snapshot.key.group] = {"v": snapshot.version, "c": snapshot.counters}
+    return out
+
+
+def _company_rows(engine: Engine, wanted: list[BucketKey]) -> dict[str, dict[str, Any]]:
     company = wanted[0].company_id
     per_granularity: dict[str, list[BucketKey]] = {}
     for key in wanted:

@@ -58,7 +58,7 @@ class ApiContext:
             return SELF
         return str(url).rstrip("/")
 
-    async def table_lookup(self, keys: Iterable[BucketKey]) -> Lookup:
+    async def table_lookup(self, keys: Iterable[BucketKey], dimension: str | None = None) -> Lookup:
         table = self.table
 
         def lookup(key: str) -> dict[str, Any] | None:
@@ -67,6 +67,6 @@ class ApiContext:
 
         return lookup
 
-    async def mysql_lookup(self, keys: Iterable[BucketKey]) -> Lookup:
-        rows = await asyncio.to_thread(read_buckets, self.engine, list(keys))
+    async def mysql_lookup(self, keys: Iterable[BucketKey], dimension: str | None = None) -> Lookup:
+        rows = await asyncio.to_thread(read_buckets, self.engine, list(keys), dimension)
         return rows.get

@@ -40,7 +40,7 @@ class Source:
     """Where a view reads buckets from, and the headers that say so."""
 
     name: str  # "table" | "mysql"
-    read: Callable[[Iterable[BucketKey]], Awaitable[Lookup]]
+    read: Callable[[Iterable[BucketKey], str | None], Awaitable[Lookup]]
     headers: dict[str, str] = field(default_factory=dict)
 
 

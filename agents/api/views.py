@@ -11,7 +11,6 @@ from MySQL when the table cannot answer.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,9 +21,8 @@ from agents.api import responses
 from agents.api.context import ApiContext
 from agents.api.directory import Company
 from agents.api.routing import Source, answer
-from pipeline.dashboard import reconcile
-from pipeline.dashboard.aggregates import DAY, HOUR, BucketKey
-from pipeline.dashboard.drift import DIMENSIONS, NO_GROUP
+from pipeline.dashboard.aggregates import DAY, DIMENSIONS, HOUR, BucketKey
+from pipeline.dashboard.drift import NO_GROUP
 from pipeline.dashboard.tokens import Grant, bearer
 from tables import dashboard
 
@@ -119,7 +117,8 @@ async def summary(ctx: ApiContext, request: web.Request) -> web.Response:
     async def build(source: Source) -> web.Response:
         tz = await ctx.timezones.get(company)
         now = _now()
-        lookup = await source.read(dashboard.summary_keys(company, tz, now))
+        keys = dashboard.summary_keys(company, tz, now)
+        lookup = await source.read(keys, dimension)
         body = dashboard.summary(company, tz, now, lookup)
         if body is None and (dimension is None or tz is None):
             raise _not_found()
@@ -127,22 +126,14 @@ async def summary(ctx: ApiContext, request: web.Request) -> web.Response:
         assert body is not None
         body["source"] = source.name
         if dimension:
-            keys = dashboard.summary_keys(company, tz, now)
-            until = now + timedelta(seconds=1)
-            groups = await _recount(
-                ctx,
-                company,
-                tz,
-                dimension,
-                [(HOUR, keys[0].bucket_start, until), (DAY, keys[-1].bucket_start, until)],
-            )
+            groups = dashboard.group_lookups(lookup, keys, dimension)
             body["group_by"] = dimension
             body["groups"] = [
                 {
                     **meta,
-                    "windows": dashboard.summary(
-                        company, tz, now, dashboard.stored(groups.get(meta["id"], {})), always=True
-                    )["windows"],  # type: ignore[index]
+                    "windows": dashboard.summary(  # type: ignore[index]
+                        company, tz, now, groups.get(meta["id"], _nothing), always=True
+                    )["windows"],
                 }
                 for meta in await _groups(ctx, company, dimension, groups)
             ]
@@ -180,7 +171,8 @@ async def series(ctx: ApiContext, request: web.Request) -> web.Response:
     async def build(source: Source) -> web.Response:
         tz = await ctx.timezones.get(company)
         starts = dashboard.bucket_starts(granularity, start, end, tz)
-        lookup = await source.read([BucketKey(company, granularity, s) for s in starts])
+        keys = [BucketKey(company, granularity, s) for s in starts]
+        lookup = await source.read(keys, dimension)
         buckets = dashboard.series(company, granularity, starts, lookup)
         if not any(b["version"] for b in buckets) and tz is None:
             raise _not_found()
@@ -191,8 +183,8 @@ async def series(ctx: ApiContext, request: web.Request) -> web.Response:
             "source": source.name,
             "buckets": buckets,
         }
-        if dimension and starts:
-            groups = await _recount(ctx, company, tz, dimension, [(granularity, starts[0], end)])
+        if dimension:
+            groups = dashboard.group_lookups(lookup, keys, dimension)
             body["group_by"] = dimension
             body["groups"] = [
                 {
@@ -201,7 +193,7 @@ async def series(ctx: ApiContext, request: web.Request) -> web.Response:
                         company,
                         granularity,
                         starts,
-                        dashboard.stored(groups.get(meta["id"], {})),
+                        groups.get(meta["id"], _nothing),
                         versions=False,
                     ),
                 }
@@ -218,22 +210,8 @@ async def series(ctx: ApiContext, request: web.Request) -> web.Response:
 # --- breakdowns -----------------------------------------------------------------------------
 
 
-async def _recount(
-    ctx: ApiContext,
-    company: int,
-    tz: str | None,
-    dimension: str,
-    ranges: list[tuple[str, datetime, datetime]],
-) -> dict[str, dict[BucketKey, Any]]:
-    """Group id → bucket counters, for each (granularity, first start, end) range."""
-    out: dict[str, dict[BucketKey, Any]] = {}
-    for granularity, lo, hi in ranges:
-        part = await asyncio.to_thread(
-            reconcile.read_groups, ctx.engine, company, tz, dimension, granularity, lo, hi
-        )
-        for group, buckets in part.items():
-            out.setdefault(group, {}).update(buckets)
-    return out
+def _nothing(key: str) -> None:
+    return None
 
 
 async def _groups(

@@ -23,24 +23,20 @@ from sqlalchemy import (
     and_,
     bindparam,
     insert,
-    literal_column,
     or_,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from pipeline.apply.plan import Plan
 from pipeline.apply.rows import CustomerRow, EventRow, values
+from pipeline.dashboard import buckets
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
-from pipeline.dashboard.counters import Counters
 from pipeline.models import (
-    COUNTERS,
     appointments,
     calls,
     customers,
-    dashboard_buckets,
     webhook_events,
 )
 
@@ -170,49 +166,10 @@ def link_appointments(conn: Connection, call_refs: Sequence[str], now: datetime)
 def add_to_buckets(
     conn: Connection, contribution: Contribution, now: datetime
 ) -> list[BucketSnapshot]:
-    """Add counter deltas (fixed key order: no deadlocks between batches), bump versions,
-    and read back the absolute rows for the snapshot topic."""
-    keys = sorted(contribution)
-    rows = []
-    for key in keys:
-        deltas = contribution[key]
-        row: dict[str, Any] = {name: deltas.get(name, 0) for name in COUNTERS}
-        row.update(
-            company_id=key.company_id,
-            granularity=key.granularity,
-            bucket_start=key.bucket_start,
-            version=1,
-            updated_at=now,
-        )
-        rows.append(row)
-    statement = mysql_insert(dashboard_buckets)
-    statement = statement.on_duplicate_key_update(
-        {
-            **{name: dashboard_buckets.c[name] + statement.inserted[name] for name in COUNTERS},
-            # A literal, not a bound parameter: pymysql's executemany rewrites the statement
-            # into one multi-row INSERT only when the ON DUPLICATE KEY tail has no params.
-            "version": literal_column("version + 1"),
-            "updated_at": statement.inserted.updated_at,
-        }
-    )
-    conn.execute(statement, rows)
-    return read_buckets(conn, keys)
+    """Add counter deltas to the company's and the breakdown groups' buckets, bump versions,
+    and read back the absolute rows for the snapshot topic (pipeline.dashboard.buckets)."""
+    return buckets.add(conn, contribution, now)
 
 
 def read_buckets(conn: Connection, keys: list[BucketKey]) -> list[BucketSnapshot]:
-    if not keys:
-        return []
-    bucket = tuple_(
-        dashboard_buckets.c.company_id,
-        dashboard_buckets.c.granularity,
-        dashboard_buckets.c.bucket_start,
-    )
-    query = select(dashboard_buckets).where(bucket.in_([k.as_tuple() for k in keys]))
-    return [
-        BucketSnapshot(
-            BucketKey(row["company_id"], row["granularity"], row["bucket_start"]),
-            Counters.of_row(row),
-            row["version"],
-        )
-        for row in conn.execute(query).mappings()
-    ]
+    return buckets.read(conn, keys)

@@ -27,14 +27,32 @@ RETENTION = {HOUR: timedelta(days=14), DAY: timedelta(days=400)}
 Deltas = dict[str, Number]
 
 
+BRANCH, AGENT = "branch", "agent"
+DIMENSIONS = (BRANCH, AGENT)
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class BucketKey:
+    """A company's bucket (``dimension`` empty), or one group of a breakdown of it: the
+    same counters per branch (``group`` the branch id) or per Retell agent (the agent id).
+    The group ``""`` holds what has no branch or agent, so groups add up to the company."""
+
     company_id: int
     granularity: str
     bucket_start: datetime  # naive UTC
+    dimension: str = ""
+    group: str = ""
 
     def as_tuple(self) -> tuple[int, str, datetime]:
         return (self.company_id, self.granularity, self.bucket_start)
+
+    @property
+    def grouped(self) -> bool:
+        return bool(self.dimension)
+
+    def in_group(self, dimension: str, group: object) -> BucketKey:
+        label = "" if group is None else str(group)
+        return BucketKey(self.company_id, self.granularity, self.bucket_start, dimension, label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +104,14 @@ def _bucket_keys(
     )
 
 
+def with_groups(keys: Iterable[BucketKey], branch: object, agent: object) -> list[BucketKey]:
+    """The company's keys and the same buckets of the row's branch and agent groups."""
+    out = []
+    for key in keys:
+        out += [key, key.in_group(BRANCH, branch), key.in_group(AGENT, agent)]
+    return out
+
+
 Contribution = dict[BucketKey, Deltas]
 
 
@@ -126,7 +152,9 @@ def call_counters(
     at = call_time(row)
     if at is None or get("company_id") is None:
         return out
-    keys = bucket_keys(int(get("company_id")), at, timezone)
+    keys = with_groups(
+        bucket_keys(int(get("company_id")), at, timezone), get("branch_id"), get("agent_id")
+    )
     if ended:
         reason = get("disconnection_reason")
         deltas: Deltas = {"calls_total": 1}
@@ -175,7 +203,10 @@ def appointment_counters(row: RowLike | None, *, timezone: str | None) -> Contri
     for column, counter in APPOINTMENT_MARKS:
         at = get(column)
         if at is not None:
-            _add(out, bucket_keys(int(company_id), at, timezone), {counter: 1})
+            # Per agent, bookings are in the group "": a booking is made in Cal.com, and the
+            # call it may come from is another row (docs/analyst.md, "Breakdowns").
+            keys = with_groups(bucket_keys(int(company_id), at, timezone), get("branch_id"), None)
+            _add(out, keys, {counter: 1})
     return out
 
 

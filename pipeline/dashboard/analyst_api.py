@@ -75,12 +75,15 @@ class AnalystClient:
         end: datetime,
         *,
         table_only: bool = False,
+        group_by: str | None = None,
     ) -> dict[str, Any]:
         """``table_only``: the workers' table itself, never the MySQL fallback (reconcile
         compares the table with MySQL; a fallback answer would compare MySQL with itself)."""
         params = {"granularity": granularity, "from": iso(start), "to": iso(end)}
         if table_only:
             params["source"] = "table"
+        if group_by:
+            params["group_by"] = group_by
         query = urllib.parse.urlencode(params)
         return self._get(f"/api/v1/companies/{company_id}/series?{query}")
 

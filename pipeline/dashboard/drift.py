@@ -126,38 +126,7 @@ def recount(
     return aggregates.sum_contributions(parts())
 
 
-DIMENSIONS = {"branch": "branch_id", "agent": "agent_id"}
-NO_GROUP = ""  # calls without a branch or agent, bookings linked to no call (agent)
-
-
-def recount_groups(
-    call_rows: Iterable[Mapping[str, Any]],
-    appointment_rows: Iterable[Mapping[str, Any]],
-    *,
-    timezone: str | None,
-    dimension: str,
-) -> dict[str, dict[BucketKey, Counters]]:
-    """:func:`recount`, split by branch or by Retell agent: group id → bucket totals.
-
-    A call belongs to its ``branch_id`` / ``agent_id``; a booking to its ``branch_id``, or
-    for agents to the agent of the call it is linked to. Rows with neither are in the group
-    ``""``, so the groups always add up to the company's totals.
-    """
-    column = DIMENSIONS[dimension]
-    calls: dict[str, list[Mapping[str, Any]]] = {}
-    appointments: dict[str, list[Mapping[str, Any]]] = {}
-    for row in call_rows:
-        calls.setdefault(_group(row.get(column)), []).append(row)
-    for row in appointment_rows:
-        appointments.setdefault(_group(row.get(column)), []).append(row)
-    return {
-        group: recount(calls.get(group, []), appointments.get(group, []), timezone=timezone)
-        for group in sorted(set(calls) | set(appointments))
-    }
-
-
-def _group(value: Any) -> str:
-    return NO_GROUP if value is None or value == "" else str(value)
+NO_GROUP = ""  # calls without a branch or agent; per agent, every booking
 
 
 def in_scope(
@@ -212,15 +181,20 @@ def tombstone(key: BucketKey) -> BucketSnapshot:
 
 
 def api_buckets(
-    company_id: int, granularity: str, body: Mapping[str, Any]
+    company_id: int,
+    granularity: str,
+    body: Mapping[str, Any],
+    dimension: str = "",
+    group: str = "",
 ) -> dict[BucketKey, Counters]:
-    """Counters of an analyst API series answer, keyed like the rows (naive UTC starts)."""
+    """Counters of an analyst API series answer (or of one of its groups), keyed like the
+    rows (naive UTC starts)."""
     out = {}
     for bucket in body.get("buckets", []):
         start = datetime.fromisoformat(str(bucket["start"]).replace("Z", "+00:00"))
         if start.tzinfo is not None:
             start = start.astimezone(UTC).replace(tzinfo=None)
-        out[BucketKey(company_id, granularity, start)] = Counters(bucket)
+        out[BucketKey(company_id, granularity, start, dimension, group)] = Counters(bucket)
     return out
 
 
@@ -232,7 +206,8 @@ def non_zero_keys(*maps: Mapping[BucketKey, Mapping[str, Any]]) -> set[BucketKey
 
 
 def bucket_label(key: BucketKey) -> str:
-    return f"{key.granularity:4} {key.bucket_start.isoformat(timespec='seconds')}Z"
+    label = f"{key.granularity:4} {key.bucket_start.isoformat(timespec='seconds')}Z"
+    return f"{label} {key.dimension} {key.group or '-'}" if key.grouped else label
 
 
 def drift_lines(drifts: list[Drift], limit: int = 40) -> list[str]:

@@ -31,26 +31,32 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import Connection, Engine, and_, case, func, literal_column, or_, select
-from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select
 from sqlalchemy.exc import DBAPIError
 
 from pipeline import topics
-from pipeline.dashboard import drift
-from pipeline.dashboard.aggregates import APPOINTMENT_MARKS, DAY, HOUR, BucketKey, BucketSnapshot
+from pipeline.dashboard import buckets, drift
+from pipeline.dashboard.aggregates import (
+    APPOINTMENT_MARKS,
+    DAY,
+    DIMENSIONS,
+    HOUR,
+    BucketKey,
+    BucketSnapshot,
+)
 from pipeline.dashboard.analyst_api import AnalystApiError, AnalystClient, iso
 from pipeline.dashboard.counters import Counters
 from pipeline.dashboard.drift import Drift, Scope
-from pipeline.dashboard.snapshots import company_key, encode
+from pipeline.dashboard.snapshots import company_key, encode, reset_message
 from pipeline.database import is_transient
 from pipeline.errors import DatabaseUnavailable, KafkaUnavailable, SwitchboardError
 from pipeline.kafka import kafka_options
 from pipeline.models import (
-    COUNTERS,
     appointments,
     calls,
     companies,
     dashboard_buckets,
+    dashboard_group_buckets,
     webhook_events,
 )
 from pipeline.providers import retell
@@ -175,27 +181,9 @@ def _appointment_rows(
     conn: Connection, company_id: int, lo: datetime, hi: datetime
 ) -> Iterator[Mapping[str, Any]]:
     marks = [appointments.c[column] for column, _ in APPOINTMENT_MARKS]
-    linked = calls.alias("linked_call")
-    query = (
-        select(
-            appointments.c.company_id,
-            appointments.c.branch_id,
-            linked.c.agent_id,
-            *marks,
-        )
-        .select_from(
-            appointments.outerjoin(
-                linked,
-                and_(
-                    linked.c.id == appointments.c.call_id,
-                    linked.c.company_id == appointments.c.company_id,
-                ),
-            )
-        )
-        .where(
-            appointments.c.company_id == company_id,
-            or_(*[and_(mark >= lo, mark < hi) for mark in marks]),
-        )
+    query = select(appointments.c.company_id, appointments.c.branch_id, *marks).where(
+        appointments.c.company_id == company_id,
+        or_(*[and_(mark >= lo, mark < hi) for mark in marks]),
     )
     yield from _stream(conn, query)
 
@@ -218,61 +206,37 @@ def read_truth(
     return drift.in_scope(totals, scope, timezone)
 
 
-def read_groups(
-    engine: Engine,
-    company_id: int,
-    timezone: str | None,
-    dimension: str,
-    granularity: str,
-    lo: datetime,
-    hi: datetime,
-) -> dict[str, dict[BucketKey, Counters]]:
-    """Per branch or agent, the ``granularity`` buckets starting in ``[lo, hi)``, recounted
-    from the rows (docs/analyst.md, "Breakdowns"): exact, and as fast as a company's
-    rows of the range can be read. ``lo`` must be a bucket start."""
-    tz = timezone or "UTC"
-    with _repeatable(engine) as conn, conn.begin():
-        groups = drift.recount_groups(
-            _call_rows(conn, company_id, lo, hi + drift.LONGEST_BUCKET),
-            _appointment_rows(conn, company_id, lo, hi + drift.LONGEST_BUCKET),
-            timezone=tz,
-            dimension=dimension,
-        )
-    return {
-        group: {
-            k: v
-            for k, v in buckets.items()
-            if k.granularity == granularity and lo <= k.bucket_start < hi
-        }
-        for group, buckets in groups.items()
-    }
-
-
 def read_stored(
     conn: Connection, company_id: int, timezone: str, scope: Scope, *, lock: bool = False
 ) -> dict[BucketKey, Stored]:
+    """The company's in-scope rows of ``dashboard_buckets`` and of the breakdown groups in
+    ``dashboard_group_buckets`` (locked in that order with ``lock``: the apply path writes
+    them in the same order, so the two cannot deadlock)."""
     lo, hi = scope.bucket_window(timezone)
-    query = select(dashboard_buckets).where(
-        dashboard_buckets.c.company_id == company_id,
-        dashboard_buckets.c.granularity.in_(scope.granularities),
-        dashboard_buckets.c.bucket_start >= lo,
-        dashboard_buckets.c.bucket_start < hi,
-    )
-    if lock:
-        query = query.order_by(
-            dashboard_buckets.c.granularity, dashboard_buckets.c.bucket_start
-        ).with_for_update()
     out = {}
-    for row in conn.execute(query).mappings():
-        key = BucketKey(int(row["company_id"]), row["granularity"], row["bucket_start"])
-        if scope.contains(key, timezone):
-            out[key] = Stored(drift.normalized(cast(Mapping[str, Any], row)), int(row["version"]))
+    for table in (dashboard_buckets, dashboard_group_buckets):
+        query = select(table).where(
+            table.c.company_id == company_id,
+            table.c.granularity.in_(scope.granularities),
+            table.c.bucket_start >= lo,
+            table.c.bucket_start < hi,
+        )
+        if lock:
+            query = query.order_by(*table.primary_key.columns).with_for_update()
+        for row in conn.execute(query).mappings():
+            key = buckets.key_of(row)
+            if scope.contains(key, timezone):
+                out[key] = Stored(
+                    drift.normalized(cast(Mapping[str, Any], row)), int(row["version"])
+                )
     return out
 
 
 def read_api(
     client: AnalystClient, company_id: int, timezone: str, scope: Scope
 ) -> dict[BucketKey, Counters]:
+    """The table's buckets of the company and of its breakdown groups, through the API
+    (``source=table``: never the MySQL fallback)."""
     out: dict[BucketKey, Counters] = {}
     for granularity in scope.granularities:
         starts = list(scope.bucket_starts(granularity, timezone))
@@ -281,16 +245,28 @@ def read_api(
         chunk_start = starts[0]
         while chunk_start < scope.end:
             chunk_end = min(chunk_start + API_CHUNK[granularity], scope.end)
-            try:
-                body = client.series(
-                    company_id, granularity, chunk_start, chunk_end, table_only=True
-                )
-            except AnalystApiError as exc:
-                if exc.status != 404:  # 404: the worker knows nothing of this company
-                    raise
-                body = {}
-            found = drift.api_buckets(company_id, granularity, body)
-            out.update({k: v for k, v in found.items() if scope.contains(k, timezone)})
+            for dimension in DIMENSIONS:
+                try:
+                    body = client.series(
+                        company_id,
+                        granularity,
+                        chunk_start,
+                        chunk_end,
+                        table_only=True,
+                        group_by=dimension,
+                    )
+                except AnalystApiError as exc:
+                    if exc.status != 404:  # 404: the worker knows nothing of this company
+                        raise
+                    body = {}
+                found = drift.api_buckets(company_id, granularity, body)
+                for group in body.get("groups", []):
+                    found.update(
+                        drift.api_buckets(
+                            company_id, granularity, group, dimension, str(group["id"])
+                        )
+                    )
+                out.update({k: v for k, v in found.items() if scope.contains(k, timezone)})
             chunk_start = chunk_end
     return out
 
@@ -339,26 +315,7 @@ def rewrite_company(
 
 def write_buckets(conn: Connection, plan: Mapping[BucketKey, Counters], now: datetime) -> None:
     """Absolute values: insert missing rows at version 1, overwrite others with version + 1."""
-    rows = [
-        {
-            **{name: counters[name] for name in COUNTERS},
-            "company_id": key.company_id,
-            "granularity": key.granularity,
-            "bucket_start": key.bucket_start,
-            "version": 1,
-            "updated_at": now,
-        }
-        for key, counters in sorted(plan.items())
-    ]
-    statement = mysql_insert(dashboard_buckets)
-    statement = statement.on_duplicate_key_update(
-        {
-            **{name: statement.inserted[name] for name in COUNTERS},
-            "version": literal_column("version + 1"),
-            "updated_at": statement.inserted.updated_at,
-        }
-    )
-    conn.execute(statement, rows)
+    buckets.overwrite(conn, plan, now)
 
 
 async def publish_company(
@@ -376,17 +333,18 @@ async def publish_company(
     with _repeatable(engine) as conn, conn.begin():
         stored = read_stored(conn, company_id, timezone, scope, lock=True)
         snapshots = [BucketSnapshot(k, s.counters, s.version) for k, s in sorted(stored.items())]
-        absent = [
-            drift.tombstone(BucketKey(company_id, granularity, start))
+        starts = [
+            BucketKey(company_id, granularity, start)
             for granularity in scope.granularities
             for start in scope.bucket_starts(granularity, timezone)
-            if BucketKey(company_id, granularity, start) not in stored
         ]
+        absent = [drift.tombstone(k) for k in starts if k not in stored]
+        # Breakdown entries are reset first, then their groups MySQL has are re-published:
+        # the table forgets groups MySQL does not have (one partition: in order).
+        resets = [reset_message(k, d) for k in starts for d in DIMENSIONS]
+        messages = [*resets, *(encode(s, force=True) for s in [*snapshots, *absent])]
         key = company_key(company_id)
-        futures = [
-            await producer.send(topic, key=key, value=encode(snapshot, force=True))
-            for snapshot in [*snapshots, *absent]
-        ]
+        futures = [await producer.send(topic, key=key, value=value) for value in messages]
         await asyncio.gather(*futures)
         # Commit (release the lock) only once Kafka holds every snapshot.
     return len(snapshots), len(absent)

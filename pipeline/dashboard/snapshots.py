@@ -17,6 +17,7 @@ from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot
 from pipeline.dashboard.counters import Counters
 
 EXPIRE = "expire"
+RESET = "reset"  # reconcile --fix: forget every group of a breakdown entry
 
 
 def company_key(company_id: int) -> bytes:
@@ -24,18 +25,33 @@ def company_key(company_id: int) -> bytes:
 
 
 def table_key(key: BucketKey) -> str:
-    """``"<company>|<granularity>|<bucket start ISO>"``: the dashboard table's key."""
-    return f"{key.company_id}|{key.granularity}|{key.bucket_start.isoformat(timespec='seconds')}"
+    """``"<company>|<granularity>|<bucket start ISO>"``: the dashboard table's key of a
+    company bucket. A breakdown group lives in the entry of its dimension,
+    ``"...|<dimension>"`` (:func:`entry_key`), which maps every group to its value: one
+    lookup finds all branches (or agents) of a bucket."""
+    base = f"{key.company_id}|{key.granularity}|{key.bucket_start.isoformat(timespec='seconds')}"
+    return f"{base}|{key.dimension}" if key.grouped else base
+
+
+def entry_key(key: BucketKey, dimension: str) -> str:
+    """The table key holding every ``dimension`` group of the company bucket ``key``."""
+    return table_key(BucketKey(key.company_id, key.granularity, key.bucket_start, dimension))
 
 
 def parse_table_key(raw: str) -> BucketKey:
-    company, granularity, start = raw.split("|", 2)
-    return BucketKey(int(company), granularity, datetime.fromisoformat(start))
+    """A table key back to its bucket (for an entry key: the dimension, no group)."""
+    company, granularity, start, *rest = raw.split("|", 3)
+    dimension = rest[0] if rest else ""
+    return BucketKey(int(company), granularity, datetime.fromisoformat(start), dimension)
 
 
 #: The snapshot message format. Version 1 added the ``format`` field; messages without it
-#: (written before) have the same fields. A newer format is refused, never half-read.
-FORMAT = 1
+#: (written before) have the same fields. Version 2 adds breakdown groups (``dimension``,
+#: ``group``) and entry resets; company snapshots are still written as version 1, so a
+#: worker that knows only version 1 refuses the group messages instead of taking a
+#: branch's counters for the company's. A newer format is refused, never half-read.
+FORMAT = 2
+COMPANY_FORMAT = 1
 
 
 class SnapshotFormatError(ValueError):
@@ -47,13 +63,18 @@ def encode(snapshot: BucketSnapshot, *, force: bool = False) -> bytes:
     even a higher version: the restored database is the truth from then on."""
     return orjson.dumps(
         {
-            "format": FORMAT,
+            "format": FORMAT if snapshot.key.grouped else COMPANY_FORMAT,
             "force": force,
             "company_id": snapshot.key.company_id,
             "granularity": snapshot.key.granularity,
             "bucket_start": snapshot.key.bucket_start.isoformat(timespec="seconds"),
             "version": snapshot.version,
             "counters": snapshot.counters.to_json(),
+            **(
+                {"dimension": snapshot.key.dimension, "group": snapshot.key.group}
+                if snapshot.key.grouped
+                else {}
+            ),
         }
     )
 
@@ -68,6 +89,8 @@ def decode(raw: bytes | dict[str, Any]) -> tuple[BucketSnapshot, bool]:
             int(data["company_id"]),
             str(data["granularity"]),
             datetime.fromisoformat(data["bucket_start"]),
+            str(data.get("dimension") or ""),
+            str(data.get("group") or ""),
         )
         snapshot = BucketSnapshot(key, Counters(data["counters"]), int(data["version"]))
     except SnapshotFormatError:
@@ -101,3 +124,44 @@ def is_tombstone(snapshot: BucketSnapshot, force: bool) -> bool:
 
 def expire_message(before: datetime) -> bytes:
     return orjson.dumps({EXPIRE: before.isoformat(timespec="seconds")})
+
+
+def keep_group(
+    entry: dict[str, Any] | None, snapshot: BucketSnapshot, force: bool
+) -> dict[str, Any] | None:
+    """The new value of a breakdown entry after ``snapshot`` of one of its groups (None:
+    unchanged). Per group, the highest version wins, a forced snapshot replaces and a
+    forced tombstone drops the group, as for company buckets."""
+    groups = dict((entry or {}).get("g", {}))
+    group = snapshot.key.group
+    if is_tombstone(snapshot, force):
+        if group not in groups:
+            return None
+        del groups[group]
+    elif newer(groups.get(group), snapshot, force):
+        groups[group] = table_value(snapshot)
+    else:
+        return None
+    return {"g": groups}
+
+
+def reset_message(key: BucketKey, dimension: str) -> bytes:
+    """Forced: drop the whole ``dimension`` entry of the company bucket ``key`` (the groups
+    MySQL still has are re-published right after, on the same partition, so in order)."""
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            RESET: True,
+            "company_id": key.company_id,
+            "granularity": key.granularity,
+            "bucket_start": key.bucket_start.isoformat(timespec="seconds"),
+            "dimension": dimension,
+        }
+    )
+
+
+def reset_key(data: dict[str, Any]) -> str:
+    key = BucketKey(
+        int(data["company_id"]), data["granularity"], datetime.fromisoformat(data["bucket_start"])
+    )
+    return entry_key(key, str(data["dimension"]))

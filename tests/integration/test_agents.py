@@ -108,8 +108,14 @@ def test_agent_applies_acks_and_publishes_snapshots(db_settings: Settings, engin
     assert dlq.messages == []
     kept = [decode(m["value"])[0] for m in snapshots.messages]
     assert {m["key"] for m in snapshots.messages} == {b"1"}, "snapshots are keyed by company"
-    assert sum(s.counters["calls_total"] for s in kept if s.key.granularity == "hour") == 1
-    assert sum(s.counters["appointments_booked"] for s in kept if s.key.granularity == "hour") == 1
+    company = [s for s in kept if s.key.granularity == "hour" and not s.key.grouped]
+    assert sum(s.counters["calls_total"] for s in company) == 1
+    assert sum(s.counters["appointments_booked"] for s in company) == 1
+    # The branch and agent buckets of the same events are published beside them.
+    for dimension in ("branch", "agent"):
+        groups = [s for s in kept if s.key.granularity == "hour" and s.key.dimension == dimension]
+        assert sum(s.counters["calls_total"] for s in groups) == 1
+        assert sum(s.counters["appointments_booked"] for s in groups) == 1
 
 
 def test_agent_dead_letters_poison_with_reason_and_source(

@@ -224,9 +224,16 @@ def test_fix_publishes_every_bucket_of_the_range_forced(
     entry = report.companies[0]
     tz = TENANTS[1].timezone
     in_range = {BucketKey(2, g, s) for g in ("hour", "day") for s in scope.bucket_starts(g, tz)}
-    assert entry.published + entry.tombstones == len(in_range)
     messages = asyncio.run(_read_snapshots(settings))
     assert {m["key"] for m in messages} == {b"2"}
+    # Breakdown entries are reset first (branch and agent of every bucket in range), then
+    # their groups are published like the company's buckets.
+    resets = [m for m in messages if m["value"].get("reset")]
+    assert len(resets) == 2 * len(in_range)
+    groups = [m for m in messages if m["value"].get("dimension") and not m["value"].get("reset")]
+    assert groups and all(m["value"]["force"] and m["value"]["version"] > 0 for m in groups)
+    messages = [m for m in messages if not m["value"].get("dimension")]
+    assert entry.published - len(groups) + entry.tombstones == len(in_range)
     seen = {
         BucketKey(2, m["value"]["granularity"], datetime.fromisoformat(m["value"]["bucket_start"]))
         for m in messages

@@ -184,7 +184,11 @@ def test_difference_of_counters_adds_back_up(marks: list[str]) -> None:
         aggregates.appointment_counters(before, timezone="UTC"),
     )
     total = aggregates.sum_contributions([delta])
-    assert sum(v for bucket in total.values() for v in bucket.values()) == 2 * len(marks)
+    company = [v for key, bucket in total.items() if not key.grouped for v in bucket.values()]
+    assert sum(company) == 2 * len(marks)
+    for dimension in aggregates.DIMENSIONS:  # each breakdown adds up to the company
+        grouped = [v for k, b in total.items() if k.dimension == dimension for v in b.values()]
+        assert sum(grouped) == sum(company)
 
 
 def directory(*branches: Branch) -> Directory:

@@ -28,10 +28,16 @@ KEY = BucketKey(7, "hour", datetime(2026, 1, 7, 13))
 def test_a_snapshot_round_trips_exactly_and_says_its_format() -> None:
     snap = BucketSnapshot(KEY, Counters({"calls_total": 3, "cost_cents_total": "13.37"}), 4)
     raw = snapshots.encode(snap, force=True)
-    assert orjson.loads(raw)["format"] == snapshots.FORMAT
+    assert orjson.loads(raw)["format"] == snapshots.COMPANY_FORMAT
     back, force = snapshots.decode(raw)
     assert (back, force) == (snap, True)
     assert back.counters["cost_cents_total"] == Decimal("13.3700")
+    # A breakdown group's snapshot is format 2: a reader of format 1 refuses it rather
+    # than taking a branch's counters for the company's.
+    group = BucketSnapshot(KEY.in_group("branch", 12), snap.counters, 4)
+    raw = snapshots.encode(group)
+    assert orjson.loads(raw)["format"] == snapshots.FORMAT == 2
+    assert snapshots.decode(raw) == (group, False)
 
 
 def test_a_snapshot_without_a_format_is_version_one_and_a_newer_one_is_refused() -> None:
