@@ -66,6 +66,7 @@ STREAM_CHUNK = 5000
 # The analyst API serves at most 336 hour / 400 day buckets per request.
 API_CHUNK = {HOUR: timedelta(hours=300), DAY: timedelta(days=300)}
 LOCK_RETRIES = 3
+API_RETRY_S = 60.0  # how long read_api waits out a table that answers 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,19 +247,9 @@ def read_api(
         while chunk_start < scope.end:
             chunk_end = min(chunk_start + API_CHUNK[granularity], scope.end)
             for dimension in DIMENSIONS:
-                try:
-                    body = client.series(
-                        company_id,
-                        granularity,
-                        chunk_start,
-                        chunk_end,
-                        table_only=True,
-                        group_by=dimension,
-                    )
-                except AnalystApiError as exc:
-                    if exc.status != 404:  # 404: the worker knows nothing of this company
-                        raise
-                    body = {}
+                body = _table_series(
+                    client, company_id, granularity, chunk_start, chunk_end, dimension
+                )
                 found = drift.api_buckets(company_id, granularity, body)
                 for group in body.get("groups", []):
                     found.update(
@@ -269,6 +260,31 @@ def read_api(
                 out.update({k: v for k, v in found.items() if scope.contains(k, timezone)})
             chunk_start = chunk_end
     return out
+
+
+def _table_series(
+    client: AnalystClient,
+    company_id: int,
+    granularity: str,
+    start: datetime,
+    end: datetime,
+    dimension: str,
+) -> dict[str, Any]:
+    """One series of the table itself. A 503 (the table is recovering or the group
+    rebalancing: a worker that just started, a member that left) is waited out for up to
+    API_RETRY_S; a 404 means the worker knows nothing of this company."""
+    deadline = time.monotonic() + API_RETRY_S
+    while True:
+        try:
+            return client.series(
+                company_id, granularity, start, end, table_only=True, group_by=dimension
+            )
+        except AnalystApiError as exc:
+            if exc.status == 404:
+                return {}
+            if exc.status != 503 or time.monotonic() >= deadline:
+                raise
+            time.sleep(2.0)
 
 
 def _repeatable(engine: Engine) -> Connection:
