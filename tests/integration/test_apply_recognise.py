@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from pipeline.apply import batch
 from pipeline.apply.batch import apply_batch
+from pipeline.dashboard import buckets
+from pipeline.dashboard.aggregates import BucketSnapshot
+from pipeline.models import dashboard_buckets, dashboard_group_buckets
 from pipeline.records import WebhookRecord
 from testbed.events import lifecycle
 from testbed.records import record
@@ -35,6 +38,16 @@ def applied(engine: Engine) -> Iterator[Engine]:
     first = apply_batch(engine, RECORDS)
     assert first.counts()["applied"] == len(RECORDS) - first.counts()["already_applied"]
     yield engine
+
+
+def read_buckets_of(engine: Engine) -> list[BucketSnapshot]:
+    """Every stored bucket, company and breakdown groups."""
+    with engine.connect() as conn:
+        rows = [
+            *conn.execute(select(dashboard_buckets)).mappings(),
+            *conn.execute(select(dashboard_group_buckets)).mappings(),
+        ]
+        return buckets.read(conn, [buckets.key_of(r) for r in rows])
 
 
 def counting_decode(monkeypatch: Any) -> list[WebhookRecord]:
@@ -60,6 +73,10 @@ def test_an_applied_batch_again_parses_nothing_and_changes_nothing(
     assert again.counts() == Counter(already_applied=len(RECORDS))
     assert again.changes == {}
     assert again.snapshots, "the buckets of the applied events are republished unchanged"
+    # ... the breakdown groups' too (branch and agent), exactly those the rows count in.
+    stored = {s.key for s in read_buckets_of(applied)}
+    assert {s.key for s in again.snapshots} == stored
+    assert any(k.dimension == "branch" and k.group for k in stored)
     assert fingerprint(applied) == before
 
 
