@@ -1,7 +1,7 @@
 """dashboard_group_buckets: the dashboard counters per branch and per agent.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-29
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -67,6 +67,16 @@ def upgrade() -> None:
             "bucket_start",
             name="pk_dashboard_group_buckets",
         ),
+    )
+
+    # The group key is an agent id or a branch id: compared byte for byte like the other
+    # identifier columns (migration 0004), so agent ids differing only by case or trailing
+    # spaces stay different groups.
+    version = str(op.get_bind().execute(sa.text("SELECT VERSION()")).scalar())
+    collation = "utf8mb4_nopad_bin" if "mariadb" in version.lower() else "utf8mb4_0900_bin"
+    op.execute(
+        "ALTER TABLE `dashboard_group_buckets` MODIFY `group_key` VARCHAR(128)"
+        f" CHARACTER SET utf8mb4 COLLATE {collation} NOT NULL"
     )
 
 
