@@ -180,8 +180,7 @@ def _recognise(
     call_ids = {i for table, ids in rows.values() if table == recognise.CALLS for i in ids}
     uids = {i for table, ids in rows.values() if table == recognise.APPOINTMENTS for i in ids}
     calls, appointments = load.bucket_columns(conn, call_ids, uids)
-    companies = {r["company_id"] for r in [*calls.values(), *appointments.values()]}
-    timezones = load.company_timezones(conn, companies)
+    timezones = {r["company_id"]: r["timezone"] for r in [*calls.values(), *appointments.values()]}
     return recognise.recognise(found, known, rows, calls, appointments, timezones)
 
 

@@ -307,31 +307,45 @@ def known_events(conn: Connection, keys: Iterable[EventKey]) -> dict[EventKey, K
     return found
 
 
+ZONE = companies.c.timezone.label("timezone")
+
+
 def bucket_columns(
     conn: Connection, call_ids: Iterable[str], uids: Iterable[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """The columns that place existing calls and appointments in their buckets (no
-    transcripts, no locks), by call id and by booking uid."""
+    transcripts, no locks), by call id and by booking uid, each with its company's time
+    zone (joined here: one round trip fewer per batch of a replay)."""
     found_calls: dict[str, dict[str, Any]] = {}
     found_appointments: dict[str, dict[str, Any]] = {}
     if wanted := sorted(set(call_ids)):
         # The one time that places a call (aggregates.call_time), computed by MySQL.
         at = func.coalesce(calls.c.started_at, calls.c.ended_at, calls.c.last_event_at)
-        query = select(
-            calls.c.retell_call_id,
-            calls.c.company_id,
-            calls.c.branch_id,  # the breakdown groups it counts in
-            calls.c.agent_id,
-            at.label("started_at"),
-        ).where(calls.c.retell_call_id.in_(wanted))
+        query = (
+            select(
+                calls.c.retell_call_id,
+                calls.c.company_id,
+                calls.c.branch_id,  # the breakdown groups it counts in
+                calls.c.agent_id,
+                at.label("started_at"),
+                ZONE,
+            )
+            .join(companies, companies.c.id == calls.c.company_id)
+            .where(calls.c.retell_call_id.in_(wanted))
+        )
         found_calls = {r["retell_call_id"]: dict(r) for r in conn.execute(query).mappings()}
     if wanted := sorted(set(uids)):
         marks = [appointments.c[column] for column, _ in APPOINTMENT_MARKS]
-        query = select(
-            appointments.c.calcom_uid,
-            appointments.c.company_id,
-            appointments.c.branch_id,
-            *marks,
-        ).where(appointments.c.calcom_uid.in_(wanted))
+        query = (
+            select(
+                appointments.c.calcom_uid,
+                appointments.c.company_id,
+                appointments.c.branch_id,
+                *marks,
+                ZONE,
+            )
+            .join(companies, companies.c.id == appointments.c.company_id)
+            .where(appointments.c.calcom_uid.in_(wanted))
+        )
         found_appointments = {r["calcom_uid"]: dict(r) for r in conn.execute(query).mappings()}
     return found_calls, found_appointments

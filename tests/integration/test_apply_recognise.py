@@ -68,8 +68,8 @@ def test_an_applied_batch_again_parses_nothing_and_changes_nothing(
     before = fingerprint(applied)
     parsed = counting_decode(monkeypatch)
     again = apply_batch(applied, RECORDS)
-    # Only the reschedule (two bookings: its id names one) goes the full way.
-    assert [r.headers["event_type"] for r in parsed] == ["BOOKING_RESCHEDULED"]
+    # The reschedule too (two bookings, its id names one): its applied body names the other.
+    assert parsed == []
     assert again.counts() == Counter(already_applied=len(RECORDS))
     assert again.changes == {}
     assert again.snapshots, "the buckets of the applied events are republished unchanged"
@@ -91,5 +91,20 @@ def test_a_deleted_row_is_restored_by_the_records_that_made_it(
     again = apply_batch(applied, RECORDS)
     keys = {r.key for r in parsed}
     assert b"call_A" in keys and b"call_B" not in keys, "only the deleted rows' records"
+    assert again.counts() == Counter(already_applied=len(RECORDS))
+    assert natural_rows(applied) == rows
+
+
+def test_a_deleted_original_booking_is_restored_by_its_reschedule(
+    applied: Engine, monkeypatch: Any
+) -> None:
+    """Only the body of a reschedule names the booking it moved: when that row is gone, the
+    reschedule goes the full way with the records of that booking, and the row is back."""
+    rows = natural_rows(applied)
+    with applied.begin() as conn:
+        conn.execute(text("DELETE FROM appointments WHERE calcom_uid = 'bk_2'"))
+    parsed = counting_decode(monkeypatch)
+    again = apply_batch(applied, RECORDS)
+    assert "BOOKING_RESCHEDULED" in {r.headers["event_type"] for r in parsed}
     assert again.counts() == Counter(already_applied=len(RECORDS))
     assert natural_rows(applied) == rows

@@ -102,3 +102,28 @@ def test_a_batch_mixes_known_and_unknown_records_by_position() -> None:
     known = {found[1].key: applied(ended)}
     out = run(found, known, {"c1": ROW})
     assert set(out.outcomes) == {1} and out.rest(2) == [0]
+
+
+def test_a_reschedule_is_known_from_its_body_once_both_bookings_exist() -> None:
+    """Its id names only the new booking; the applied body names the original too, and a
+    missing original still sends the record the full way (which restores it)."""
+    body = booking("BOOKING_RESCHEDULED", "bk2", created_ms=START_MS, rescheduleUid="bk1")
+    moved = record("calcom", body)
+    c = candidate(moved)
+    known = {c.key: applied(moved)}
+    rows = recognise.known_rows([c], known)
+    assert rows == {0: ("appointments", ("bk2", "bk1"))}
+    at = {"company_id": 1, "booked_at": datetime(2026, 1, 7, 13), "rescheduled_at": None}
+    at |= {"cancelled_at": None, "no_show_at": None}
+    both = recognise.recognise([c], known, rows, {}, {"bk1": at, "bk2": at}, {1: "UTC"})
+    assert both.outcomes[0].status == "already_applied"
+    only_new = recognise.recognise([c], known, rows, {}, {"bk2": at}, {1: "UTC"})
+    assert only_new.outcomes == {}
+
+
+def test_a_reschedule_with_another_body_is_not_read_at_all() -> None:
+    body = booking("BOOKING_RESCHEDULED", "bk2", created_ms=START_MS, rescheduleUid="bk1")
+    other = booking("BOOKING_RESCHEDULED", "bk2", created_ms=START_MS + 1, rescheduleUid="bk1")
+    moved = record("calcom", body)
+    c = candidate(moved)
+    assert recognise.known_rows([c], {c.key: applied(moved, other)}) == {}
