@@ -300,10 +300,13 @@ def known_events(conn: Connection, keys: Iterable[EventKey]) -> dict[EventKey, K
             webhook_events.c.status,
             webhook_events.c.payload_sha256,
             webhook_events.c.event_type,
+            webhook_events.c.processed_at,
         ).where(webhook_events.c.provider == provider, webhook_events.c.event_id.in_(sorted(ids)))
         for r in conn.execute(query):
             if r.event_id in ids:
-                found[(provider, r.event_id)] = Known(r.status, r.payload_sha256, r.event_type)
+                found[(provider, r.event_id)] = Known(
+                    r.status, r.payload_sha256, r.event_type, r.processed_at
+                )
     return found
 
 
@@ -325,6 +328,7 @@ def bucket_columns(
             select(
                 calls.c.retell_call_id,
                 calls.c.company_id,
+                calls.c.created_at,  # made no later than the event: recognise._there_since
                 calls.c.branch_id,  # the breakdown groups it counts in
                 calls.c.agent_id,
                 at.label("started_at"),
@@ -340,6 +344,7 @@ def bucket_columns(
             select(
                 appointments.c.calcom_uid,
                 appointments.c.company_id,
+                appointments.c.created_at,
                 appointments.c.branch_id,
                 *marks,
                 ZONE,

@@ -12,10 +12,11 @@ only its first body's hash stored; its later bodies are known too once the event
 supersedes it (the call's ``call_ended``) is applied, because then a snapshot can change
 nothing (the provider's ``SUPERSEDED_BY``).
 
-A known event changes nothing, as long as the rows it stands for exist; which rows those
-are, the provider reads from the event id alone (``rows_of_applied``). If one is missing
-(deleted by mistake, lost to a restore from backup) the record goes the full way, which
-restores it: the repair of lost rows stays where it was. What a known event still does is
+A known event changes nothing, as long as the rows it stands for exist and were made no
+later than the event was applied; which rows those are, the provider reads from the event
+id alone (``rows_of_applied``). If one is missing (deleted by mistake, lost to a restore
+from backup), or was made again since (by the replay itself, from the row's earlier
+events in an earlier batch), the record goes the full way, which restores it: the repair of lost rows stays where it was. What a known event still does is
 what the full way does for an already-applied event: its outcome is ``already_applied``,
 and the buckets its rows count in are read back and republished unchanged (a batch
 redelivered after a crash between commit and publish heals the dashboard table).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -51,6 +53,7 @@ class Known:
     status: str
     payload_sha256: str
     event_type: str
+    processed_at: datetime | None = None  # when it was applied (None: never recognised)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,13 +181,13 @@ def recognise(
             continue
         table, ids = rows[c.position]
         subjects = calls if table == CALLS else appointments
-        if not all(i in subjects for i in ids):
-            continue  # a row is gone: the full way restores it
+        stored = known[c.key]
+        if not all(_there_since(subjects.get(i), stored.processed_at) for i in ids):
+            continue  # a row is gone, or was made again since: the full way restores it
         for i in ids:
             if (table, i) not in counted:
                 counted.add((table, i))
                 out.revisited |= _buckets(table, i, subjects[i], known, timezones)
-        stored = known[c.key]
         company_id = subjects[ids[0]]["company_id"] if ids else None
         out.outcomes[c.position] = Outcome(
             provider=c.key[0],
@@ -197,6 +200,18 @@ def recognise(
             correlation_id=c.record.correlation_id,
         )
     return out
+
+
+def _there_since(row: Mapping[str, Any] | None, applied_at: datetime | None) -> bool:
+    """The row exists and is the one the event was folded into: made no later than the
+    event was applied. A row deleted and made again by the replay itself (by an earlier
+    batch of the same stretch: a call's first events restore it, its later events sit in
+    the next batch) is younger than every event it had, so each of them still goes the
+    full way and the row comes back whole."""
+    if row is None or applied_at is None:
+        return False
+    made = row.get("created_at")
+    return made is not None and made <= applied_at
 
 
 def _buckets(

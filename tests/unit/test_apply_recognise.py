@@ -20,7 +20,8 @@ from testbed.records import record
 
 START_MS = 1_767_790_800_000
 CALL = call_events("c1", start_ms=START_MS)  # started, 2 snapshots, ended, analyzed
-ROW = {"company_id": 1, "started_at": datetime(2026, 1, 7, 13)}
+APPLIED_AT = datetime(2026, 1, 7, 14)  # when the stored events were applied
+ROW = {"company_id": 1, "started_at": datetime(2026, 1, 7, 13), "created_at": APPLIED_AT}
 
 
 def candidate(rec: WebhookRecord, position: int = 0) -> Candidate:
@@ -30,7 +31,7 @@ def candidate(rec: WebhookRecord, position: int = 0) -> Candidate:
 
 
 def applied(rec: WebhookRecord, body: bytes | None = None) -> Known:
-    return Known("applied", sha256_hex(body or rec.value), rec.headers["event_type"])
+    return Known("applied", sha256_hex(body or rec.value), rec.headers["event_type"], APPLIED_AT)
 
 
 def run(
@@ -55,6 +56,17 @@ def test_a_missing_row_sends_the_record_the_full_way() -> None:
     ended = record("retell", CALL[3])
     c = candidate(ended)
     assert run([c], {c.key: applied(ended)}, {}).outcomes == {}
+
+
+def test_a_row_made_again_after_the_event_was_applied_sends_it_the_full_way() -> None:
+    """A replay restores a deleted call from its first events in one batch; its later events,
+    in the next batch, find a row that does not have them yet: they go the full way too."""
+    ended = record("retell", CALL[3])
+    c = candidate(ended)
+    remade = {**ROW, "created_at": datetime(2026, 1, 8)}
+    assert run([c], {c.key: applied(ended)}, {"c1": remade}).outcomes == {}
+    unknown_time = {c.key: Known("applied", sha256_hex(ended.value), "call_ended")}
+    assert run([c], unknown_time, {"c1": ROW}).outcomes == {}
 
 
 def test_headers_are_never_trusted_only_the_hash_of_the_body() -> None:
@@ -114,7 +126,7 @@ def test_a_reschedule_is_known_from_its_body_once_both_bookings_exist() -> None:
     rows = recognise.known_rows([c], known)
     assert rows == {0: ("appointments", ("bk2", "bk1"))}
     at = {"company_id": 1, "booked_at": datetime(2026, 1, 7, 13), "rescheduled_at": None}
-    at |= {"cancelled_at": None, "no_show_at": None}
+    at |= {"cancelled_at": None, "no_show_at": None, "created_at": APPLIED_AT}
     both = recognise.recognise([c], known, rows, {}, {"bk1": at, "bk2": at}, {1: "UTC"})
     assert both.outcomes[0].status == "already_applied"
     only_new = recognise.recognise([c], known, rows, {}, {"bk2": at}, {1: "UTC"})
