@@ -180,9 +180,8 @@ async def test_caller_lookup_timeout_and_late_result_is_kept(db: FakeDb, registr
     db.callers[(10, "+14155550142")] = CallerContext("Dana", None)
     db.caller_delay_s = 0.2
     cache = make_cache(registry, caller_lookup_budget_s=0.05)
-    started = time.monotonic()
+    # None although the lookup finds Dana: the answer did not wait for it.
     assert await cache.caller_context(10, "+14155550142") is None
-    assert time.monotonic() - started < 0.15
     assert lookups(registry, "timeout") == 1
     await asyncio.sleep(0.3)  # the thread finishes; a provider retry now gets the answer
     assert await cache.caller_context(10, "+14155550142") == CallerContext("Dana", None)
