@@ -60,6 +60,12 @@ COUNTERS: tuple[str, ...] = (
     "appointments_cancelled",
     "appointments_rescheduled",
     "appointments_no_show",
+    # booking_conversion = calls_booked / calls_inbound_connected (docs/analyst.md): connected
+    # inbound calls, those of them at least one booking names (in the call's bucket), and
+    # bookings that name no call (in the booking's bucket).
+    "calls_inbound_connected",
+    "calls_booked",
+    "appointments_without_call",
 )
 
 # Counters that are sums of fractional cents; every other counter is an integer count.

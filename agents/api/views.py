@@ -232,7 +232,7 @@ async def _groups(
         names.setdefault(group, "" if group == NO_GROUP else f"{dimension} {group}")
     if NO_GROUP in names:
         names[NO_GROUP] = (
-            "no branch" if dimension == "branch" else "no agent (booking without a call)"
+            "no branch" if dimension == "branch" else "no agent (bookings, calls without one)"
         )
     order = sorted(names, key=lambda g: (g == NO_GROUP, names[g].lower(), g))
     return [{"id": g, "name": names[g]} for g in order]

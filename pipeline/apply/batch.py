@@ -194,7 +194,9 @@ def apply_items(
     """load → fold → write, inside the caller's transaction. ``revisited``: buckets of
     recognised records to republish with the batch's own."""
     items = privacy.scrub(conn, items)  # first: its shared lock orders it with erasures
-    loaded = load.load(conn, fold.wants(items))
+    wants = fold.wants(items)
+    loaded = load.load(conn, wants)
+    load.load_links(conn, loaded, wants)
     verdicts = fold.attribute(items, loaded)
     companies, sightings = fold.people(verdicts)
     load.load_people(conn, loaded, companies, sightings)

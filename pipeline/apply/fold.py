@@ -28,7 +28,7 @@ from pipeline.apply.merge import (
     new_appointment,
     new_call,
 )
-from pipeline.apply.plan import Plan
+from pipeline.apply.plan import LinkChecks, Plan
 from pipeline.apply.results import DeadLetter, Outcome
 from pipeline.apply.rows import (
     ALREADY_APPLIED,
@@ -52,8 +52,14 @@ from pipeline.dashboard import aggregates
 from pipeline.dashboard.aggregates import Contribution
 from pipeline.identifiers import normalise_email, normalise_phone
 from pipeline.providers.facts import BookingFacts, CallFacts, EventKey, Mention
+from pipeline.providers.retell import milestone_key
 
 Subject = CallRow | AppointmentRow
+
+
+def milestones(call_id: str) -> tuple[EventKey, EventKey]:
+    """The call_ended and call_analyzed event keys of a call."""
+    return milestone_key("call_ended", call_id), milestone_key("call_analyzed", call_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,9 @@ class Loaded:
     directory: Directory = field(default_factory=Directory)
     timezones: dict[int, str] = field(default_factory=dict)
     customers: list[CustomerRow] = field(default_factory=list)
+    # Per call id: the stored appointments with booked_at naming it ({uid: company}), for
+    # calls_booked (:mod:`pipeline.apply.load`, ``load_links``).
+    bookings: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +121,8 @@ def wants(items: Sequence[Item]) -> Wants:
                 types.add(facts.event_type_id)
             if facts.metadata_branch_id is not None:
                 branch_ids.add(facts.metadata_branch_id)
-                if facts.retell_call_id:  # the call that may vouch for that branch
-                    call_ids.add(facts.retell_call_id)
+            if facts.retell_call_id:  # vouches for a branch; its calls_booked may change
+                call_ids.add(facts.retell_call_id)
     events = {i.key for i in items}
     events |= {m for i in items if isinstance(i.facts, CallFacts) for m in i.facts.milestones}
     return Wants(
@@ -206,6 +215,13 @@ class _Fold:
         self.milestones = {k: v.status for k, v in loaded.events.items()}
         self.book = CustomerBook.of(loaded.customers)
         self.plan = Plan(calls_before=loaded.calls, appointments_before=loaded.appointments)
+        # call id -> {uid: company} of the bookings naming it, kept current as the batch folds
+        self.naming: dict[str, dict[str, int]] = {
+            ref: {u: c for u, c in uids.items() if u not in self.appointments}
+            for ref, uids in loaded.bookings.items()
+        }
+        for row in self.appointments.values():
+            self._name(row, True)
 
     def run(self, verdicts: Sequence[Verdict]) -> Plan:
         # Customers first, in item order: every attributed event's sighting, so absorbed
@@ -222,7 +238,24 @@ class _Fold:
             elif not applied_before and status in (UNROUTABLE, DEAD_LETTERED):
                 seen.setdefault(key, status)
         self.plan.finish(self.calls, self.appointments, self.book)
+        self.plan.checks = self._checks()
         return self.plan
+
+    def _checks(self) -> LinkChecks:
+        """What a concurrent batch could have changed unseen: a booking and the call it
+        names, each inserted by one of two transactions that both found the other absent
+        (READ COMMITTED has no gap locks). The writer re-reads these after its inserts."""
+        new_calls = {
+            (ref, call.company_id)
+            for ref, call in self.calls.items()
+            if ref not in self.loaded.calls and not self._booked(call)
+        }
+        absent = {
+            a.retell_call_id
+            for a in self.appointments.values()
+            if a.retell_call_id and a.booked_at is not None and a.retell_call_id not in self.calls
+        }
+        return LinkChecks(frozenset(new_calls), frozenset(absent))
 
     def _fold(self, verdict: Verdict, customer: int | None, *, new: bool) -> str:
         item = verdict.item
@@ -259,10 +292,45 @@ class _Fold:
             row = self.appointments.get(item.facts.uid)
         return Attribution(row.company_id, row.branch_id) if row else None
 
-    def _flags(self, facts: CallFacts) -> tuple[bool, bool]:
+    def _flags(self, milestones: tuple[EventKey, EventKey]) -> tuple[bool, bool]:
         """Whether the call's call_ended and call_analyzed are applied (so far)."""
-        ended, analyzed = facts.milestones
+        ended, analyzed = milestones
         return self.milestones.get(ended) == APPLIED, self.milestones.get(analyzed) == APPLIED
+
+    def _booked(self, call: CallRow) -> bool:
+        """Whether at least one booking of the call's company names the call."""
+        return call.company_id in self.naming.get(call.retell_call_id, {}).values()
+
+    def _name(self, row: AppointmentRow | None, on: bool) -> None:
+        """Enter (``on``) or remove a booking in the index of the calls bookings name."""
+        if row is None or not row.retell_call_id:
+            return
+        names = self.naming.setdefault(row.retell_call_id, {})
+        if on and row.booked_at is not None:
+            names[row.calcom_uid] = row.company_id
+        elif not on:
+            names.pop(row.calcom_uid, None)
+
+    def _rename(self, before: AppointmentRow | None, after: AppointmentRow, new: bool) -> None:
+        """A booking changed: the calls it names (before and after) may change calls_booked,
+        in the call's bucket, counted once per call whatever the number of bookings."""
+        refs = {r.retell_call_id for r in (before, after) if r is not None and r.retell_call_id}
+        calls = [self.calls[r] for r in sorted(refs) if r in self.calls]
+        was = [self._booked(c) for c in calls]
+        self._name(before, False)
+        self._name(after, True)
+        if not new:
+            return
+        for call, booked_before in zip(calls, was, strict=True):
+            booked_after = self._booked(call)
+            if booked_after == booked_before:
+                continue
+            zone = self.loaded.timezones.get(call.company_id)
+            flags = self._flags(milestones(call.retell_call_id))
+            self._count(
+                aggregates.call_counters(call, *flags, timezone=zone, booked=booked_after),
+                aggregates.call_counters(call, *flags, timezone=zone, booked=booked_before),
+            )
 
     def _call(
         self, item: Item, facts: CallFacts, owner: Attribution, customer: int | None, new: bool
@@ -274,16 +342,19 @@ class _Fold:
             after = replace(after, customer_id=customer)
         self.calls[facts.call_id] = after
         zone = self.loaded.timezones.get(after.company_id)
-        flags_before = self._flags(facts)
+        flags_before = self._flags(facts.milestones)
+        booked = self._booked(after)
         if not new:
-            self._revisit(aggregates.call_counters(after, *flags_before, timezone=zone))
+            self._revisit(
+                aggregates.call_counters(after, *flags_before, timezone=zone, booked=booked)
+            )
             return
         if item.key in facts.milestones:
             self.milestones[item.key] = APPLIED
-        flags_after = self._flags(facts)
+        flags_after = self._flags(facts.milestones)
         self._count(
-            aggregates.call_counters(after, *flags_after, timezone=zone),
-            aggregates.call_counters(before, *flags_before, timezone=zone),
+            aggregates.call_counters(after, *flags_after, timezone=zone, booked=booked),
+            aggregates.call_counters(before, *flags_before, timezone=zone, booked=booked),
         )
 
     def _booking(
@@ -300,6 +371,7 @@ class _Fold:
             if after.customer_id is None and customer is not None:
                 after = replace(after, customer_id=customer)
             self.appointments[uid] = after
+            self._rename(before, after, new)
             zone = self.loaded.timezones.get(after.company_id)
             if new:
                 self._count(

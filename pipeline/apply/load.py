@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select, union
 
 from pipeline.apply.customers import Sighting
-from pipeline.apply.fold import Loaded, Wants
+from pipeline.apply.fold import Loaded, Wants, milestones
 from pipeline.apply.recognise import Known
 from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, StoredEvent, from_db
 from pipeline.apply.tenancy import Branch, Directory
@@ -82,6 +82,29 @@ def lock_companies(conn: Connection, company_ids: Iterable[int]) -> None:
         ).all()
 
 
+def load_links(conn: Connection, loaded: Loaded, wants: Wants) -> None:
+    """What calls_booked needs, read after the batch's calls are locked (a batch changing
+    one of these calls holds its lock, so what is read here is what it committed): the
+    calls the batch's stored bookings name (locked too), their call_ended/call_analyzed
+    events, and every booking naming any of the batch's calls (docs/data-model.md,
+    "Booking conversion")."""
+    named = {a.retell_call_id for a in loaded.appointments.values() if a.retell_call_id}
+    more = named - set(loaded.calls)
+    if more:
+        loaded.calls.update(_lock_by(conn, CallRow, "retell_call_id", more))
+    refs = sorted(set(loaded.calls) | wants.call_ids)  # a call the batch creates too
+    if not refs:
+        return
+    wanted = {m for ref in refs for m in milestones(ref)} - wants.events
+    if wanted:
+        loaded.events.update(read_events(conn, wanted))
+    query = select(
+        appointments.c.calcom_uid, appointments.c.company_id, appointments.c.retell_call_id
+    ).where(appointments.c.retell_call_id.in_(refs), appointments.c.booked_at.is_not(None))
+    for row in conn.execute(query):
+        loaded.bookings.setdefault(row.retell_call_id, {})[row.calcom_uid] = int(row.company_id)
+
+
 def load_people(
     conn: Connection, loaded: Loaded, companies_: Iterable[int], seen: Sequence[Sighting]
 ) -> None:
@@ -91,22 +114,26 @@ def load_people(
 
 
 def lock_events(conn: Connection, keys: Iterable[EventKey]) -> dict[EventKey, StoredEvent]:
+    return read_events(conn, keys, lock=True)
+
+
+def read_events(
+    conn: Connection, keys: Iterable[EventKey], *, lock: bool = False
+) -> dict[EventKey, StoredEvent]:
     keys = set(keys)
     if not keys:
         return {}
     providers = sorted({p for p, _ in keys})
     ids = sorted({e for _, e in keys})
-    query = (
-        select(
-            webhook_events.c.id,
-            webhook_events.c.provider,
-            webhook_events.c.event_id,
-            webhook_events.c.status,
-            webhook_events.c.payload_sha256,
-        )
-        .where(webhook_events.c.provider.in_(providers), webhook_events.c.event_id.in_(ids))
-        .with_for_update()
-    )
+    query = select(
+        webhook_events.c.id,
+        webhook_events.c.provider,
+        webhook_events.c.event_id,
+        webhook_events.c.status,
+        webhook_events.c.payload_sha256,
+    ).where(webhook_events.c.provider.in_(providers), webhook_events.c.event_id.in_(ids))
+    if lock:
+        query = query.with_for_update()
     found = {
         (r.provider, r.event_id): StoredEvent(r.id, r.status, r.payload_sha256)
         for r in conn.execute(query)

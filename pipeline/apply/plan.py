@@ -42,6 +42,17 @@ def _writes(before: Mapping[str, Row], after: Mapping[str, Row], book: CustomerB
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class LinkChecks:
+    """What the writer re-reads, with locking reads, after its inserts (a concurrent batch
+    may have inserted the other half meanwhile; then the batch is run again): calls this
+    batch creates that no known booking names, and call ids its bookings name that no
+    known call has."""
+
+    new_calls: frozenset[tuple[str, int]] = frozenset()  # (call id, its company)
+    absent_calls: frozenset[str] = frozenset()
+
+
 @dataclass
 class Plan:
     calls_before: Mapping[str, CallRow] = field(default_factory=dict)
@@ -59,6 +70,7 @@ class Plan:
     outcomes: list[Outcome] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     created_uids: set[str] = field(default_factory=set)
+    checks: LinkChecks = field(default_factory=LinkChecks)
 
     def finish(
         self,

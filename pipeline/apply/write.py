@@ -26,13 +26,15 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-from pipeline.apply.plan import Plan
+from pipeline.apply.plan import LinkChecks, Plan
 from pipeline.apply.rows import CustomerRow, EventRow, values
 from pipeline.dashboard import buckets
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
+from pipeline.errors import DatabaseUnavailable
 from pipeline.models import (
     appointments,
     calls,
@@ -68,6 +70,7 @@ def write(conn: Connection, plan: Plan, now: datetime) -> Written:
             )
         conn.execute(customers.delete().where(customers.c.id == old.id))
     write_events(conn, list(plan.events.values()))
+    check_links(conn, plan.checks)
     links = link_appointments(conn, plan.links, now)
     snapshots = add_to_buckets(conn, plan.contribution, now) if plan.contribution else []
     snapshots += read_buckets(conn, plan.republish)
@@ -146,6 +149,37 @@ def upsert_by_id(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
     statement = mysql_insert(table)
     statement = statement.on_duplicate_key_update({c: statement.inserted[c] for c in columns})
     conn.execute(statement, rows)
+
+
+def check_links(conn: Connection, checks: LinkChecks) -> None:
+    """After this batch's inserts, re-read (locking, so an uncommitted insert is waited
+    for) the other half of every call/booking pair the fold found missing. Two batches that
+    each insert one half see each other here at least once (or deadlock, and one is rolled
+    back); the one that sees the other is run again (``link_race``, retried like a
+    deadlock), and then counts calls_booked from what is there."""
+    found = False
+    if checks.new_calls:
+        # A booking of another company naming the call never converts it: not a race.
+        pair = tuple_(appointments.c.retell_call_id, appointments.c.company_id)
+        query = (
+            select(appointments.c.id)
+            .where(pair.in_(sorted(checks.new_calls)), appointments.c.booked_at.is_not(None))
+            .with_for_update(read=True)
+        )
+        found = conn.execute(query).first() is not None
+    if not found and checks.absent_calls:
+        query = (
+            select(calls.c.id)
+            .where(calls.c.retell_call_id.in_(sorted(checks.absent_calls)))
+            .with_for_update(read=True)
+        )
+        found = conn.execute(query).first() is not None
+    if found:
+        raise DatabaseUnavailable(
+            "a booking and the call it names were applied at the same time; run again",
+            reason="link_race",
+            busy=True,
+        )
 
 
 LINK = text(

@@ -142,9 +142,16 @@ def call_time(row: RowLike) -> datetime | None:
 
 
 def call_counters(
-    row: RowLike | None, ended: bool, analyzed: bool, *, timezone: str | None
+    row: RowLike | None,
+    ended: bool,
+    analyzed: bool,
+    *,
+    timezone: str | None,
+    booked: bool = False,
 ) -> Contribution:
-    """What a call row contributes, given whether its call_ended/call_analyzed were applied."""
+    """What a call row contributes, given whether its call_ended/call_analyzed were applied
+    and whether at least one booking names it (``booked``: an appointment of the same
+    company with ``booked_at`` whose ``retell_call_id`` is this call's)."""
     out: Contribution = {}
     if row is None or not (ended or analyzed):
         return out
@@ -157,12 +164,8 @@ def call_counters(
     )
     if ended:
         reason = get("disconnection_reason")
-        deltas: Deltas = {"calls_total": 1}
+        deltas: Deltas = {"calls_total": 1, **_connection(get, booked)}
         deltas["calls_outbound" if get("direction") == "outbound" else "calls_inbound"] = 1
-        if get("started_at") is not None:
-            deltas["calls_connected"] = 1
-        else:
-            deltas["calls_not_connected"] = 1
         if reason == "voicemail_reached":
             deltas["calls_voicemail"] = 1
         if reason == "call_transfer" or get("transfer_destination"):
@@ -181,6 +184,18 @@ def call_counters(
         if deltas:
             _add(out, keys, deltas)
     return out
+
+
+def _connection(get: Callable[[str], Any], booked: bool) -> Deltas:
+    """An ended call's connection counters: connected or not and, for a connected inbound
+    call, whether a booking names it (the two halves of booking_conversion)."""
+    if get("started_at") is None:
+        return {"calls_not_connected": 1}
+    if get("direction") == "outbound":
+        return {"calls_connected": 1}
+    if booked:
+        return {"calls_connected": 1, "calls_inbound_connected": 1, "calls_booked": 1}
+    return {"calls_connected": 1, "calls_inbound_connected": 1}
 
 
 APPOINTMENT_MARKS = (
@@ -206,7 +221,10 @@ def appointment_counters(row: RowLike | None, *, timezone: str | None) -> Contri
             # Per agent, bookings are in the group "": a booking is made in Cal.com, and the
             # call it may come from is another row (docs/analyst.md, "Breakdowns").
             keys = with_groups(bucket_keys(int(company_id), at, timezone), get("branch_id"), None)
-            _add(out, keys, {counter: 1})
+            deltas: Deltas = {counter: 1}
+            if column == "booked_at" and not get("retell_call_id"):
+                deltas["appointments_without_call"] = 1
+            _add(out, keys, deltas)
     return out
 
 
@@ -243,13 +261,21 @@ def sum_contributions(parts: Iterable[Contribution]) -> dict[BucketKey, Counters
 
 
 def derived(counters: Mapping[str, Number]) -> dict[str, float | None]:
-    """``avg_duration_s`` and ``booking_conversion`` (None when nothing connected)."""
+    """``avg_duration_s`` (None when nothing connected) and ``booking_conversion``: the
+    share of connected inbound calls that at least one booking names (None when no inbound
+    call connected). ``calls_booked`` counts a subset of ``calls_inbound_connected`` in the
+    same bucket, so the ratio is never above 1, in a bucket or summed over any window."""
     connected = int(counters.get("calls_connected", 0))
-    if connected == 0:
-        return {"avg_duration_s": None, "booking_conversion": None}
+    inbound = int(counters.get("calls_inbound_connected", 0))
     return {
-        "avg_duration_s": round(int(counters.get("duration_ms_total", 0)) / connected / 1000, 3),
-        "booking_conversion": round(int(counters.get("appointments_booked", 0)) / connected, 4),
+        "avg_duration_s": (
+            round(int(counters.get("duration_ms_total", 0)) / connected / 1000, 3)
+            if connected
+            else None
+        ),
+        "booking_conversion": (
+            round(int(counters.get("calls_booked", 0)) / inbound, 4) if inbound else None
+        ),
     }
 
 

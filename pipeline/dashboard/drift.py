@@ -109,7 +109,8 @@ def recount(
     """Bucket totals by docs/data-model.md's rules, from rows (streamed: one pass each).
 
     A call row carries ``ended_applied``/``analyzed_applied``: whether its ``call_ended`` /
-    ``call_analyzed`` webhook_events row is ``applied``.
+    ``call_analyzed`` webhook_events row is ``applied``, and ``booked``: whether an
+    appointment of its company with ``booked_at`` names it.
     """
 
     def parts() -> Iterator[aggregates.Contribution]:
@@ -119,6 +120,7 @@ def recount(
                 ended=bool(row.get("ended_applied")),
                 analyzed=bool(row.get("analyzed_applied")),
                 timezone=timezone,
+                booked=bool(row.get("booked")),
             )
         for row in appointment_rows:
             yield aggregates.appointment_counters(row, timezone=timezone)

@@ -145,6 +145,16 @@ def _call_rows(
         )
 
     at = func.coalesce(calls.c.started_at, calls.c.ended_at, calls.c.last_event_at)
+    naming = appointments.alias("naming")
+    booked = (
+        select(naming.c.id)
+        .where(
+            naming.c.retell_call_id == calls.c.retell_call_id,
+            naming.c.company_id == calls.c.company_id,
+            naming.c.booked_at.is_not(None),
+        )
+        .exists()
+    )
     query = (
         select(
             calls.c.company_id,
@@ -162,6 +172,7 @@ def _call_rows(
             calls.c.agent_id,
             case((ended.c.id.is_not(None), 1), else_=0).label("ended_applied"),
             case((analyzed.c.id.is_not(None), 1), else_=0).label("analyzed_applied"),
+            case((booked, 1), else_=0).label("booked"),
         )
         .select_from(
             calls.outerjoin(ended, joined(ended, "call_ended")).outerjoin(
@@ -182,7 +193,12 @@ def _appointment_rows(
     conn: Connection, company_id: int, lo: datetime, hi: datetime
 ) -> Iterator[Mapping[str, Any]]:
     marks = [appointments.c[column] for column, _ in APPOINTMENT_MARKS]
-    query = select(appointments.c.company_id, appointments.c.branch_id, *marks).where(
+    query = select(
+        appointments.c.company_id,
+        appointments.c.branch_id,
+        appointments.c.retell_call_id,
+        *marks,
+    ).where(
         appointments.c.company_id == company_id,
         or_(*[and_(mark >= lo, mark < hi) for mark in marks]),
     )

@@ -120,10 +120,33 @@ def compute(
     """Rows, event statuses and bucket counters after every accepted step is applied once."""
     zones = {c.id: c.timezone for c in companies if c.id is not None}
     out = Expected()
+    calls = list(calls)
     for call in calls:
         _call(out, call, accepted, zones)
     _bookings(out, list(bookings), accepted, zones)
+    _conversions(out, calls, accepted, zones)
     return out
+
+
+def _conversions(
+    out: Expected, calls: list[SimCall], accepted: set[str], zones: Mapping[int, str]
+) -> None:
+    """calls_booked: a connected inbound call whose call_ended was applied, named by at
+    least one booking row of its company with a booked_at, counts once in its bucket."""
+    named = {
+        (row["company_id"], row["retell_call_id"])
+        for row in out.appointments.values()
+        if row["retell_call_id"] and row["booked_at"]
+    }
+    for call in calls:
+        ended = any(e.event == "call_ended" and e.key in accepted for e in call.events)
+        if call.call_id not in out.calls or not ended or call.company_id is None:
+            continue
+        if call.start_ms is None or call.direction != "inbound":
+            continue
+        if (call.company_id, call.call_id) in named:
+            zone = zones.get(call.company_id, call.timezone)
+            out.add(call.company_id, zone, call.start_ms, "calls_booked")
 
 
 def _status_of(event: str, call: SimCall) -> str:
@@ -192,6 +215,8 @@ def _call_counters(out: Expected, call: SimCall, names: set[str], timezone: str)
         out.add(cid, timezone, when, "calls_total")
         out.add(cid, timezone, when, f"calls_{call.direction}")
         out.add(cid, timezone, when, "calls_connected" if call.connected else "calls_not_connected")
+        if call.connected and call.direction == "inbound":
+            out.add(cid, timezone, when, "calls_inbound_connected")
         if call.disconnection_reason == "voicemail_reached":
             out.add(cid, timezone, when, "calls_voicemail")
         if call.disconnection_reason == "call_transfer" or call.transfer_destination is not None:
@@ -257,6 +282,7 @@ def _booking_row(
     if own:
         row["starts_at"] = iso_ms(b.start_ms)  # only a row of its own knows its start for sure
     marks: list[int] = []
+    created_ms: int | None = None
     for e in got:
         out.events[("calcom", _booking_event_id(b, e.trigger, e.at_ms))] = "applied"
         if e.trigger == "BOOKING_NO_SHOW_UPDATED":
@@ -269,6 +295,7 @@ def _booking_row(
             row["retell_call_id"] = b.retell_call_id
         if e.trigger == "BOOKING_CREATED":
             row["booked_at"] = iso_ms(e.at_ms)
+            created_ms = e.at_ms
             out.add(b.company_id, timezone, e.at_ms, "appointments_booked")
         elif e.trigger == "BOOKING_CANCELLED":
             row["cancelled_at"] = iso_ms(e.at_ms)
@@ -284,6 +311,8 @@ def _booking_row(
         )
         statuses.append("rescheduled")
         row["rescheduled_at"] = iso_ms(moved.at_ms)
+    if created_ms is not None and not row["retell_call_id"]:
+        out.add(b.company_id, timezone, created_ms, "appointments_without_call")
     if marks:
         first = min(marks)
         row["no_show_at"] = iso_ms(first)

@@ -184,11 +184,16 @@ def _assert_summary_matches_story(worker: WorkerProcess, story: Story, company_i
             assert got["avg_duration_s"] == pytest.approx(
                 counters["duration_ms_total"] / connected / 1000, abs=0.001
             )
-            assert got["booking_conversion"] == pytest.approx(
-                counters["appointments_booked"] / connected, abs=0.0001
-            )
         else:
-            assert got["avg_duration_s"] is None and got["booking_conversion"] is None
+            assert got["avg_duration_s"] is None
+        inbound = counters["calls_inbound_connected"]
+        if inbound:
+            assert got["booking_conversion"] == pytest.approx(
+                counters["calls_booked"] / inbound, abs=0.0001
+            )
+            assert 0 <= got["booking_conversion"] <= 1
+        else:
+            assert got["booking_conversion"] is None
 
 
 def _plain(value: object) -> object:

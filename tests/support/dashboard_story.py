@@ -197,6 +197,7 @@ class Booking:
     new_cancelled: datetime | None = None  # the rescheduled (new) booking cancelled later
     no_show: datetime | None = None
     email: str = "pat@example.com"
+    call_id: str | None = None  # metadata.retell_call_id: the call the booking came from
 
     def _payload(self, uid: str) -> dict:
         return {
@@ -207,7 +208,7 @@ class Booking:
             "startTime": iso_z(self.created + timedelta(days=3)),
             "endTime": iso_z(self.created + timedelta(days=3, minutes=30)),
             "attendees": [{"name": "Pat Doe", "email": self.email, "timeZone": "UTC"}],
-            "metadata": {},
+            "metadata": {"retell_call_id": self.call_id} if self.call_id else {},
         }
 
     def early_bodies(self) -> list[tuple[bytes, datetime]]:
@@ -288,11 +289,16 @@ class Story:
                 for name, value in deltas.items():
                     out[key][name] += value
 
+        named = {b.call_id for b in self.bookings if b.call_id}
         for c in self.calls:
-            if deltas := _call_deltas(c):
+            if deltas := _call_deltas(c, booked=c.call_id in named):
                 add(c.tenant, c.at, deltas)
         for b in self.bookings:
-            add(b.tenant, b.created, {"appointments_booked": 1})
+            add(
+                b.tenant,
+                b.created,
+                {"appointments_booked": 1, "appointments_without_call": int(not b.call_id)},
+            )
             if b.cancelled:
                 add(b.tenant, b.cancelled, {"appointments_cancelled": 1})
             if b.rescheduled:
@@ -375,9 +381,18 @@ def build_story(now: datetime, *, seed: int = 7, calls_per_company: int = 24) ->
             add_call(tenant, current_hour + timedelta(seconds=rng.randrange(span)), connected=True)
         # Past every retention: MySQL keeps it until the prune, reconcile ignores it.
         add_call(tenant, now - timedelta(days=500), connected=True, ended=True)
+        # Bookings 0 and 2 come from the same connected inbound call (it converts once),
+        # booking 4 from another; the others name no call.
+        sources = [
+            c
+            for c in story.calls
+            if c.tenant is tenant and c.start and c.direction == "inbound" and c.ended
+        ]
         for n in range(8):
             created = now - timedelta(minutes=rng.randint(30, 28 * 24 * 60))
             booking = Booking(f"bk_{seed}_{tenant.company_id}_{n}", tenant, created)
+            if n in (0, 2, 4) and len(sources) >= 2:
+                booking.call_id = sources[n // 4].call_id
             later = created + timedelta(minutes=rng.randint(5, 600))
             later = min(later, now)
             kind = n % 4
@@ -420,9 +435,9 @@ async def publish_snapshots(
         await producer.stop()
 
 
-def _call_deltas(c: Call) -> dict[str, int | Decimal]:
+def _call_deltas(c: Call, *, booked: bool) -> dict[str, int | Decimal]:
     """What one story call adds to its buckets: the docs/analyst.md rules, written again
-    independently of the apply path's."""
+    independently of the apply path's (``booked``: a booking names the call)."""
     deltas: dict[str, int | Decimal] = {}
     if c.ended:
         deltas.update(
@@ -434,6 +449,9 @@ def _call_deltas(c: Call) -> dict[str, int | Decimal]:
                 "cost_cents_total": c.cost,
             }
         )
+        if c.start and c.direction == "inbound":
+            deltas["calls_inbound_connected"] = 1
+            deltas["calls_booked"] = int(booked)
         if c.reason == "voicemail_reached":
             deltas["calls_voicemail"] = 1
         if c.reason == "call_transfer" or c.transfer_destination:

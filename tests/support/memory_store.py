@@ -89,7 +89,7 @@ class MemoryStore:
                 or b.id in wants.branch_ids
             ):
                 directory.add(b)
-        return fold.Loaded(
+        loaded = fold.Loaded(
             events={
                 k: StoredEvent(e.id or 0, e.status, e.payload_sha256)
                 for k, e in self.events.items()
@@ -99,6 +99,22 @@ class MemoryStore:
             appointments={k: v for k, v in self.appointments.items() if k in wants.uids},
             directory=directory,
         )
+        self.load_links(loaded, wants)
+        return loaded
+
+    def load_links(self, loaded: fold.Loaded, wants: fold.Wants) -> None:
+        """pipeline.apply.load.load_links over the dictionaries."""
+        named = {a.retell_call_id for a in loaded.appointments.values() if a.retell_call_id}
+        loaded.calls.update({k: v for k, v in self.calls.items() if k in named})
+        refs = set(loaded.calls) | wants.call_ids
+        for ref in refs:
+            for key in fold.milestones(ref):
+                if key not in wants.events and key in self.events:
+                    e = self.events[key]
+                    loaded.events[key] = StoredEvent(e.id or 0, e.status, e.payload_sha256)
+        for a in self.appointments.values():
+            if a.retell_call_id in refs and a.booked_at is not None:
+                loaded.bookings.setdefault(a.retell_call_id, {})[a.calcom_uid] = a.company_id
 
     def lock_customers(self, seen: Iterable[Sighting]) -> list[CustomerRow]:
         seen = list(seen)

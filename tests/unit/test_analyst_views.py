@@ -46,6 +46,8 @@ def test_series_csv_has_local_dates_and_numbers_as_numbers() -> None:
         dashboard.BucketKey(1, "day", starts[0]): {
             "calls_total": 3,
             "calls_connected": 2,
+            "calls_inbound_connected": 2,
+            "calls_booked": 1,
             "duration_ms_total": 120_000,
             "cost_cents_total": "12.3400",
             "appointments_booked": 1,

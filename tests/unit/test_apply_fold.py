@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline.apply.rows import APPLIED, CallRow
 from pipeline.apply.tenancy import Branch
-from pipeline.dashboard import drift
+from pipeline.dashboard import aggregates, drift
 from pipeline.providers.retell import milestone_key
 from pipeline.records import WebhookRecord
 from testbed.events import booking, call_events, lifecycle
@@ -64,11 +64,17 @@ def recount(db: MemoryStore) -> dict[Any, Any]:
 
     out = {}
     for company, zone in ZONES.items():
+        booked = {
+            (a.company_id, a.retell_call_id)
+            for a in db.appointments.values()
+            if a.retell_call_id and a.booked_at is not None
+        }
         call_rows = [
             {
                 **{f: getattr(c, f) for f in CallRow.__dataclass_fields__},
                 "ended_applied": applied("call_ended", c),
                 "analyzed_applied": applied("call_analyzed", c),
+                "booked": (c.company_id, c.retell_call_id) in booked,
             }
             for c in db.calls.values()
             if c.company_id == company
@@ -103,6 +109,30 @@ def test_the_reference_run_is_what_the_rulebook_says() -> None:
         day["appointments_rescheduled"],
         day["appointments_no_show"],
     ) == (2, 2, 1, 1, 1)
+
+
+def test_booking_conversion_counts_each_connected_inbound_call_once() -> None:
+    """call_A is the only connected inbound call and two bookings name it: conversion is
+    1 (it was appointments_booked / calls_connected = 2); a booking naming no call counts
+    beside it, never in it."""
+    walk_in = booking("BOOKING_CREATED", "bk_walk_in", created_ms=START_MS + 60_000)
+    db = run(list(range(len(EVENTS))), [1] * len(EVENTS))
+    db.apply([record("calcom", walk_in, received_at_ms=START_MS + 60_000, offset=500)])
+    day = Counter[str]()
+    for key, bucket in db.buckets.items():
+        if key.granularity == "day" and not key.grouped:
+            day.update({k: int(v) for k, v in bucket.items()})
+    assert (day["appointments_booked"], day["calls_connected"]) == (3, 1)
+    assert (day["calls_inbound_connected"], day["calls_booked"]) == (1, 1)
+    assert day["appointments_without_call"] == 1
+    assert aggregates.derived(day)["booking_conversion"] == 1.0
+    # Per agent, the call's agent converted; the walk-in booking is in no agent's group.
+    agent: dict[str, Counter[str]] = {}
+    for key, bucket in db.buckets.items():
+        if key.granularity == "day" and key.dimension == "agent":
+            agent.setdefault(key.group, Counter()).update({k: int(v) for k, v in bucket.items()})
+    assert agent[FIXTURE_AGENT]["calls_booked"] == 1
+    assert agent[""]["appointments_without_call"] == 1
 
 
 def test_the_counters_are_exactly_the_recount_of_the_rows() -> None:

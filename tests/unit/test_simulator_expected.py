@@ -228,6 +228,7 @@ def test_counters_match_the_hand_computed_buckets() -> None:
         calls_total=1,
         calls_inbound=1,
         calls_connected=1,
+        calls_inbound_connected=1,  # no booking names it: calls_booked stays 0
         calls_successful=1,
         duration_ms_total=120_000,
         cost_cents_total=Decimal("12.3456"),
@@ -237,11 +238,18 @@ def test_counters_match_the_hand_computed_buckets() -> None:
     c3 = dict(calls_successful=1, sentiment_negative=1)  # its call_ended was never accepted
     want = {
         (1, "hour", at("2026-03-10 09:00")): counters(**c1),
-        (1, "hour", at("2026-03-10 10:00")): counters(appointments_booked=1),
+        # b2 names no call; b1 names call_c3, whose call_ended was never accepted.
+        (1, "hour", at("2026-03-10 10:00")): counters(
+            appointments_booked=1, appointments_without_call=1
+        ),
         (1, "hour", at("2026-03-10 11:00")): counters(appointments_rescheduled=1),
         (1, "hour", at("2026-03-10 12:00")): counters(appointments_cancelled=1),
         (1, "day", at("2026-03-10 00:00")): counters(
-            **c1, appointments_booked=1, appointments_rescheduled=1, appointments_cancelled=1
+            **c1,
+            appointments_booked=1,
+            appointments_without_call=1,
+            appointments_rescheduled=1,
+            appointments_cancelled=1,
         ),
         (2, "hour", at("2026-03-10 14:00")): counters(**c2, appointments_booked=1),
         (2, "hour", at("2026-03-10 15:00")): counters(**c3, appointments_no_show=1),
