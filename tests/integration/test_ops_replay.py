@@ -90,7 +90,8 @@ async def test_replaying_an_applied_stretch_changes_nothing(
 
     assert fingerprint(engine) == before
     assert _buckets(engine) == buckets
-    latest = {s.key: s for s in await latest_snapshots(stack_settings)}
+    # (the breakdown groups' buckets are republished beside them; the company's compared)
+    latest = {s.key: s for s in await latest_snapshots(stack_settings) if not s.key.grouped}
     assert sorted((k.company_id, k.granularity, k.bucket_start, s.version)
                   for k, s in latest.items()) == [
         (b["company_id"], b["granularity"], b["bucket_start"], b["version"]) for b in buckets
