@@ -24,12 +24,20 @@ WINDOWS = ("last_hour", "today", "last_7_days", "last_30_days")
 CALL_TIME = "COALESCE(started_at, ended_at, last_event_at)"
 # A call counts once its call_ended was applied; on these rows that means a final status.
 FINAL = "status IN ('ended', 'not_connected', 'error')"
+INBOUND = "(direction <> 'outbound' OR direction IS NULL)"
+# booking_conversion's numerator: a booking of the company names the call.
+BOOKED = (
+    "EXISTS (SELECT 1 FROM appointments a WHERE a.company_id = c.company_id"
+    " AND a.retell_call_id = c.retell_call_id AND a.booked_at IS NOT NULL)"
+)
 
 CALL_EXPRESSIONS = {
     "calls_total": "1",
     "calls_inbound": "direction <> 'outbound' OR direction IS NULL",
     "calls_outbound": "direction = 'outbound'",
     "calls_connected": "started_at IS NOT NULL",
+    "calls_inbound_connected": f"started_at IS NOT NULL AND {INBOUND}",
+    "calls_booked": f"started_at IS NOT NULL AND {INBOUND} AND {BOOKED}",
     "calls_not_connected": "started_at IS NULL",
     "calls_voicemail": "disconnection_reason = 'voicemail_reached'",
     "calls_transferred": "disconnection_reason = 'call_transfer' OR transfer_destination IS NOT NULL",
@@ -87,6 +95,11 @@ def _appointments_sql() -> str:
         f"SUM(CASE WHEN {column} >= :{w} THEN 1 ELSE 0 END) AS {w}__{name}"
         for w in WINDOWS
         for name, column in APPOINTMENT_COLUMNS.items()
+    ]
+    columns += [
+        f"SUM(CASE WHEN booked_at >= :{w} AND COALESCE(retell_call_id, '') = '' THEN 1 ELSE 0 END)"
+        f" AS {w}__appointments_without_call"
+        for w in WINDOWS
     ]
     recent = " OR ".join(f"{c} >= :last_30_days" for c in APPOINTMENT_COLUMNS.values())
     return (

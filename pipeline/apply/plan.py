@@ -114,5 +114,6 @@ class Plan:
         for event in self.events.values():
             note("webhook_events", event.company_id, "update" if event.id else "insert")
         for key in self.contribution:
-            note("dashboard_buckets", key.company_id, "upsert")
+            table = "dashboard_group_buckets" if key.grouped else "dashboard_buckets"
+            note(table, key.company_id, "upsert")
         return out

@@ -163,12 +163,14 @@ async def test_internal_error_is_redriven_and_applied_exactly_once(
         "webhook_events": Counter(insert=1),
         "calls": Counter(update=1),
         "dashboard_buckets": Counter(upsert=2),  # the call's hour and day buckets
+        "dashboard_group_buckets": Counter(upsert=4),  # the same per branch and per agent
     }
     assert fingerprint(engine) == before
     assert len(await read_all(stack_settings, "webhooks.dlq")) == 1
 
     done = await redrive(stack_settings, engine=engine)
-    assert done.counts == Counter(applied=1) and done.snapshots_published == 2
+    # the hour and day buckets of the company, its branch and its agent
+    assert done.counts == Counter(applied=1) and done.snapshots_published == 6
     row = _event_row(engine, target)
     assert row is not None and row["status"] == "applied"
     assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == (
@@ -184,7 +186,8 @@ async def test_internal_error_is_redriven_and_applied_exactly_once(
     )
     assert totals["duration_ms_total"] == sum(90_000 + i * 1_000 for i in range(calls))
     latest = await latest_snapshots(stack_settings)
-    assert sum(s.counters["calls_total"] for s in latest if s.key.granularity == "day") == calls
+    company_days = [s for s in latest if s.key.granularity == "day" and not s.key.grouped]
+    assert sum(s.counters["calls_total"] for s in company_days) == calls
 
     settled = fingerprint(engine)
     twice = await redrive(stack_settings, engine=engine)
