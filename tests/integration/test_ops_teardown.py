@@ -51,6 +51,17 @@ async def _delete(settings: Settings, names: list[str]) -> None:
         await admin.close()
 
 
+async def _listed(settings: Settings, names: list[str]) -> set[str]:
+    """The topics Kafka lists once all of ``names`` are among them (a topic just created
+    reaches the metadata a moment after CreateTopics returns)."""
+    for _ in range(120):
+        found = await _existing(settings)
+        if set(names) <= found:
+            return found
+        await asyncio.sleep(0.25)
+    return await _existing(settings)
+
+
 async def _existing(settings: Settings) -> set[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
@@ -105,7 +116,7 @@ def test_topics_delete_refuses_then_deletes_exactly_this_environment(scoped: Set
         SWITCHBOARD_CONSUMER_GROUP=scoped.consumer_group,
     )
     mine = owned_topics(scoped)
-    assert len(mine) == 6 and set(mine) <= asyncio.run(_existing(scoped))
+    assert len(mine) == 6 and set(mine) <= asyncio.run(_listed(scoped, mine))
 
     unconfirmed = run(["topics", "delete"], env)
     assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
