@@ -119,6 +119,13 @@ def register(app: faust.App, settings: Settings, engine: Engine, metrics: Worker
             settings.topic(provider.TOPIC), key_serializer="raw", value_serializer="raw"
         )
         app.agent(topic, name=f"apply-{name}")(_agent(name, applier, outputs, metrics, settings))
+
+    async def forget_published(*args: Any, **kwargs: Any) -> None:
+        # A rebalance: records a dead worker committed but never published may come next.
+        applier.published.forget()
+
+    app.on_partitions_revoked.connect(forget_published)
+    app.on_partitions_assigned.connect(forget_published)
     return outputs
 
 

@@ -116,10 +116,21 @@ def _worker(args: argparse.Namespace) -> None:
     batches = list(_batches(records))
     outcomes: Counter[str] = Counter()
     changed: Counter[str] = Counter()
+    # What the worker and `replay` keep across batches: the buckets they published lately
+    # (pipeline/apply/published.py; a baseline revision before it has none).
+    try:
+        from pipeline.apply.published import PublishedBuckets
+
+        published: Any = PublishedBuckets()
+    except ImportError:
+        published = None
+    options = {} if published is None else {"published": published}
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(args.passes):
         for batch in batches:
-            result = apply_batch(engine, batch)
+            result = apply_batch(engine, batch, **options)
+            if published is not None:
+                published.remember((s.key for s in result.snapshots), published.epoch)
             outcomes.update(result.counts())
             for table, per_company in result.changes.items():
                 changed[table] += sum(sum(c.values()) for c in per_company.values())

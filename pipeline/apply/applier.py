@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine
 from pipeline import database
 from pipeline.apply import load
 from pipeline.apply.batch import apply_batch
+from pipeline.apply.published import PublishedBuckets
 from pipeline.apply.results import BatchResult, DeadLetter, Outcome
 from pipeline.errors import DatabaseUnavailable
 from pipeline.kafka_reader import Coordinates, fetch
@@ -73,6 +74,8 @@ class Applier:
         # The first sweep for due parked updates, after a start: soon, but not in the way
         # of the first batches (their publish waits for it).
         self._next_sweep = time.monotonic() + first_sweep_s
+        # Buckets published lately: an already-applied event does not republish them.
+        self.published = PublishedBuckets()
 
     async def apply(self, records: Sequence[WebhookRecord]) -> BatchResult:
         result = await self._apply_isolating_bugs(list(records))
@@ -146,7 +149,12 @@ class Applier:
 
     def _apply(self, records: list[WebhookRecord]) -> BatchResult:
         return apply_batch(
-            self.engine, records, dry_run=self.dry_run, breaker=self.breaker, on_retry=self.on_retry
+            self.engine,
+            records,
+            dry_run=self.dry_run,
+            breaker=self.breaker,
+            on_retry=self.on_retry,
+            published=self.published,
         )
 
     def _apply_or_hold(self, record: WebhookRecord) -> BatchResult:

@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipeline.apply import fold, load, privacy, recognise, write
 from pipeline.apply.items import Item, decode
+from pipeline.apply.published import PublishedBuckets
 from pipeline.apply.results import BatchResult, add_changes
 from pipeline.dashboard.aggregates import BucketKey
 from pipeline.database import classify, unavailable
@@ -55,6 +56,7 @@ def apply_batch(
     now: datetime | None = None,
     breaker: Breaker | None = None,
     on_retry: OnRetry | None = None,
+    published: PublishedBuckets | None = None,
 ) -> BatchResult:
     """Apply ``records`` in one transaction (rolled back when ``dry_run``).
 
@@ -63,10 +65,14 @@ def apply_batch(
     retried a few times (a concurrent writer won a race). A database error that is about the
     records is narrowed down record by record, so that only the record MySQL refuses is
     dead-lettered, and only while ``breaker`` agrees that it is the record's fault.
+
+    ``published``: the buckets this consumer published lately; an already-applied event
+    does not republish them again (:mod:`pipeline.apply.published`).
     """
     now = now or datetime.now(UTC).replace(tzinfo=None)
+    seen = published or PublishedBuckets()
     try:
-        return _attempt(engine, records, dry_run, now, breaker, on_retry)
+        return _attempt(engine, records, dry_run, now, breaker, on_retry, seen)
     except Exception as exc:
         _raise_if_unavailable(exc)
         if not isinstance(exc, DBAPIError):
@@ -77,7 +83,7 @@ def apply_batch(
     result = BatchResult()
     for record in records:
         try:
-            result.merge(_attempt(engine, [record], dry_run, now, breaker, on_retry))
+            result.merge(_attempt(engine, [record], dry_run, now, breaker, on_retry, seen))
         except DBAPIError as exc:
             _raise_if_unavailable(exc)
             result.merge(_refused(engine, record, exc, dry_run, now, breaker))
@@ -90,11 +96,14 @@ def _attempt(
     dry_run: bool,
     now: datetime,
     breaker: Breaker | None,
-    on_retry: OnRetry | None = None,
+    on_retry: OnRetry | None,
+    published: PublishedBuckets,
 ) -> BatchResult:
     # Conflicts retried here are counted under their errno too (mysql_1062_duplicate_key).
     result = retry_conflicts(
-        lambda: _transaction(engine, lambda conn: apply_records(conn, records, now), dry_run),
+        lambda: _transaction(
+            engine, lambda conn: apply_records(conn, records, now, published), dry_run
+        ),
         on_retry=on_retry,
     )
     if breaker is not None:
@@ -148,19 +157,25 @@ def _transaction(
         return result
 
 
-def apply_records(conn: Connection, records: Sequence[WebhookRecord], now: datetime) -> BatchResult:
+def apply_records(
+    conn: Connection,
+    records: Sequence[WebhookRecord],
+    now: datetime,
+    published: PublishedBuckets | None = None,
+) -> BatchResult:
     """Recognise the records applied before byte for byte (:mod:`pipeline.apply.recognise`),
     then load → fold → write the others, inside the caller's transaction."""
+    published = published or PublishedBuckets()
     shas = [sha256_hex(r.value) for r in records]
     known = _recognise(conn, records, shas)
     rest = known.rest(len(records))
     if not rest:
         return BatchResult(
             outcomes=[known.outcomes[i] for i in range(len(records))],
-            snapshots=write.read_buckets(conn, sorted(known.revisited)),
+            snapshots=write.read_buckets(conn, sorted(published.unpublished(known.revisited))),
         )
     items = [decode(records[i], shas[i]) for i in rest]
-    result = apply_items(conn, items, now, revisited=known.revisited)
+    result = apply_items(conn, items, now, revisited=known.revisited, published=published)
     if known.outcomes:
         done = dict(zip(rest, result.outcomes, strict=True)) | known.outcomes
         result.outcomes = [done[i] for i in range(len(records))]
@@ -190,9 +205,11 @@ def apply_items(
     now: datetime,
     *,
     revisited: Iterable[BucketKey] = (),
+    published: PublishedBuckets | None = None,
 ) -> BatchResult:
     """load → fold → write, inside the caller's transaction. ``revisited``: buckets of
-    recognised records to republish with the batch's own."""
+    recognised records to republish with the batch's own, unless ``published`` says this
+    consumer published them lately (the buckets the batch adds to are always published)."""
     items = privacy.scrub(conn, items)  # first: its shared lock orders it with erasures
     wants = fold.wants(items)
     loaded = load.load(conn, wants)
@@ -202,6 +219,8 @@ def apply_items(
     load.load_people(conn, loaded, companies, sightings)
     plan = fold.fold(verdicts, loaded, now)
     plan.revisited |= set(revisited)
+    if published is not None:
+        plan.revisited = published.unpublished(plan.revisited)
     written = write.write(conn, plan, now)
     changes = plan.changes()
     if written.links:

@@ -102,6 +102,8 @@ async def apply_all(
     async for batch in batches:
         started = time.perf_counter()
         records = records_of(batch)
+        epoch = applier.published.epoch
         result = await applier.apply(records)
         published = await publisher.publish(outgoing(result))
+        applier.published.remember((s.key for s in result.snapshots), epoch)
         yield Done(batch, records, result, published, time.perf_counter() - started)

@@ -224,9 +224,9 @@ def _buckets(
     """The buckets an existing row counts in (what the full way would republish)."""
     zone = timezones.get(row["company_id"])
     if table == APPOINTMENTS:
-        return set(aggregates.appointment_counters(row, timezone=zone))
+        return aggregates.appointment_buckets(row, timezone=zone)
     ended, analyzed = (
         (s := known.get(milestone_key(kind, key))) is not None and s.status == APPLIED
         for kind in MILESTONES
     )
-    return set(aggregates.call_counters(row, ended, analyzed, timezone=zone))
+    return set(aggregates.call_buckets(row, ended, analyzed, timezone=zone))

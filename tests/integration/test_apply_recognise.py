@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select, text
 
 from pipeline.apply import batch
 from pipeline.apply.batch import apply_batch
+from pipeline.apply.published import PublishedBuckets
 from pipeline.dashboard import buckets
 from pipeline.dashboard.aggregates import BucketSnapshot
 from pipeline.models import dashboard_buckets, dashboard_group_buckets
@@ -108,3 +109,48 @@ def test_a_deleted_original_booking_is_restored_by_its_reschedule(
     assert "BOOKING_RESCHEDULED" in {r.headers["event_type"] for r in parsed}
     assert again.counts() == Counter(already_applied=len(RECORDS))
     assert natural_rows(applied) == rows
+
+
+def test_a_replay_republishes_each_bucket_once_until_a_rebalance(applied: Engine) -> None:
+    """With the consumer's memory of what it published (pipeline/apply/published.py), a
+    second pass republishes nothing it published in the first; after a rebalance, all of it
+    again, and a bucket changed behind its back (a worker that died between its commit and
+    its publish) is republished with the stored value."""
+    published = PublishedBuckets()
+    stored = {s.key for s in read_buckets_of(applied)}
+    first = apply_batch(applied, RECORDS, published=published)
+    assert {s.key for s in first.snapshots} == stored
+    published.remember((s.key for s in first.snapshots), published.epoch)
+
+    again = apply_batch(applied, RECORDS, published=published)
+    assert again.counts() == Counter(already_applied=len(RECORDS))
+    assert again.snapshots == []
+
+    # Another worker committed a change to a bucket and died before publishing it.
+    changed = sorted(stored)[0]
+    table = buckets.table_of(changed)
+    with applied.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.company_id == changed.company_id)
+            .where(table.c.bucket_start == changed.bucket_start)
+            .values(calls_total=table.c.calls_total + 7, version=table.c.version + 1)
+        )
+    published.forget()  # the rebalance that hands its partitions over
+    healed = apply_batch(applied, RECORDS, published=published)
+    assert {s.key for s in healed.snapshots} == stored
+    assert {s.key: s for s in healed.snapshots}[changed] == {
+        s.key: s for s in read_buckets_of(applied)
+    }[changed]
+
+
+def test_snapshots_read_before_a_rebalance_are_not_remembered(applied: Engine) -> None:
+    """A batch that started before a rebalance may have read a bucket before a dead worker's
+    commit: what it published does not count as published for the records that come next."""
+    published = PublishedBuckets()
+    epoch = published.epoch
+    first = apply_batch(applied, RECORDS, published=published)
+    published.forget()
+    published.remember((s.key for s in first.snapshots), epoch)
+    assert len(published) == 0
+    assert apply_batch(applied, RECORDS, published=published).snapshots
