@@ -106,6 +106,7 @@ async def _serve(
     from aiohttp import web
 
     from pipeline import protocol
+    from pipeline.ingress import heap
     from pipeline.ingress.app import METRICS, cap_connections, create_app, drain, runner_options
 
     # Our own handlers (not aiohttp's), installed first: a SIGTERM while the app is still
@@ -132,6 +133,7 @@ async def _serve(
     except OSError as exc:
         await runner.cleanup()
         raise SwitchboardError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    heap.settle()  # after the start-up: its objects are never walked again (heap.py)
     watcher = asyncio.create_task(_watch_parent(stop)) if watch_parent else None
     log.info(
         "ingress listening on %s:%d", host, port,
