@@ -13,14 +13,20 @@ error that no retry could clear.
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 
 import phonenumbers
 
 
+@lru_cache(maxsize=65536)
 def normalise_phone(value: str | None) -> str | None:
     """E.164 where the number parses (an international number, ``+`` or ``00`` first);
     otherwise the value without surrounding whitespace (a number we cannot read is kept as
-    sent, never guessed into a country). None for nothing."""
+    sent, never guessed into a country). None for nothing.
+
+    Cached: a pure function of its argument, and parsing a number (phonenumbers, pure
+    Python) was 6% of the apply engine's time, where a call's events name its caller's
+    number again and again."""
     if value is None:
         return None
     stripped = unicodedata.normalize("NFKC", value).strip()

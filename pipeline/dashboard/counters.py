@@ -9,7 +9,7 @@ its source.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +48,14 @@ class Counters(Mapping[str, Number]):
         the DECIMAL(18,4) column a Decimal of that scale already, so nothing converts."""
         made = cls.__new__(cls)
         made._values = {name: row[name] for name in COUNTERS}
+        return made
+
+    @classmethod
+    def of_values(cls, values: Sequence[Number]) -> Counters:
+        """From the counter columns of a bucket row in :data:`COUNTERS` order, as the
+        driver returns them (like :meth:`of_row`, nothing converts)."""
+        made = cls.__new__(cls)
+        made._values = dict(zip(COUNTERS, values, strict=True))
         return made
 
     def __getitem__(self, name: str) -> Number:
