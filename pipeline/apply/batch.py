@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.apply import fold, load, privacy, recognise, write
+from pipeline.apply import fold, load, lookup, privacy, recognise, write
 from pipeline.apply.items import Item, decode
 from pipeline.apply.published import PublishedBuckets
 from pipeline.apply.results import BatchResult, add_changes
@@ -188,13 +188,13 @@ def _recognise(
     found = recognise.candidates(records, shas)
     if not found:
         return recognise.Recognised()
-    known = load.known_events(conn, recognise.lookup_keys(found))
+    known = lookup.known_events(conn, recognise.lookup_keys(found))
     rows = recognise.known_rows(found, known)
     if not rows:
         return recognise.Recognised()
     call_ids = {i for table, ids in rows.values() if table == recognise.CALLS for i in ids}
     uids = {i for table, ids in rows.values() if table == recognise.APPOINTMENTS for i in ids}
-    calls, appointments = load.bucket_columns(conn, call_ids, uids)
+    calls, appointments = lookup.bucket_columns(conn, call_ids, uids)
     timezones = {r["company_id"]: r["timezone"] for r in [*calls.values(), *appointments.values()]}
     return recognise.recognise(found, known, rows, calls, appointments, timezones)
 

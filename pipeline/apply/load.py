@@ -15,10 +15,8 @@ from sqlalchemy import Connection, or_, select, union
 
 from pipeline.apply.customers import Sighting
 from pipeline.apply.fold import Loaded, Wants, milestones
-from pipeline.apply.recognise import Known
-from pipeline.apply.rows import APPLIED, AppointmentRow, CallRow, CustomerRow, StoredEvent, from_db
+from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, StoredEvent, from_db
 from pipeline.apply.tenancy import Branch, Directory
-from pipeline.dashboard.aggregates import APPOINTMENT_MARKS
 from pipeline.models import appointments, branches, calls, companies, customers, webhook_events
 from pipeline.providers import calcom
 from pipeline.providers.facts import EventKey
@@ -308,78 +306,3 @@ def due_parked_coordinates(conn: Connection, chunk: int = 1000) -> list[tuple[st
 
 def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-# --- recognising known records (pipeline.apply.recognise): plain reads, no locks -----------
-
-
-def known_events(conn: Connection, keys: Iterable[EventKey]) -> dict[EventKey, Known]:
-    """The stored ``webhook_events`` rows of these keys that are ``applied`` (only those are
-    known), as the recogniser needs them: few columns, one query per provider (a batch has
-    one), because a replay reads one row per record and the driver's cost is per column.
-    Sent as plain SQL through the driver (:func:`_driver_rows`)."""
-    wanted: dict[str, set[str]] = {}
-    for provider, event_id in keys:
-        wanted.setdefault(provider, set()).add(event_id)
-    found: dict[EventKey, Known] = {}
-    for provider, ids in sorted(wanted.items()):
-        rows = _driver_rows(conn, KNOWN_EVENTS, (provider, tuple(sorted(ids))))
-        for event_id, sha256, event_type, processed_at in rows:
-            if event_id in ids:
-                found[(provider, event_id)] = Known(APPLIED, sha256, event_type, processed_at)
-    return found
-
-
-KNOWN_EVENTS = (
-    "SELECT event_id, payload_sha256, event_type, processed_at FROM webhook_events"
-    f" WHERE status = '{APPLIED}' AND provider = %s AND event_id IN %s"
-)
-
-
-def _driver_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> Sequence[Any]:
-    """Rows of a fixed statement sent through the driver as it is: for the replay's per-batch
-    reads of hundreds of keys, SQLAlchemy's rendering of an ``IN`` of that many values and
-    its row objects cost about as much as MySQL's answer. The driver escapes every value
-    (a tuple becomes a parenthesised list), so this is as safe as a bound statement."""
-    return conn.exec_driver_sql(sql, params).fetchall()
-
-
-def bucket_columns(
-    conn: Connection, call_ids: Iterable[str], uids: Iterable[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The columns that place existing calls and appointments in their buckets (no
-    transcripts, no locks), by call id and by booking uid, each with its company's time
-    zone (joined here: one round trip fewer per batch of a replay). Plain SQL through the
-    driver, like :func:`known_events`."""
-    found: list[dict[str, dict[str, Any]]] = []
-    for sql, names, ids in (
-        (CALL_BUCKET_COLUMNS, CALL_COLUMNS, call_ids),
-        (APPOINTMENT_BUCKET_COLUMNS, APPOINTMENT_COLUMNS, uids),
-    ):
-        wanted = tuple(sorted(set(ids)))
-        rows = _driver_rows(conn, sql, (wanted,)) if wanted else ()
-        found.append({r[0]: dict(zip(names, r, strict=True)) for r in rows})
-    return found[0], found[1]
-
-
-_CALL = ("retell_call_id", "company_id", "created_at", "branch_id", "agent_id")
-CALL_BUCKET_COLUMNS = (
-    f"SELECT {', '.join(f'c.{n}' for n in _CALL)},"
-    # The one time that places a call (aggregates.call_time), computed by MySQL.
-    " COALESCE(c.started_at, c.ended_at, c.last_event_at), co.timezone"
-    " FROM calls c JOIN companies co ON co.id = c.company_id WHERE c.retell_call_id IN %s"
-)
-CALL_COLUMNS = (*_CALL, "started_at", "timezone")
-# created_at: made no later than the event (recognise._there_since); the marks: its buckets.
-_APPOINTMENT = (
-    "calcom_uid",
-    "company_id",
-    "created_at",
-    "branch_id",
-    *(column for column, _ in APPOINTMENT_MARKS),
-)
-APPOINTMENT_BUCKET_COLUMNS = (
-    f"SELECT {', '.join(f'a.{n}' for n in _APPOINTMENT)}, co.timezone"
-    " FROM appointments a JOIN companies co ON co.id = a.company_id WHERE a.calcom_uid IN %s"
-)
-APPOINTMENT_COLUMNS = (*_APPOINTMENT, "timezone")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -45,6 +44,8 @@ from pipeline.records import WebhookRecord
 
 CALLS, APPOINTMENTS = "calls", "appointments"
 
+Stamp = str  # a DATETIME(3) as MySQL prints it (CAST(... AS CHAR))
+
 
 @dataclass(frozen=True, slots=True)
 class Known:
@@ -53,7 +54,11 @@ class Known:
     status: str
     payload_sha256: str
     event_type: str
-    processed_at: datetime | None = None  # when it was applied (None: never recognised)
+    #: When it was applied (None: never recognised), as MySQL prints a DATETIME(3):
+    #: ``2026-11-29 17:21:46.123``. Compared as text with the rows' ``created_at`` in the
+    #: same format (the fixed width orders like the time): a replay reads one per record,
+    #: and the driver's parsing of a datetime was a tenth of its cost.
+    processed_at: Stamp | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +207,7 @@ def recognise(
     return out
 
 
-def _there_since(row: Mapping[str, Any] | None, applied_at: datetime | None) -> bool:
+def _there_since(row: Mapping[str, Any] | None, applied_at: Stamp | None) -> bool:
     """The row exists and is the one the event was folded into: made no later than the
     event was applied. A row deleted and made again by the replay itself (by an earlier
     batch of the same stretch: a call's first events restore it, its later events sit in

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
 
-from pipeline.apply import batch
+from pipeline.apply import batch, lookup, recognise
 from pipeline.apply.batch import apply_batch
 from pipeline.apply.published import PublishedBuckets
 from pipeline.dashboard import buckets
 from pipeline.dashboard.aggregates import BucketSnapshot
 from pipeline.models import dashboard_buckets, dashboard_group_buckets
+from pipeline.providers.base import sha256_hex
 from pipeline.records import WebhookRecord
 from testbed.events import lifecycle
 from testbed.records import record
@@ -154,3 +156,22 @@ def test_snapshots_read_before_a_rebalance_are_not_remembered(applied: Engine) -
     published.remember((s.key for s in first.snapshots), epoch)
     assert len(published) == 0
     assert apply_batch(applied, RECORDS, published=published).snapshots
+
+
+def test_the_recognisers_reads_are_the_same_whether_json_or_row_by_row(
+    applied: Engine, caplog: Any
+) -> None:
+    """The reads come as one JSON document; a document cut short (MariaDB caps aggregates at
+    group_concat_max_len) falls back to reading the rows one by one: same answer."""
+    found = recognise.candidates(RECORDS, [sha256_hex(r.value) for r in RECORDS])
+    keys = recognise.lookup_keys(found)
+    call_ids, uids = {"call_A", "call_B"}, {"bk_1", "bk_2"}
+    with applied.connect() as conn:
+        events = lookup.known_events(conn, keys)
+        places = lookup.bucket_columns(conn, call_ids, uids)
+        assert len(events) == len(keys) and len(places[0]) == 2 and len(places[1]) == 2
+        assert isinstance(places[0]["call_A"]["started_at"], datetime)
+        conn.exec_driver_sql("SET SESSION group_concat_max_len = 64")
+        assert lookup.known_events(conn, keys) == events
+        assert lookup.bucket_columns(conn, call_ids, uids) == places
+    assert "cut short" in caplog.text

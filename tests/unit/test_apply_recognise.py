@@ -20,7 +20,8 @@ from testbed.records import record
 
 START_MS = 1_767_790_800_000
 CALL = call_events("c1", start_ms=START_MS)  # started, 2 snapshots, ended, analyzed
-APPLIED_AT = datetime(2026, 1, 7, 14)  # when the stored events were applied
+# When the stored events were applied, as MySQL prints a DATETIME(3) (recognise.Known).
+APPLIED_AT = "2026-01-07 14:00:00.000"
 ROW = {"company_id": 1, "started_at": datetime(2026, 1, 7, 13), "created_at": APPLIED_AT}
 
 
@@ -63,7 +64,7 @@ def test_a_row_made_again_after_the_event_was_applied_sends_it_the_full_way() ->
     in the next batch, find a row that does not have them yet: they go the full way too."""
     ended = record("retell", CALL[3])
     c = candidate(ended)
-    remade = {**ROW, "created_at": datetime(2026, 1, 8)}
+    remade = {**ROW, "created_at": "2026-01-08 09:00:00.000"}
     assert run([c], {c.key: applied(ended)}, {"c1": remade}).outcomes == {}
     unknown_time = {c.key: Known("applied", sha256_hex(ended.value), "call_ended")}
     assert run([c], unknown_time, {"c1": ROW}).outcomes == {}
