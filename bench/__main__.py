@@ -36,7 +36,8 @@ APPLY_BASELINE = "db7e9bd"
 
 FULL = {
     "apply_calls": 400,
-    "apply_mix": (3000, 4),  # simulator calls, replay passes
+    # simulator calls, replay passes (about 1,000,000 events), the baseline's replay passes
+    "apply_mix": (3000, 41, 4),
     "ingress": ingress_bench.Plan(
         seconds=10,
         concurrencies=(64, 512, 1024),
@@ -62,7 +63,7 @@ FULL = {
 }
 QUICK = {
     "apply_calls": 40,
-    "apply_mix": (60, 1),
+    "apply_mix": (60, 1, 1),
     "ingress": ingress_bench.Plan(
         seconds=2,
         concurrencies=(16, 64),
@@ -84,9 +85,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--apply-mix",
         default=None,
-        metavar="CALLS,PASSES",
-        help="benchmark 1b's size: simulator calls, and replay passes over them (e.g. "
-        "3000,40 replays about a million applied events)",
+        metavar="CALLS,PASSES[,BASELINE_PASSES]",
+        help="benchmark 1b's size: simulator calls, and replay passes over them (default "
+        "3000,41,4: this revision replays about a million applied events, the baseline about "
+        "100,000)",
     )
     parser.add_argument(
         "--apply-baseline",
@@ -151,14 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     if "apply" in args.chosen:
         print("bench: 1. apply throughput", flush=True)
         apply = apply_bench.run(base, calls=plan["apply_calls"])  # type: ignore[arg-type]
-        calls, passes = plan["apply_mix"]  # type: ignore[misc]
+        calls, passes, baseline_passes = plan["apply_mix"]  # type: ignore[misc]
         if args.apply_mix:
-            calls, passes = (int(n) for n in args.apply_mix.split(","))
+            sizes = [int(n) for n in args.apply_mix.split(",")]
+            calls, passes, baseline_passes = (*sizes, *sizes[1:2])[:3]
         baseline = args.apply_baseline
         if baseline is None:
             baseline = "" if args.quick else APPLY_BASELINE
         apply_mix_result = apply_mix.run(
-            base, calls=calls, passes=passes, baseline_rev=baseline or None
+            base,
+            calls=calls,
+            passes=passes,
+            baseline_rev=baseline or None,
+            baseline_passes=baseline_passes,
         )
     if "ingress" in args.chosen:
         print("bench: 2. ingress", flush=True)
