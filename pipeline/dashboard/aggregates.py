@@ -10,7 +10,7 @@ construction. Pure functions.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -247,38 +247,40 @@ APPOINTMENT_MARKS = (
 def appointment_counters(row: RowLike | None, *, timezone: str | None) -> Contribution:
     """What an appointment row contributes: each lifecycle mark in the bucket of its time."""
     out: Contribution = {}
-    if row is None:
-        return out
-    get = _reader(row)
-    company_id = get("company_id")
-    if company_id is None:
-        return out
-    for column, counter in APPOINTMENT_MARKS:
-        at = get(column)
-        if at is not None:
-            # Per agent, bookings are in the group "": a booking is made in Cal.com, and the
-            # call it may come from is another row (docs/analyst.md, "Breakdowns").
-            keys = grouped_keys(int(company_id), at, timezone, get("branch_id"), None)
-            deltas: Deltas = {counter: 1}
-            if column == "booked_at" and not get("retell_call_id"):
-                deltas["appointments_without_call"] = 1
-            _add(out, keys, deltas)
+    for column, counter, keys in _marks(row, timezone):
+        deltas: Deltas = {counter: 1}
+        if column == "booked_at" and not _reader(row)("retell_call_id"):
+            deltas["appointments_without_call"] = 1
+        _add(out, keys, deltas)
     return out
 
 
 def appointment_buckets(row: RowLike | None, *, timezone: str | None) -> set[BucketKey]:
     """The buckets :func:`appointment_counters` has entries in, without the counters."""
-    out: set[BucketKey] = set()
+    return {key for _, _, keys in _marks(row, timezone) for key in keys}
+
+
+def _marks(
+    row: RowLike | None, timezone: str | None
+) -> Iterator[tuple[str, str, tuple[BucketKey, ...]]]:
+    """Each lifecycle mark an appointment row has: its column, its counter, the buckets of
+    its time."""
     if row is None:
-        return out
+        return
     get = _reader(row)
     company_id = get("company_id")
     if company_id is None:
-        return out
-    for column, _ in APPOINTMENT_MARKS:
-        if (at := get(column)) is not None:
-            out.update(grouped_keys(int(company_id), at, timezone, get("branch_id"), None))
-    return out
+        return
+    for column, counter in APPOINTMENT_MARKS:
+        at = get(column)
+        if at is not None:
+            # Per agent, bookings are in the group "": a booking is made in Cal.com, and the
+            # call it may come from is another row (docs/analyst.md, "Breakdowns").
+            yield (
+                column,
+                counter,
+                grouped_keys(int(company_id), at, timezone, get("branch_id"), None),
+            )
 
 
 def difference(after: Contribution, before: Contribution) -> Contribution:
