@@ -131,7 +131,7 @@ async def transport_for(
         yield transport
 
 
-async def run_backfill(  # noqa: C901  (the backfill owner's to split)
+async def run_backfill(
     settings: Settings,
     provider: str,
     since: datetime,
@@ -157,24 +157,7 @@ async def run_backfill(  # noqa: C901  (the backfill owner's to split)
         report.changes = judgement.changes
         chosen = _choose(report, plan.candidates, judgement)
         if not dry_run:
-            if chosen:
-                async with EventWriter(settings) as writer:
-                    await writer.write([c.event for c in chosen])
-                if options.wait_applied_s > 0:
-                    report.not_applied = await _await_applied(
-                        engine, provider, chosen, options.wait_applied_s
-                    )
-            state = await asyncio.to_thread(
-                _record_success, engine, provider, since, until, report.total_written
-            )
-            report.watermark = state.covered_until
-            if metrics is not None:
-                metrics.observe_state(
-                    provider,
-                    covered_until=state.covered_until,
-                    last_success_at=state.last_success_at,
-                    last_written=state.last_written,
-                )
+            await _write(settings, engine, report, chosen, options, metrics)
     except Exception as exc:
         if metrics is not None:
             metrics.runs.labels(provider, "failure").inc()
@@ -183,13 +166,51 @@ async def run_backfill(  # noqa: C901  (the backfill owner's to split)
             await asyncio.to_thread(_record_failure, engine, provider, str(detail))
         raise
     if metrics is not None:
-        metrics.runs.labels(provider, "dry_run" if dry_run else "success").inc()
-        if not dry_run:
-            for kind, n in report.written.items():
-                metrics.events.labels(provider, kind).inc(n)
-            if report.unattributable:
-                metrics.unattributable.labels(provider).inc(len(report.unattributable))
+        _count(metrics, report)
     return report
+
+
+async def _write(
+    settings: Settings,
+    engine: Engine,
+    report: BackfillReport,
+    chosen: Sequence[planning.Candidate],
+    options: Options,
+    metrics: BackfillMetrics | None,
+) -> None:
+    """Write the chosen events to the webhook topic, wait (a while) until the workers applied
+    them, and move the provider's watermark."""
+    provider = report.provider
+    if chosen:
+        async with EventWriter(settings) as writer:
+            await writer.write([c.event for c in chosen])
+        if options.wait_applied_s > 0:
+            report.not_applied = await _await_applied(
+                engine, provider, chosen, options.wait_applied_s
+            )
+    state = await asyncio.to_thread(
+        _record_success, engine, provider, report.since, report.until, report.total_written
+    )
+    report.watermark = state.covered_until
+    if metrics is not None:
+        metrics.observe_state(
+            provider,
+            covered_until=state.covered_until,
+            last_success_at=state.last_success_at,
+            last_written=state.last_written,
+        )
+
+
+def _count(metrics: BackfillMetrics, report: BackfillReport) -> None:
+    """A finished run's counters."""
+    provider = report.provider
+    metrics.runs.labels(provider, "dry_run" if report.dry_run else "success").inc()
+    if report.dry_run:
+        return
+    for kind, n in report.written.items():
+        metrics.events.labels(provider, kind).inc(n)
+    if report.unattributable:
+        metrics.unattributable.labels(provider).inc(len(report.unattributable))
 
 
 async def _plan(

@@ -170,7 +170,7 @@ class Transport:
     async def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         return await self._request("POST", path, body=body)
 
-    async def _request(  # noqa: C901  (the backfill owner's to split)
+    async def _request(
         self,
         method: str,
         path: str,
@@ -182,60 +182,83 @@ class Transport:
         if self._session is None:
             raise RuntimeError("Transport used outside its `async with` block")
         where = f"{self.provider} {method} {path}"
-        failures = throttles = 0
-        backoff = 0.5
+        tries = _Tries(where, self.max_attempts, self.max_throttled, self.max_retry_after_s)
         data = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else None
         while True:
             await self.budget.take()
             self.requests += 1
-            wait: float | None = None
             try:
                 async with self._session.request(
                     method, self.base_url + path, params=params, data=data, headers=headers
                 ) as resp:
                     raw = await resp.read()
-                    status = resp.status
-                    self.on_answer(self.provider, str(status))
-                    if status == 429:
+                    self.on_answer(self.provider, str(resp.status))
+                    if resp.status == 429:
                         self.throttled += 1
-                        throttles += 1
-                        wait = retry_after_s(resp.headers.get("Retry-After"))
-                        if wait is None:
-                            wait = min(60.0, 2.0**throttles)
-                        if wait > self.max_retry_after_s or throttles > self.max_throttled:
-                            raise ProviderApiError(
-                                f"{where}: still rate limited after {throttles} tries "
-                                f"(Retry-After {wait:.0f} s); try again later"
-                            )
-                        log.warning(
-                            "%s answered 429; waiting %.1f s as Retry-After asks", where, wait
-                        )
-                    elif 200 <= status < 300:
-                        return _decode(raw, where)
-                    elif status == 404 and missing_ok:
-                        return None
-                    elif status in (401, 403):
-                        raise ProviderApiError(
-                            f"{where}: {status}: the API key was refused (check the key and "
-                            "its permissions)"
-                        )
-                    elif status not in RETRYABLE_STATUS:
-                        raise ProviderApiError(f"{where}: {status}: {_reason(raw)}")
+                        wait = tries.throttled(resp.headers.get("Retry-After"))
+                    elif resp.status in RETRYABLE_STATUS:
+                        wait = tries.failed(f"status {resp.status}")
                     else:
-                        failures += 1
-                        problem = f"status {status}"
+                        return _final(resp.status, raw, where, missing_ok)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 self.on_answer(self.provider, type(exc).__name__)
-                failures += 1
-                problem = type(exc).__name__
-            if wait is None:
-                if failures >= self.max_attempts:
-                    raise ProviderApiError(f"{where}: failed {failures} times, last with {problem}")
-                wait = backoff * (0.5 + random.random())
-                backoff = min(backoff * 2, 30.0)
-                log.warning("%s failed (%s); retrying in %.1f s", where, problem, wait)
+                wait = tries.failed(type(exc).__name__)
             await self.sleep(wait)
+
+
+class _Tries:
+    """How one request has gone so far, and how long to wait before the next try: what a
+    429's Retry-After asks (within bounds), or a jittered exponential backoff after a
+    failure. Raises :class:`ProviderApiError` once the bounds are passed."""
+
+    def __init__(
+        self, where: str, max_attempts: int, max_throttled: int, max_retry_after_s: float
+    ) -> None:
+        self.where = where
+        self.max_attempts = max_attempts
+        self.max_throttled = max_throttled
+        self.max_retry_after_s = max_retry_after_s
+        self.failures = self.throttles = 0
+        self.backoff = 0.5
+
+    def throttled(self, retry_after: str | None) -> float:
+        self.throttles += 1
+        wait = retry_after_s(retry_after)
+        if wait is None:
+            wait = min(60.0, 2.0**self.throttles)
+        if wait > self.max_retry_after_s or self.throttles > self.max_throttled:
+            raise ProviderApiError(
+                f"{self.where}: still rate limited after {self.throttles} tries "
+                f"(Retry-After {wait:.0f} s); try again later"
+            )
+        log.warning("%s answered 429; waiting %.1f s as Retry-After asks", self.where, wait)
+        return wait
+
+    def failed(self, problem: str) -> float:
+        self.failures += 1
+        if self.failures >= self.max_attempts:
+            raise ProviderApiError(
+                f"{self.where}: failed {self.failures} times, last with {problem}"
+            )
+        wait = self.backoff * (0.5 + random.random())
+        self.backoff = min(self.backoff * 2, 30.0)
+        log.warning("%s failed (%s); retrying in %.1f s", self.where, problem, wait)
+        return wait
+
+
+def _final(status: int, raw: bytes, where: str, missing_ok: bool) -> Any:
+    """The answer to a request that is not retried: its JSON, None for a 404 when
+    ``missing_ok``, or the error it is."""
+    if 200 <= status < 300:
+        return _decode(raw, where)
+    if status == 404 and missing_ok:
+        return None
+    if status in (401, 403):
+        raise ProviderApiError(
+            f"{where}: {status}: the API key was refused (check the key and its permissions)"
+        )
+    raise ProviderApiError(f"{where}: {status}: {_reason(raw)}")
 
 
 def _decode(raw: bytes, where: str) -> Any:
