@@ -123,21 +123,24 @@ def kafka_headers(envelope: Envelope, exchange: Exchange) -> Headers:
     )
 
 
-def webhook_handler(provider: Provider, secrets: tuple[str, ...]) -> Handler:
-    """The handler of ``POST /webhooks/<provider>``."""
+def webhook_handler(provider: Provider, settings: Settings) -> Handler:
+    """The handler of ``POST /webhooks/<provider>`` (what does not change between requests
+    is looked up once, here)."""
+    secrets = settings.secrets_for(provider.NAME)
+    topic = settings.topic(provider.TOPIC)
+    name = provider.NAME
+    may_ring = name == retell.NAME  # call_inbound: answered before its record is durable
 
     async def handle(request: web.Request) -> web.StreamResponse:
         app = request.app
-        settings = app[SETTINGS]
         exchange = request[EXCHANGE]
-        exchange.provider = provider.NAME
+        exchange.provider = name
         body = await read_body(request, settings)
         provider.verify(request.headers, body, secrets, exchange.received_ms)
         envelope = provider.parse(body)
         exchange.event_type = envelope.event_type
-        topic = settings.topic(provider.TOPIC)
         headers = kafka_headers(envelope, exchange)
-        if provider.NAME == retell.NAME and envelope.event_type == retell.INBOUND_EVENT:
+        if may_ring and envelope.event_type == retell.INBOUND_EVENT:
             spawn(app, record_in_background(app, topic, envelope, body, headers))
             metrics = app[METRICS]
             answer = await answer_call_inbound(
@@ -327,9 +330,8 @@ def create_app(
     app.cleanup_ctx.extend(
         [_publisher_ctx, _spool_ctx, _router_ctx, _observer_ctx, _background_ctx]
     )
-    for name, provider in providers.PROVIDERS.items():
-        handler = webhook_handler(provider, settings.secrets_for(name))
-        app.router.add_post(provider.ROUTE, handler)
+    for provider in providers.PROVIDERS.values():
+        app.router.add_post(provider.ROUTE, webhook_handler(provider, settings))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.errors import KafkaUnavailable
 from pipeline.ingress.metrics import IngressMetrics
 from pipeline.ingress.producer import Headers, Publisher, RecordTooLarge
+from pipeline.ingress.slots import Slots
 from pipeline.ingress.spool import Spool
 from pipeline.settings import Settings
 
@@ -40,7 +41,7 @@ class Handoff:
         self, settings: Settings, publisher: Publisher, spool: Spool, metrics: IngressMetrics
     ) -> None:
         self._budget = settings.ack_budget_s
-        self._slots = asyncio.Semaphore(settings.ingress_max_in_flight)
+        self._slots = Slots(settings.ingress_max_in_flight)
         self.publisher = publisher
         self.spool = spool
         self._metrics = metrics
@@ -55,13 +56,22 @@ class Handoff:
         :class:`~pipeline.ingress.spool.SpoolFull` past the bound, or another
         :class:`KafkaUnavailable` when it cannot be made durable at all."""
         if not self.spool.depth and self.publisher.is_connected():
+            slots = self._slots
             try:
-                if self._slots.locked():  # admission control: wait for a slot, within budget
-                    async with asyncio.timeout(self._budget), self._slots:
+                if (
+                    slots.try_take()
+                ):  # no wait for a slot: the publisher's deadline is the only timer
+                    try:
                         await self.publisher.publish(topic, key, value, headers)
-                else:  # no wait for a slot: the publisher's deadline is the only timer
-                    async with self._slots:
-                        await self.publisher.publish(topic, key, value, headers)
+                    finally:
+                        slots.give()
+                else:  # admission control: wait for a slot, within the budget
+                    async with asyncio.timeout(self._budget):
+                        await slots.take()
+                        try:
+                            await self.publisher.publish(topic, key, value, headers)
+                        finally:
+                            slots.give()
                 self._via_kafka.inc()
                 return "kafka"
             except TimeoutError:
