@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -194,6 +195,16 @@ def create_db_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
         isolation_level="READ COMMITTED",
         connect_args={"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30},
     )
+
+
+def sql_datetime(value: datetime | None) -> str | datetime | None:
+    """A naive datetime as the text MySQL reads it (``YYYY-MM-DD HH:MM:SS[.ffffff]``), for
+    statements that bind many values: pymysql sends exactly the same bytes for the text as
+    for the datetime (a quoted literal), but formats a datetime in Python, field by field,
+    where ``isoformat`` is C. Anything else (None, an aware datetime) is left as it is."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.isoformat(" ")
 
 
 def errno_of(exc: BaseException) -> int | None:

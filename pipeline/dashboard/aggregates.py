@@ -139,7 +139,10 @@ Contribution = dict[BucketKey, Deltas]
 
 def _add(out: Contribution, keys: Iterable[BucketKey], deltas: Deltas) -> None:
     for key in keys:
-        target = out.setdefault(key, {})
+        target = out.get(key)
+        if target is None:
+            out[key] = dict(deltas)  # the same as adding to zeros, without the additions
+            continue
         for name, value in deltas.items():
             target[name] = target.get(name, 0) + value
 
@@ -286,10 +289,14 @@ def _marks(
 def difference(after: Contribution, before: Contribution) -> Contribution:
     """``after − before``, dropping zero entries."""
     out: Contribution = {}
-    for key in set(after) | set(before):
-        a, b = after.get(key, {}), before.get(key, {})
-        deltas = {n: a.get(n, 0) - b.get(n, 0) for n in set(a) | set(b)}
-        deltas = {n: v for n, v in deltas.items() if v != 0}
+    for key in after.keys() | before.keys():
+        a, b = after.get(key), before.get(key)
+        if b is None:
+            deltas = {n: v for n, v in a.items() if v != 0} if a else {}
+        else:
+            a = a or {}
+            deltas = {n: a.get(n, 0) - b.get(n, 0) for n in a.keys() | b.keys()}
+            deltas = {n: v for n, v in deltas.items() if v != 0}
         if deltas:
             out[key] = deltas
     return out

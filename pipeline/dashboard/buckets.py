@@ -16,6 +16,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
 from pipeline.dashboard.counters import Counters, Number
+from pipeline.database import sql_datetime
 from pipeline.models import COUNTERS, dashboard_buckets, dashboard_group_buckets
 
 
@@ -65,17 +66,23 @@ def add(conn: Connection, contribution: Contribution, now: datetime) -> list[Buc
             continue
         grouped = part[0].grouped
         rows = []
+        stamp = sql_datetime(now)
         for key in part:
             deltas = contribution[key]
-            rows.append((*_identity_values(key), *[deltas.get(n, 0) for n in COUNTERS], 1, now))
+            counters = [deltas.get(n, 0) for n in COUNTERS]
+            rows.append((*_identity_values(key), *counters, 1, stamp))
         conn.exec_driver_sql(_upsert_sql(grouped), rows)
     return read(conn, contribution)
 
 
 def _identity_values(key: BucketKey) -> tuple[Any, ...]:
+    """The key's primary-key columns (:func:`_identity_columns`) for many-row statements:
+    ``bucket_start`` already as text (:func:`~pipeline.database.sql_datetime`, the same
+    bytes on the wire)."""
+    start = sql_datetime(key.bucket_start)
     if key.grouped:
-        return (key.company_id, key.dimension, key.group, key.granularity, key.bucket_start)
-    return (key.company_id, key.granularity, key.bucket_start)
+        return (key.company_id, key.dimension, key.group, key.granularity, start)
+    return (key.company_id, key.granularity, start)
 
 
 def _identity_columns(grouped: bool) -> tuple[str, ...]:

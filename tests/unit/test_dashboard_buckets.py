@@ -1,16 +1,30 @@
-"""The bucket tables' upsert is one constant statement that pymysql sends as one multi-row
-INSERT; its rows and read-back keep the column order of ``COUNTERS``."""
+"""The apply path's many-row statements: the bucket tables' upsert and the new
+``webhook_events`` and ``customers`` rows are constant statements that pymysql sends as one
+multi-row INSERT, with every column; times go as the text pymysql would have sent; bucket
+keys with their groups are cached without mixing up values of different types."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymysql import converters
 from pymysql.cursors import RE_INSERT_VALUES
 
-from pipeline.dashboard import buckets
+from pipeline.apply import write
+from pipeline.apply.write import CUSTOMER_COLUMNS, EVENT_COLUMNS
+from pipeline.dashboard import aggregates, buckets
 from pipeline.dashboard.aggregates import BucketKey
 from pipeline.dashboard.counters import Counters
-from pipeline.models import COUNTERS, dashboard_buckets, dashboard_group_buckets
+from pipeline.database import sql_datetime
+from pipeline.models import (
+    COUNTERS,
+    customers,
+    dashboard_buckets,
+    dashboard_group_buckets,
+    webhook_events,
+)
 
 
 def test_upsert_is_rewritten_into_one_multi_row_insert_by_pymysql() -> None:
@@ -37,3 +51,46 @@ def test_upsert_names_every_column_of_its_table_once_and_adds_every_counter() ->
 def test_counters_of_values_follow_the_counter_order() -> None:
     values = list(range(len(COUNTERS)))
     assert Counters.of_values(values) == {name: i for i, name in enumerate(COUNTERS)}
+
+
+@settings(max_examples=300)
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_sql_datetime_sends_the_bytes_pymysql_sends_for_the_datetime(at: datetime) -> None:
+    text = sql_datetime(at)
+    assert isinstance(text, str)
+    assert "'" + converters.escape_string(text) + "'" == converters.escape_datetime(at)
+
+
+def test_sql_datetime_leaves_none_and_aware_datetimes_to_the_driver() -> None:
+    aware = datetime(2026, 1, 1, tzinfo=UTC)
+    assert sql_datetime(None) is None
+    assert sql_datetime(aware) is aware
+
+
+@given(
+    st.integers(1, 5),
+    st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)),
+    st.sampled_from([None, "UTC", "America/New_York", "Asia/Kolkata"]),
+    st.sampled_from([None, 1, True, 2, "1"]),
+    st.sampled_from([None, "agent_a", ""]),
+)
+def test_grouped_keys_are_the_bucket_keys_with_their_groups(
+    company: int, at: datetime, zone: str | None, branch: object, agent: object
+) -> None:
+    # Cached by value and type: a branch True must not answer for a branch 1 ("True" vs "1").
+    expected = aggregates.with_groups(aggregates.bucket_keys(company, at, zone), branch, agent)
+    assert list(aggregates.grouped_keys(company, at, zone, branch, agent)) == expected
+
+
+def test_grouped_keys_of_branch_1_and_branch_true_differ() -> None:
+    at = datetime(2026, 3, 1, 10, 30)
+    one = aggregates.grouped_keys(9, at, None, 1, None)
+    true = aggregates.grouped_keys(9, at, None, True, None)
+    assert {k.group for k in one if k.dimension == "branch"} == {"1"}
+    assert {k.group for k in true if k.dimension == "branch"} == {"True"}
+
+
+def test_many_row_inserts_name_every_column_but_the_id() -> None:
+    for columns, table in ((EVENT_COLUMNS, webhook_events), (CUSTOMER_COLUMNS, customers)):
+        assert sorted(columns) == sorted(c.name for c in table.columns if c.name != "id")
+        assert RE_INSERT_VALUES.match(write._insert_sql(table.name, columns))
