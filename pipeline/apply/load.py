@@ -15,7 +15,7 @@ from sqlalchemy import Connection, or_, select, union
 
 from pipeline.apply.customers import Sighting
 from pipeline.apply.fold import Loaded, Wants, milestones
-from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, StoredEvent, from_db
+from pipeline.apply.rows import AppointmentRow, CallRow, CustomerRow, StoredEvent, columns_of
 from pipeline.apply.tenancy import Branch, Directory
 from pipeline.models import appointments, branches, calls, companies, customers, webhook_events
 from pipeline.providers import calcom
@@ -144,8 +144,9 @@ def _lock_by(conn: Connection, kind: Any, column: str, keys: Iterable[str]) -> d
     if not wanted:
         return {}
     table = calls if kind is CallRow else appointments
-    query = select(table).where(table.c[column].in_(wanted)).with_for_update()
-    return {row[column]: from_db(kind, row) for row in conn.execute(query).mappings()}
+    query = select(*columns_of(kind)).where(table.c[column].in_(wanted)).with_for_update()
+    rows = [kind(*row) for row in conn.execute(query)]
+    return {getattr(row, column): row for row in rows}
 
 
 def company_timezones(conn: Connection, company_ids: Iterable[int]) -> dict[int, str]:
@@ -171,13 +172,15 @@ def lock_customers(conn: Connection, seen: Sequence[Sighting]) -> list[CustomerR
         if not companies_ or not wanted:
             continue
         query = (
-            select(customers)
+            select(*columns_of(CustomerRow))
             .where(customers.c.company_id.in_(companies_), customers.c[column].in_(wanted))
             .order_by(customers.c.id)
             .with_for_update()
         )
-        for row in conn.execute(query).mappings():
-            found[row["id"]] = from_db(CustomerRow, row)
+        for values in conn.execute(query):
+            row = CustomerRow(*values)
+            assert row.id is not None
+            found[row.id] = row
     return [found[i] for i in sorted(found)]
 
 

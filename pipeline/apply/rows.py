@@ -12,13 +12,12 @@ customer and puts its real id in place before writing the rows that point to it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Column, Table
 
 from pipeline.models import appointments, calls, customers, webhook_events
 
@@ -137,9 +136,11 @@ TABLES: dict[type[Any], Table] = {
 }
 
 
-def from_db(kind: type[R], row: Mapping[Any, Any]) -> R:
-    """A typed row from a database mapping (extra columns such as timestamps are dropped)."""
-    return kind(**{name: row[name] for name in _NAMES[kind] if name in row})
+def columns_of(kind: type[R]) -> list[Column[Any]]:
+    """The columns of ``kind``'s table in the order of its fields: a row selected with them
+    is ``kind(*row)``, with no mapping built per row (the load phase reads hundreds)."""
+    table = TABLES[kind]
+    return [table.c[name] for name in _NAMES[kind]]
 
 
 def values(row: CallRow | AppointmentRow | CustomerRow | EventRow) -> dict[str, Any]:
