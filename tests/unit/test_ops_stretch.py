@@ -281,3 +281,23 @@ async def test_fetch_assigns_only_readable_partitions_each_at_a_position(
     assert [(r.partition, r.offset) for r in found] == [(1, 0), (1, 2), (2, 5)]
     assert consumer.assignments == 1 and consumer.stopped
     assert {tp.partition for tp in consumer.assigned} == {1, 2}
+
+
+def test_a_stretch_reader_does_not_long_poll_and_fetches_a_whole_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stretch's records are on the broker already. With aiokafka's default long poll
+    (fetch_max_wait_ms 500) every partition resumed in turn waited for the fetch in flight:
+    a replay of a short window over 12 partitions spent 6 s waiting. And a batch of 500
+    records of a few KiB must fit one fetch of a partition (the default is 1 MiB)."""
+    seen: dict[str, Any] = {}
+
+    def consumer(**options: Any) -> object:
+        seen.update(options)
+        return object()
+
+    monkeypatch.setattr(kafka_reader, "AIOKafkaConsumer", consumer)
+    kafka_reader._consumer(Settings())
+    assert seen["fetch_max_wait_ms"] <= 50
+    assert seen["max_partition_fetch_bytes"] >= 500 * 8 * 1024
+    assert seen["group_id"] is None and seen["isolation_level"] == "read_committed"
