@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from bench import (
     harness,
     ingress_bench,
     ingress_report,
+    replay_command,
     report,
 )
 
@@ -38,6 +40,7 @@ FULL = {
     "apply_calls": 400,
     # simulator calls, replay passes (about 1,000,000 events), the baseline's replay passes
     "apply_mix": (3000, 41, 4),
+    "replay_command": 3000,  # simulator calls
     "ingress": ingress_bench.Plan(
         seconds=10,
         concurrencies=(64, 512, 1024),
@@ -64,6 +67,7 @@ FULL = {
 QUICK = {
     "apply_calls": 40,
     "apply_mix": (60, 1, 1),
+    "replay_command": 60,
     "ingress": ingress_bench.Plan(
         seconds=2,
         concurrencies=(16, 64),
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     apply = ingress = dashboard = None
-    apply_mix_result = None
+    apply_mix_result = replay_result = None
     if "apply" in args.chosen:
         print("bench: 1. apply throughput", flush=True)
         apply = apply_bench.run(base, calls=plan["apply_calls"])  # type: ignore[arg-type]
@@ -166,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             passes=passes,
             baseline_rev=baseline or None,
             baseline_passes=baseline_passes,
+        )
+        print("bench: 1c. switchboard replay end to end", flush=True)
+        replay_result = replay_command.run(
+            base,
+            calls=plan["replay_command"],  # type: ignore[arg-type]
+            baseline_rev=baseline or None,
         )
     if "ingress" in args.chosen:
         print("bench: 2. ingress", flush=True)
@@ -187,11 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.quick else DEFAULT_OUTPUT)
     if ingress is not None and output is not None and not args.no_write:
         ctx.plots = ingress_report.plot(ingress, output.parent / "benchmarks")
-    text = report.markdown(ctx, apply, ingress, dashboard, apply_mix_result)
+    text = report.markdown(ctx, apply, ingress, dashboard, apply_mix_result, replay_result)
     if args.json is not None:
         numbers = report.summary(apply, ingress, dashboard)
         if apply_mix_result is not None:
             numbers["apply_mix"] = apply_mix_result.as_dict()
+        if replay_result is not None:
+            numbers["replay_command"] = [asdict(r) for r in replay_result.runs]
         numbers["seconds"] = seconds
         args.json.write_text(json.dumps(numbers, indent=2, default=str))
     if args.no_write or output is None:

@@ -10,11 +10,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import apply_mix_report, ingress_report
+from bench import apply_mix_report, ingress_report, replay_command
 from bench.apply_bench import ApplyResult
 from bench.apply_mix import MixResult
 from bench.dashboard_bench import DashboardResult
 from bench.ingress_bench import IngressResult
+from bench.replay_command import CommandResult
 
 
 @dataclass
@@ -46,6 +47,7 @@ def markdown(
     ingress: IngressResult | None,
     dashboard: DashboardResult | None,
     apply_mix: MixResult | None = None,
+    replay: CommandResult | None = None,
 ) -> str:
     out = [
         "# Benchmarks",
@@ -71,6 +73,8 @@ def markdown(
         out += _apply(apply, ctx.facts)
     if apply_mix is not None:
         out += apply_mix_report.section(apply_mix)
+    if replay is not None:
+        out += replay_command.section(replay)
     if ingress is not None:
         out += ingress_report.section(ingress, ctx.plots)
     if dashboard is not None:

@@ -40,6 +40,19 @@ def test_quick_bench_completes_and_produces_numbers(tmp_path: Path) -> None:
     assert set(apply["events_per_s"]) == {"500", "50", "1"}
     assert all(_number(v) for v in apply["events_per_s"].values())
 
+    # 1c: the command applied the stretch, then found every record of it applied.
+    runs = numbers["replay_command"]
+    assert {(r["phase"], r["provider"]) for r in runs} == {
+        (phase, provider)
+        for phase in ("first apply", "replay (already applied)")
+        for provider in ("retell", "calcom")
+    }
+    for r in runs:
+        assert r["records"] > 0 and _number(r["seconds"]), r
+        assert r["summary"].startswith(f"read {r['records']}, "), r
+        if r["phase"].startswith("replay"):
+            assert ", applied 0," in r["summary"], r
+
     ingress = numbers["ingress"]
     points = ingress["points"]
     assert {(p["target"], p["case"]) for p in points} == {
