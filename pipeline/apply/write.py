@@ -14,30 +14,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Executable,
-    Table,
     and_,
     bindparam,
-    insert,
     or_,
     select,
     text,
     tuple_,
 )
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from pipeline.apply.plan import LinkChecks, Plan
-from pipeline.apply.rows import CustomerRow, EventRow, values
+from pipeline.apply.rows import CustomerRow, EventRow
+from pipeline.apply.statements import insert_new, insert_rows, upsert_rows
 from pipeline.dashboard import buckets
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
-from pipeline.database import sql_datetime
 from pipeline.errors import DatabaseUnavailable
 from pipeline.models import (
     appointments,
@@ -58,14 +53,14 @@ def write(conn: Connection, plan: Plan, now: datetime) -> Written:
     go into the rows that point to them), absorbed customers deleted last."""
     ids = insert_customers(conn, plan.new_customers, now)
     if plan.changed_customers:
-        upsert_by_id(conn, customers, [_stamped(r, now) for r in plan.changed_customers])
-    for table, writes in ((calls, plan.calls), (appointments, plan.appointments)):
+        upsert_rows(conn, plan.changed_customers, updated_at=now)
+    for writes in (plan.calls, plan.appointments):
         new = [_resolved(r, ids) for r in writes.new]
         changed = [_resolved(r, ids) for r in writes.changed]
         if new:
-            conn.execute(insert(table), [_stamped(r, now, created=True) for r in new])
+            insert_new(conn, new, created_at=now, updated_at=now)
         if changed:
-            upsert_by_id(conn, table, [_stamped(r, now) for r in changed])
+            upsert_rows(conn, changed, updated_at=now)
     for old, handle in plan.merged_customers:
         target = ids.get(handle, handle)
         for table in (calls, appointments):
@@ -88,15 +83,6 @@ def _resolved(row: Any, ids: dict[int, int]) -> Any:
     return row
 
 
-def _stamped(row: Any, now: datetime, *, created: bool = False) -> dict[str, Any]:
-    out = values(row)
-    if created:
-        del out["id"]
-        out["created_at"] = now
-    out["updated_at"] = now
-    return out
-
-
 def insert_customers(
     conn: Connection, new: dict[int, CustomerRow], now: datetime
 ) -> dict[int, int]:
@@ -104,7 +90,7 @@ def insert_customers(
     if not new:
         return {}
     rows = list(new.values())
-    insert_rows(conn, customers, CUSTOMER_COLUMNS, [_new_customer(r, now) for r in rows])
+    insert_new(conn, rows, created_at=now, updated_at=now)
     companies_ = sorted({r.company_id for r in rows})
     phones = sorted({r.phone for r in rows if r.phone})
     emails = sorted({r.email for r in rows if r.email and not r.phone})
@@ -131,81 +117,19 @@ def insert_customers(
 
 
 def write_events(conn: Connection, rows: list[EventRow]) -> None:
-    new = [_new_event(r) for r in rows if r.id is None]
-    changed = [values(r) for r in rows if r.id is not None]
+    new = [r for r in rows if r.id is None]
+    changed = [r for r in rows if r.id is not None]
     if new:
-        insert_rows(conn, webhook_events, EVENT_COLUMNS, new)
+        get = attrgetter(*NEW_EVENT_FIELDS)
+        created = [(*get(r), r.processed_at) for r in new]
+        insert_rows(conn, webhook_events, (*NEW_EVENT_FIELDS, "created_at"), created)
     if changed:
-        upsert_by_id(conn, webhook_events, changed)
+        upsert_rows(conn, changed)
 
 
-#: The columns of a new row, in the order of the tuples :func:`insert_rows` gets: the row
-#: type's fields but ``id`` (MySQL numbers it), then the times (formatted for MySQL here,
-#: :func:`pipeline.database.sql_datetime`), ``created_at`` last.
-_TIMES = ("id", "received_at", "processed_at", "first_seen_at", "last_seen_at")
-_EVENT_FIELDS = tuple(f.name for f in fields(EventRow) if f.name not in _TIMES)
-_event = attrgetter(*_EVENT_FIELDS)
-EVENT_COLUMNS = (*_EVENT_FIELDS, "received_at", "processed_at", "created_at")
-_CUSTOMER_FIELDS = tuple(f.name for f in fields(CustomerRow) if f.name not in _TIMES)
-_customer = attrgetter(*_CUSTOMER_FIELDS)
-CUSTOMER_COLUMNS = (
-    *_CUSTOMER_FIELDS,
-    "first_seen_at",
-    "last_seen_at",
-    "created_at",
-    "updated_at",
-)
-
-
-def _new_event(row: EventRow) -> tuple[Any, ...]:
-    processed_at = _batch_time(row.processed_at)
-    return (*_event(row), sql_datetime(row.received_at), processed_at, processed_at)
-
-
-def _new_customer(row: CustomerRow, now: datetime) -> tuple[Any, ...]:
-    seen = (sql_datetime(row.first_seen_at), sql_datetime(row.last_seen_at))
-    return (*_customer(row), *seen, _batch_time(now), _batch_time(now))
-
-
-@lru_cache(maxsize=4)
-def _batch_time(at: datetime) -> str | datetime | None:
-    """The batch's ``now``, formatted once for all its rows."""
-    return sql_datetime(at)
-
-
-def insert_rows(
-    conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    """A plain multi-row INSERT of ``rows`` (tuples in the order of ``columns``), as one
-    constant statement: pymysql's ``executemany`` sends all rows in one INSERT, and no
-    SQLAlchemy statement is compiled, cached and bound per batch (the first apply's profile
-    spent more there, and on escaping dicts, than MySQL took). Only for columns whose values
-    the driver takes as they are: no JSON, nothing SQLAlchemy would convert."""
-    conn.exec_driver_sql(_insert_sql(table.name, columns), rows)
-
-
-@lru_cache(maxsize=16)
-def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-
-
-def upsert_by_id(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Rewrite rows the transaction holds locked, in one multi-row statement.
-
-    ``INSERT ... ON DUPLICATE KEY UPDATE`` on the primary key is MySQL's batched UPDATE:
-    pymysql sends all rows in one statement, where ``executemany(UPDATE)`` would send one
-    statement per row. Every row carries its ``id`` and full column set.
-    """
-    columns = tuple(c for c in rows[0] if c not in ("id", "created_at"))
-    conn.execute(_upsert_statement(table, columns), rows)
-
-
-@lru_cache(maxsize=16)
-def _upsert_statement(table: Table, columns: tuple[str, ...]) -> Executable:
-    """One statement object per table and column set, built once: SQLAlchemy memoizes a
-    statement's cache key on the object, and building ``inserted`` aliases the table."""
-    statement = mysql_insert(table)
-    return statement.on_duplicate_key_update({c: statement.inserted[c] for c in columns})
+#: A new ``webhook_events`` row: every field but ``id``; its ``created_at`` is the time it
+#: was processed.
+NEW_EVENT_FIELDS = tuple(f.name for f in fields(EventRow) if f.name != "id")
 
 
 def check_links(conn: Connection, checks: LinkChecks) -> None:

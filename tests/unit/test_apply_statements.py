@@ -1,26 +1,27 @@
-"""The apply path's many-row statements: the bucket tables' upsert and the new
-``webhook_events`` and ``customers`` rows are constant statements that pymysql sends as one
-multi-row INSERT, with every column; times go as the text pymysql would have sent; bucket
-keys with their groups are cached without mixing up values of different types."""
+"""The apply path's many-row statements (pipeline/apply/statements.py and the bucket
+upsert): constant statements that pymysql sends as one multi-row INSERT, with every column,
+and values as SQLAlchemy would have bound them (times as the text pymysql would have sent);
+bucket keys with their groups are cached without mixing up values of different types."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymysql import converters
 from pymysql.cursors import RE_INSERT_VALUES
+from sqlalchemy.dialects.mysql import pymysql as mysql_pymysql
 
-from pipeline.apply import write
-from pipeline.apply.write import CUSTOMER_COLUMNS, EVENT_COLUMNS
+from pipeline.apply import rows, statements, write
 from pipeline.dashboard import aggregates, buckets
 from pipeline.dashboard.aggregates import BucketKey
 from pipeline.dashboard.counters import Counters
 from pipeline.database import sql_datetime
 from pipeline.models import (
     COUNTERS,
-    customers,
+    calls,
     dashboard_buckets,
     dashboard_group_buckets,
     webhook_events,
@@ -90,7 +91,51 @@ def test_grouped_keys_of_branch_1_and_branch_true_differ() -> None:
     assert {k.group for k in true if k.dimension == "branch"} == {"True"}
 
 
-def test_many_row_inserts_name_every_column_but_the_id() -> None:
-    for columns, table in ((EVENT_COLUMNS, webhook_events), (CUSTOMER_COLUMNS, customers)):
-        assert sorted(columns) == sorted(c.name for c in table.columns if c.name != "id")
-        assert RE_INSERT_VALUES.match(write._insert_sql(table.name, columns))
+def test_many_row_writes_name_every_column_and_stay_one_statement() -> None:
+    for kind, table in rows.TABLES.items():
+        stamps = tuple(c for c in ("created_at", "updated_at") if c in table.c)
+        every = statements._ALL[kind]
+        assert sorted([*every, *stamps]) == sorted(c.name for c in table.columns)
+        assert "id" not in statements._NO_ID[kind]
+        for columns, update in (((*statements._NO_ID[kind], *stamps), False), (every, True)):
+            sql = statements.insert_sql(table.name, columns, update=update)
+            assert RE_INSERT_VALUES.match(sql), sql
+    upsert = statements.insert_sql("calls", ("id", "status", "metadata"), update=True)
+    assert upsert.endswith(
+        "ON DUPLICATE KEY UPDATE status = VALUES(status), metadata = VALUES(metadata)"
+    )
+    events = (*write.NEW_EVENT_FIELDS, "created_at")
+    assert sorted(events) == sorted(c.name for c in webhook_events.columns if c.name != "id")
+
+
+def test_tuples_get_what_sqlalchemy_would_have_bound() -> None:
+    dialect = mysql_pymysql.dialect()
+    columns = ("metadata", "successful", "started_at", "transcript", "cost_cents")
+    converters = dict(statements._converters(calls, columns, dialect))
+    row = ({"a": [1, "é"]}, True, datetime(2026, 1, 2, 3, 4, 5, 6000), "hi", Decimal("1.5"))
+    converted = statements._converted(row, list(converters.items()))
+    for i, name in enumerate(columns):
+        processor = calls.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        expected = processor(row[i]) if processor else row[i]
+        if isinstance(expected, datetime):
+            assert converters[i](expected) == "2026-01-02 03:04:05.006000"
+            continue
+        assert converted[i] == expected
+    assert set(converters) == {0, 1, 2}  # JSON, Boolean, the time; the rest as they are
+
+
+def test_no_name_written_unquoted_needs_quoting() -> None:
+    preparer = mysql_pymysql.dialect().identifier_preparer
+    for table in (*rows.TABLES.values(), dashboard_buckets, dashboard_group_buckets):
+        assert preparer.quote(table.name) == table.name
+        for column in table.columns:
+            assert preparer.quote(column.name) == column.name, column
+
+
+def test_bucket_tables_have_no_sqlalchemy_conversions() -> None:
+    # The bucket upsert hands values to pymysql as they are: that is only what SQLAlchemy
+    # would have sent if no column type converts its values (JSON, Boolean do).
+    dialect = mysql_pymysql.dialect()
+    for table in (dashboard_buckets, dashboard_group_buckets):
+        for column in table.columns:
+            assert column.type.dialect_impl(dialect).bind_processor(dialect) is None, column
