@@ -34,8 +34,12 @@ def add_changes(into: Changes, other: Changes) -> None:
             mine.setdefault(company, Counter()).update(counter)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
+    """What became of one record. Not frozen, though nothing changes it: one is made per
+    record, and a frozen dataclass's ``__init__`` (``object.__setattr__`` per field) cost
+    3.8 against 0.7 µs, a twelfth of the engine's time per record of a replay."""
+
     provider: str
     event_id: str
     event_type: str
