@@ -173,7 +173,7 @@ def _child_main(
         raise SystemExit(1) from None
 
 
-def supervise(  # noqa: C901  (the ingress owner's to split, after the spool settles)
+def supervise(
     settings: Settings,
     host: str,
     port: int,

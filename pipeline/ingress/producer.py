@@ -60,6 +60,18 @@ CLOSE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 
 
+def _ack_outcome(future: asyncio.Future[object]) -> BaseException | None:
+    """None once ``future`` holds the broker's ack, otherwise why not. A future still
+    pending after the wait is cancelled: the record stays in the spool for the forwarder's
+    next try, so nothing waits on this future any more."""
+    if not future.done():
+        future.cancel()
+        return KafkaUnavailable("no acknowledgement in time")
+    if future.cancelled():
+        return KafkaUnavailable("cancelled")
+    return future.exception()
+
+
 class RecordTooLarge(KafkaUnavailable):
     """The broker refuses the record's size: neither a retry nor the spool can help."""
 
@@ -87,7 +99,7 @@ class Publisher(Protocol):
         latest after the ack budget."""
         ...
 
-    async def publish_many(  # noqa: C901  (the ingress owner's to split)
+    async def publish_many(
         self, records: Sequence[OutRecord], *, timeout_s: float
     ) -> list[BaseException | None]:
         """Send ``records`` in order; per record, None once acknowledged or why not."""
@@ -194,7 +206,7 @@ class KafkaPublisher:
             self._on_latency(topic, time.perf_counter() - started)
         return Published(topic, partition, offset)
 
-    async def publish_many(  # noqa: C901  (the ingress owner's to split)
+    async def publish_many(
         self, records: Sequence[OutRecord], *, timeout_s: float
     ) -> list[BaseException | None]:
         """The forwarder's path: enqueue every record in order (one ``send`` after the other
@@ -203,6 +215,29 @@ class KafkaPublisher:
         if producer is None or self._closing:
             return [KafkaUnavailable("Kafka producer is not connected")] * len(records)
         outcomes: list[BaseException | None] = [None] * len(records)
+        futures = await self._enqueue_in_order(producer, records, outcomes, timeout_s)
+        pending = [f for f in futures if f is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+        for i, future in enumerate(futures):
+            if future is not None:
+                outcomes[i] = _ack_outcome(future)
+        self._learn_from(outcomes)
+        return outcomes
+
+    async def _enqueue_in_order(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[OutRecord],
+        outcomes: list[BaseException | None],
+        timeout_s: float,
+    ) -> list[asyncio.Future[object] | None]:
+        """Hand ``records`` to the producer one after the other, all within ``timeout_s``,
+        and return their futures. ``send`` can wait (the producer's buffer full, metadata
+        unknown), so the budget covers the enqueueing too. Once a ``send`` fails or the
+        budget is spent, the records not yet handed over get their reason in ``outcomes``
+        (the ones before them may still be acknowledged), and the broker counts as lost
+        until an ack says otherwise."""
         futures: list[asyncio.Future[object] | None] = []
         try:
             async with asyncio.timeout(timeout_s):
@@ -214,25 +249,16 @@ class KafkaPublisher:
             self._healthy = False
             for i in range(len(futures), len(records)):
                 outcomes[i] = KafkaUnavailable(f"not enqueued: {type(exc).__name__}")
-        pending = [f for f in futures if f is not None]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout_s)
-        for i, future in enumerate(futures):
-            if future is None:
-                continue
-            if not future.done():
-                future.cancel()
-                outcomes[i] = KafkaUnavailable("no acknowledgement in time")
-            elif future.cancelled():
-                outcomes[i] = KafkaUnavailable("cancelled")
-            elif (error := future.exception()) is not None:
-                outcomes[i] = error
+        return futures
+
+    def _learn_from(self, outcomes: list[BaseException | None]) -> None:
+        """One acknowledged record proves the broker is reachable; one fatal error means
+        this producer id can send nothing more, so it is replaced (as in :meth:`publish`)."""
         if any(o is None for o in outcomes):
             self._healthy = True
         fatal = next((o for o in outcomes if isinstance(o, FATAL_PRODUCER_ERRORS)), None)
         if fatal is not None:
             self.replace_producer(type(fatal).__name__)
-        return outcomes
 
     def replace_producer(self, reason: str) -> None:
         """Drop a producer whose idempotent state the broker no longer accepts; the

@@ -127,3 +127,95 @@ async def test_a_producer_the_broker_no_longer_knows_is_replaced() -> None:
     await asyncio.sleep(0)  # the old producer is stopped in the background
     await asyncio.sleep(0)
     assert stub.stopped
+
+
+class SendStub:
+    """``AIOKafkaProducer.send`` as the forwarder's path uses it: one future per record,
+    answered as ``script`` says (``ack``, ``hang``, ``cancel``, an exception to fail the
+    future with), or ``send`` itself raises ``raise_at`` for that record's index."""
+
+    def __init__(self, script: list[Any], raise_at: int | None = None) -> None:
+        self.script = script
+        self.raise_at = raise_at
+        self.sent: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
+        self.futures: list[asyncio.Future[object]] = []
+        self.stopped = False
+
+    async def send(
+        self, topic: str, *, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[object]:
+        if len(self.sent) == self.raise_at:
+            raise KafkaConnectionError("broker gone")
+        self.sent.append((topic, key, value, headers))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        answer = self.script[len(self.futures)]
+        if answer == "ack":
+            future.set_result(object())
+        elif answer == "cancel":
+            future.cancel()
+        elif isinstance(answer, BaseException):
+            future.set_exception(answer)
+        self.futures.append(future)
+        return future
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def many(n: int) -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
+    return [("t", f"k{i}".encode(), b"{}", [("h", b"v")]) for i in range(n)]
+
+
+async def test_publish_many_sends_in_order_and_reports_each_record() -> None:
+    """The forwarder's path: every record enqueued in order, one outcome per record (None
+    once acknowledged), and a late future cancelled rather than left to resolve."""
+    boom = KafkaConnectionError("refused")
+    stub = SendStub(["ack", boom, "cancel", "hang"])
+    pub = connected(Hooks().publisher(), stub)  # type: ignore[arg-type]
+    pub._healthy = False
+    outcomes = await pub.publish_many(many(4), timeout_s=0.05)
+    assert stub.sent == many(4)
+    assert outcomes[0] is None and outcomes[1] is boom
+    assert isinstance(outcomes[2], KafkaUnavailable) and str(outcomes[2]) == "cancelled"
+    assert isinstance(outcomes[3], KafkaUnavailable)
+    assert str(outcomes[3]) == "no acknowledgement in time"
+    assert stub.futures[3].cancelled()
+    assert pub.is_connected() and pub.replaced == 0  # one ack proves the broker is there
+
+
+async def test_publish_many_fails_the_records_it_could_not_enqueue() -> None:
+    stub = SendStub(["ack", "ack", "ack"], raise_at=1)
+    pub = connected(Hooks().publisher(), stub)  # type: ignore[arg-type]
+    outcomes = await pub.publish_many(many(3), timeout_s=1.0)
+    assert outcomes[0] is None
+    for outcome in outcomes[1:]:
+        assert isinstance(outcome, KafkaUnavailable)
+        assert str(outcome) == "not enqueued: KafkaConnectionError"
+    assert pub.is_connected()  # the first record was acknowledged
+
+
+async def test_publish_many_without_any_ack_marks_the_producer_down() -> None:
+    stub = SendStub([], raise_at=0)
+    pub = connected(Hooks().publisher(), stub)  # type: ignore[arg-type]
+    outcomes = await pub.publish_many(many(2), timeout_s=1.0)
+    assert [str(o) for o in outcomes] == ["not enqueued: KafkaConnectionError"] * 2
+    assert not pub.is_connected() and pub.replaced == 0
+
+
+async def test_publish_many_replaces_a_producer_the_broker_no_longer_knows() -> None:
+    fatal = OutOfOrderSequenceNumber()
+    stub = SendStub(["ack", fatal])
+    pub = connected(Hooks().publisher(), stub)  # type: ignore[arg-type]
+    outcomes = await pub.publish_many(many(2), timeout_s=1.0)
+    assert outcomes == [None, fatal]
+    assert pub.replaced == 1 and pub._producer is None
+    await asyncio.sleep(0)  # the old producer is stopped in the background
+    await asyncio.sleep(0)
+    assert stub.stopped
+
+
+async def test_publish_many_without_a_producer_fails_every_record() -> None:
+    pub = Hooks().publisher()
+    outcomes = await pub.publish_many(many(3), timeout_s=1.0)
+    assert len(outcomes) == 3
+    assert all(isinstance(o, KafkaUnavailable) for o in outcomes)
