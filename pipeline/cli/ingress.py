@@ -187,6 +187,27 @@ def supervise(
     """
     from prometheus_client import multiprocess
 
+    metrics_dir, owns_dir = _metrics_dir()
+    args = (settings, host, port, shutdown_timeout, loglevel)
+    group = _Processes(args, metrics_dir, multiprocess.mark_process_dead)
+    signal.signal(signal.SIGTERM, group.stop_all)
+    signal.signal(signal.SIGINT, group.stop_all)
+    for slot in range(processes):
+        group.start(slot)
+    log.info("ingress supervisor started %d processes on %s:%d", processes, host, port)
+    try:
+        group.watch()
+        group.join_all(shutdown_timeout + 15.0)
+    finally:
+        if owns_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 1 if group.failed else 0
+
+
+def _metrics_dir() -> tuple[str, bool]:
+    """The directory the processes share their metrics through, and whether this supervisor
+    made it (and so removes it). Set in the environment before any process is spawned, so
+    every process inherits it; a given directory is emptied of a previous run's values."""
     from pipeline.ingress.metrics import MULTIPROC_ENV
 
     metrics_dir = os.environ.get(MULTIPROC_ENV)
@@ -198,52 +219,68 @@ def supervise(
             if name.endswith(".db"):
                 os.unlink(os.path.join(metrics_dir, name))
     os.environ[MULTIPROC_ENV] = metrics_dir
+    return metrics_dir, owns_dir
 
-    context = multiprocessing.get_context("spawn")
-    args = (settings, host, port, shutdown_timeout, loglevel)
-    children: dict[int, tuple[BaseProcess, float]] = {}
-    state = {"stopping": False, "failed": False}
 
-    def start(slot: int) -> None:
-        proc = context.Process(target=_child_main, args=args, name=f"ingress-{slot}")
+class _Processes:
+    """The supervisor's ingress processes by slot, each with its start time: a process that
+    dies within ``STARTUP_GRACE_S`` failed to start, one that dies later is restarted in its
+    slot. ``stop_all`` is the supervisor's SIGTERM/SIGINT handler, so it only sets a flag
+    and forwards the signal; ``watch`` returns once that flag is set."""
+
+    def __init__(
+        self, args: tuple[Any, ...], metrics_dir: str, mark_dead: Callable[[int | None, str], None]
+    ) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._args = args
+        self._metrics_dir = metrics_dir
+        self._mark_dead = mark_dead
+        self._children: dict[int, tuple[BaseProcess, float]] = {}
+        self.stopping = False
+        self.failed = False
+
+    def start(self, slot: int) -> None:
+        proc = self._context.Process(target=_child_main, args=self._args, name=f"ingress-{slot}")
         proc.start()
-        children[slot] = (proc, time.monotonic())
+        self._children[slot] = (proc, time.monotonic())
 
-    def stop_all(*_: Any) -> None:
-        state["stopping"] = True
-        for proc, _started in children.values():
+    def stop_all(self, *_: Any) -> None:
+        self.stopping = True
+        for proc, _started in self._children.values():
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop_all)
-    signal.signal(signal.SIGINT, stop_all)
-    for slot in range(processes):
-        start(slot)
-    log.info("ingress supervisor started %d processes on %s:%d", processes, host, port)
-    try:
-        while not state["stopping"]:
-            sentinels = [proc.sentinel for proc, _ in children.values()]
+    def watch(self) -> None:
+        """Until a signal or a failed start: wake when a process exits (or every second)."""
+        while not self.stopping:
+            sentinels = [proc.sentinel for proc, _ in self._children.values()]
             multiprocessing.connection.wait(sentinels, timeout=1.0)
-            for slot, (proc, started) in list(children.items()):
-                if proc.is_alive() or state["stopping"]:
-                    continue
-                proc.join()
-                multiprocess.mark_process_dead(proc.pid, metrics_dir)
-                if time.monotonic() - started < STARTUP_GRACE_S:
-                    log.error("ingress process %d failed at start (exit %s)", slot, proc.exitcode)
-                    state["failed"] = True
-                    stop_all()
-                    break
-                log.warning("ingress process %d exited (%s); restarting", slot, proc.exitcode)
-                start(slot)
-        deadline = time.monotonic() + shutdown_timeout + 15.0
-        for proc, _started in children.values():
+            self._reap()
+
+    def _reap(self) -> None:
+        """Restart the processes that died after their start; stop them all when one died
+        at its start (restarting it would only loop). A dead process's live gauges are
+        dropped from the shared metrics directory first, so /metrics stops counting it."""
+        for slot, (proc, started) in list(self._children.items()):
+            if proc.is_alive() or self.stopping:
+                continue
+            proc.join()
+            self._mark_dead(proc.pid, self._metrics_dir)
+            if time.monotonic() - started < STARTUP_GRACE_S:
+                log.error("ingress process %d failed at start (exit %s)", slot, proc.exitcode)
+                self.failed = True
+                self.stop_all()
+                return
+            log.warning("ingress process %d exited (%s); restarting", slot, proc.exitcode)
+            self.start(slot)
+
+    def join_all(self, timeout_s: float) -> None:
+        """Wait for every process to finish its graceful shutdown, all within ``timeout_s``;
+        kill one that is still running then."""
+        deadline = time.monotonic() + timeout_s
+        for proc, _started in self._children.values():
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 log.error("ingress process %s did not stop in time; killing it", proc.pid)
                 proc.kill()
                 proc.join()
-    finally:
-        if owns_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 1 if state["failed"] else 0
