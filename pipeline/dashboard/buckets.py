@@ -11,8 +11,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, literal_column, select
-from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy import Connection, Table, select
 
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
 from pipeline.dashboard.counters import Counters, Number
@@ -26,17 +25,6 @@ def table_of(key: BucketKey) -> Table:
 
 def table_of_kind(grouped: bool) -> Table:
     return dashboard_group_buckets if grouped else dashboard_buckets
-
-
-def _identity(key: BucketKey) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "company_id": key.company_id,
-        "granularity": key.granularity,
-        "bucket_start": key.bucket_start,
-    }
-    if key.grouped:
-        row.update(dimension=key.dimension, group_key=key.group)
-    return row
 
 
 def key_of(row: Any) -> BucketKey:
@@ -61,18 +49,37 @@ def add(conn: Connection, contribution: Contribution, now: datetime) -> list[Buc
     One constant statement per table, run with plain tuples (:func:`_upsert_sql`): building,
     caching and binding a SQLAlchemy statement for a few hundred rows of 25 values cost more
     than the statement itself (the first apply's profile: 16% of the engine's time here)."""
-    for part in _split(contribution):
+    _upsert(conn, contribution, now, additive=True)
+    return read(conn, contribution)
+
+
+def overwrite(
+    conn: Connection, plan: Mapping[BucketKey, Mapping[str, Number]], now: datetime
+) -> None:
+    """Absolute values (``reconcile --fix``): insert missing rows at version 1, overwrite
+    others with version + 1."""
+    _upsert(conn, plan, now, additive=False)
+
+
+def _upsert(
+    conn: Connection,
+    values: Mapping[BucketKey, Mapping[str, Number]],
+    now: datetime,
+    *,
+    additive: bool,
+) -> None:
+    """Write ``values`` per bucket, in key order: added to the stored counters (deltas) or
+    in their place (absolute values); a new row starts at version 1, a stored one gets
+    version + 1. A counter absent from a bucket's values is 0."""
+    stamp = sql_datetime(now)
+    for part in _split(values):
         if not part:
             continue
-        grouped = part[0].grouped
         rows = []
-        stamp = sql_datetime(now)
         for key in part:
-            deltas = contribution[key]
-            counters = [deltas.get(n, 0) for n in COUNTERS]
-            rows.append((*_identity_values(key), *counters, 1, stamp))
-        conn.exec_driver_sql(_upsert_sql(grouped), rows)
-    return read(conn, contribution)
+            counters = values[key]
+            rows.append((*_identity_values(key), *[counters.get(n, 0) for n in COUNTERS], 1, stamp))
+        conn.exec_driver_sql(_upsert_sql(part[0].grouped, additive), rows)
 
 
 def _identity_values(key: BucketKey) -> tuple[Any, ...]:
@@ -91,51 +98,24 @@ def _identity_columns(grouped: bool) -> tuple[str, ...]:
     return ("company_id", "granularity", "bucket_start")
 
 
-@lru_cache(maxsize=2)
-def _upsert_sql(grouped: bool) -> str:
+@lru_cache(maxsize=4)
+def _upsert_sql(grouped: bool, additive: bool = True) -> str:
     """``INSERT ... VALUES (%s, ...) ON DUPLICATE KEY UPDATE c = c + VALUES(c), ...,
-    version = version + 1`` for one bucket table: a new row starts at version 1 with the
-    deltas, an existing one adds them. ``VALUES (...)`` holds only placeholders and nothing
-    after it is a parameter: only then does pymysql's ``executemany`` send all rows as one
-    multi-row INSERT (otherwise one statement per row)."""
+    version = version + 1`` for one bucket table (``c = VALUES(c)`` when not ``additive``):
+    a new row starts at version 1 with the values, an existing one adds them (or takes
+    them). ``VALUES (...)`` holds only placeholders and nothing after it is a parameter:
+    only then does pymysql's ``executemany`` send all rows as one multi-row INSERT
+    (otherwise one statement per row)."""
     table = table_of_kind(grouped)
     columns = (*_identity_columns(grouped), *COUNTERS, "version", "updated_at")
     placeholders = ", ".join(["%s"] * len(columns))
-    added = ", ".join(f"{name} = {name} + VALUES({name})" for name in COUNTERS)
+    new = "{name} + VALUES({name})" if additive else "VALUES({name})"
+    counters = ", ".join(f"{name} = " + new.format(name=name) for name in COUNTERS)
     return (
         f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
-        f" ON DUPLICATE KEY UPDATE {added}, version = version + 1,"
+        f" ON DUPLICATE KEY UPDATE {counters}, version = version + 1,"
         " updated_at = VALUES(updated_at)"
     )
-
-
-def overwrite(
-    conn: Connection, plan: Mapping[BucketKey, Mapping[str, Number]], now: datetime
-) -> None:
-    """Absolute values (``reconcile --fix``): insert missing rows at version 1, overwrite
-    others with version + 1."""
-    for part in _split(plan):
-        if not part:
-            continue
-        table = table_of(part[0])
-        rows = [
-            {
-                **{name: plan[key][name] for name in COUNTERS},
-                **_identity(key),
-                "version": 1,
-                "updated_at": now,
-            }
-            for key in part
-        ]
-        statement = mysql_insert(table)
-        statement = statement.on_duplicate_key_update(
-            {
-                **{name: statement.inserted[name] for name in COUNTERS},
-                "version": literal_column("version + 1"),
-                "updated_at": statement.inserted.updated_at,
-            }
-        )
-        conn.execute(statement, rows)
 
 
 def read(conn: Connection, keys: Iterable[BucketKey]) -> list[BucketSnapshot]:

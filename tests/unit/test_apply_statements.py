@@ -49,6 +49,16 @@ def test_upsert_names_every_column_of_its_table_once_and_adds_every_counter() ->
         assert "version = version + 1" in tail
 
 
+def test_reconciles_upsert_takes_the_values_in_place_of_the_stored_ones() -> None:
+    for grouped in (False, True):
+        sql = buckets._upsert_sql(grouped, additive=False)
+        assert RE_INSERT_VALUES.match(sql)
+        tail = sql.partition(" ON DUPLICATE KEY UPDATE ")[2]
+        for name in COUNTERS:
+            assert f"{name} = VALUES({name})" in tail and f"{name} + VALUES" not in tail
+        assert "version = version + 1" in tail
+
+
 def test_counters_of_values_follow_the_counter_order() -> None:
     values = list(range(len(COUNTERS)))
     assert Counters.of_values(values) == {name: i for i, name in enumerate(COUNTERS)}
