@@ -318,6 +318,7 @@ def create_app(
     app[BACKGROUND] = set()
     app[PUBLISHER] = publisher or KafkaPublisher(
         settings,
+        topics=[settings.topic(p.TOPIC) for p in providers.PROVIDERS.values()],
         on_latency=lambda topic, s: metrics.child(metrics.publish_latency, topic).observe(s),
         on_failure=lambda topic, reason: metrics.child(
             metrics.publish_failures, topic, reason

@@ -126,10 +126,12 @@ class KafkaPublisher:
         settings: Settings,
         *,
         client_id: str = "switchboard-ingress",
+        topics: Sequence[str] = (),
         on_latency: LatencyHook | None = None,
         on_failure: FailureHook | None = None,
     ) -> None:
         self._settings = settings
+        self._topics = tuple(topics)
         self._client_id = client_id
         self._linger_ms = settings.kafka_linger_ms
         codec = settings.kafka_compression
@@ -323,11 +325,26 @@ class KafkaPublisher:
             with contextlib.suppress(Exception):
                 await producer.stop()
             return False
+        await self._narrow_metadata(producer)
         self._producer = producer
         self._batches = self._new_batches(producer)
         self._healthy = True
         log.info("kafka producer connected to %s", self._settings.kafka_bootstrap)
         return True
+
+    async def _narrow_metadata(self, producer: AIOKafkaProducer) -> None:
+        """Ask the broker for the metadata of our topics only, from now on.
+
+        aiokafka's client requests every topic of the cluster while its own topic list is
+        empty, and it stays empty when the first metadata already knew our topics: then each
+        health probe decoded the whole cluster's metadata on the event loop (on a broker with
+        ~730 topics, about 20 ms of CPU every probe, with no request answered meanwhile). A
+        topic published to later that is not in the list (the forwarder's) is added by
+        aiokafka when it is first sent to."""
+        if not self._topics:
+            return
+        with contextlib.suppress(TimeoutError, KafkaError, OSError):
+            await asyncio.wait_for(producer.client.set_topics(self._topics), CONNECT_TIMEOUT_S)
 
     async def _maintain(self) -> None:
         """Connect if not yet connected (with backoff); then probe the broker periodically."""

@@ -132,3 +132,23 @@ async def test_unreachable_broker_is_202_from_the_spool_and_not_ready(
     metrics = await (await client.get("/metrics")).text()
     assert 'switchboard_ingress_durable_total{via="spool"} 2.0' in metrics
     assert "switchboard_ingress_kafka_producer_connected 0.0" in metrics
+
+
+async def test_the_probe_asks_for_the_ingress_topics_only(stack_settings: Settings) -> None:
+    """The health probe's metadata request names our topics: asking for the whole cluster's
+    (aiokafka's default while its topic list is empty) costs the event loop CPU per topic
+    of the broker, every probe. The shared broker holds other tests' topics, so without the
+    narrowing the cluster view here has more than ours."""
+    from pipeline import providers
+    from pipeline.ingress.producer import KafkaPublisher
+
+    ours = {stack_settings.topic(p.TOPIC) for p in providers.PROVIDERS.values()}
+    publisher = KafkaPublisher(stack_settings, topics=sorted(ours))
+    await publisher.start()
+    try:
+        assert publisher.is_connected()
+        client = publisher._producer.client  # type: ignore[union-attr]
+        assert await client.force_metadata_update()  # what the probe sends
+        assert client.cluster.topics() == ours
+    finally:
+        await publisher.close()
