@@ -6,6 +6,14 @@ itself and the CLI sets ``PROMETHEUS_MULTIPROC_DIR``; prometheus-client then kee
 per-process files, and :func:`render` aggregates every process into one answer, so a scrape
 that lands on any process sees the whole ingress.
 
+In one process the request path counts through :meth:`IngressMetrics.child`, whose children
+add to plain numbers and bucket lists; :meth:`IngressMetrics.flush` hands the sums to
+prometheus-client in bulk, and runs before every read of the registry (a collector
+registered first), so a scrape or a test sees every count. Per webhook (two counters, two
+histograms) that is about 2 µs instead of 4-5 µs of prometheus-client's locked updates.
+With ``--processes N`` a scrape reads the other processes' files, which nothing would flush
+in time, so there the children are prometheus-client's own.
+
 Label values are bounded: ``event_type`` is one of the provider's known event types or
 ``other`` (an authenticated sender can still invent event names; they must not create series).
 """
@@ -15,6 +23,8 @@ from __future__ import annotations
 import os
 import platform
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
@@ -31,6 +41,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
 from pipeline.providers import PROVIDERS
 
@@ -65,12 +76,80 @@ def _version() -> str:
         return "unknown"
 
 
+class _Count:
+    """A counter child's increments, held until :meth:`flush`."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            amount, self.pending = self.pending, 0.0
+            self.child.inc(amount)
+
+
+class _Observations:
+    """A histogram child's observations as bucket counts and a sum, held until :meth:`flush`
+    (a value goes to the first bucket whose upper bound is at least the value, as
+    prometheus-client's ``observe`` puts it)."""
+
+    __slots__ = ("child", "bounds", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+
+    def flush(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        self.counts = [0] * len(counts)
+        total, self.total = self.total, 0.0
+        self.child._sum.inc(total)
+        buckets = self.child._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+
+
+class _FlushFirst:
+    """A collector with no metrics of its own, registered before the others: each read of
+    the registry flushes what the request path counted since the last one."""
+
+    def __init__(self, metrics: IngressMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self._metrics.flush()
+        return iter(())
+
+
 class IngressMetrics:
     """Every metric the ingress exports. Names are listed in docs/ingress.md."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._held: list[_Count | _Observations] = []
+        self._hold = not os.environ.get(MULTIPROC_ENV)  # see the module doc
+        registry.register(_FlushFirst(self))
         if not os.environ.get(MULTIPROC_ENV) and registry is not _default_registry():
             # process_*, python_gc_*, python_info: one process, so its own numbers. With
             # --processes N, render() adds the answering process's (see its docstring).
@@ -222,12 +301,23 @@ class IngressMetrics:
         )
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        """``metric.labels(*labels)``, memoised: the request path calls this per request."""
+        """``metric.labels(*labels)``, memoised, for a counter's ``inc`` or a histogram's
+        ``observe``, held until :meth:`flush` in one process (see the module doc); other
+        metrics' children as they are. The request path calls this per request."""
         key = (id(metric), *labels)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            found = metric.labels(*labels)
+            if self._hold and isinstance(metric, Counter | Histogram):
+                found = _Count(found) if isinstance(metric, Counter) else _Observations(found)
+                self._held.append(found)
+            self._children[key] = found
         return found
+
+    def flush(self) -> None:
+        """Add what :meth:`child`'s children counted since the last flush to the metrics."""
+        for held in self._held:
+            held.flush()
 
     def observe_routing(self, entries: int, loaded_at: float | None) -> None:
         """Record the cache's size and last load (``loaded_at`` is a ``time.monotonic()``)."""
