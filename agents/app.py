@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import faust
 
+from agents.consumer import Transport
 from agents.recovery import SafeTableManager
 from pipeline.errors import ConfigError
 from pipeline.kafka import faust_credentials
@@ -39,11 +40,19 @@ def advertised_url(settings: Settings) -> str:
     return url
 
 
+class App(faust.App):
+    """Faust's app whose consumer rewinds uncommitted webhook partitions after every
+    rebalance (agents/consumer.py); its producer transport stays Faust's own."""
+
+    def _new_transport(self) -> Transport:
+        return Transport(self.conf.broker_consumer, self)
+
+
 def create_faust_app(settings: Settings, *, store: str | None = None) -> faust.App:
     url = advertised_url(settings)
     datadir = Path(settings.data_dir).resolve() / f"worker-{settings.worker_port}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=faust_credentials(settings),

@@ -23,6 +23,7 @@ ORDER = [
     "database-outages",
     "cluster-broker-loss",
     "worker-failover",
+    "quiet-takeover",
     "ingress-sigterm",
 ]
 

@@ -19,6 +19,7 @@ import pytest
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
+from agents import consumer as rewinding
 from agents.app import create_faust_app
 from agents.recovery import SafeRecovery, SafeTableManager
 from pipeline.settings import load_settings
@@ -94,6 +95,14 @@ def test_the_worker_uses_the_safe_recovery() -> None:
     app = create_faust_app(load_settings(os.environ))
     assert isinstance(app.tables, SafeTableManager)
     assert isinstance(app.tables.recovery, SafeRecovery)
+
+
+def test_the_worker_consumer_rewinds_uncommitted_partitions() -> None:
+    """Its seek after a rebalance is agents/consumer.py's (tested on the real broker in
+    tests/integration/test_consumer_rewind.py), not aiokafka's."""
+    app = create_faust_app(load_settings(os.environ))
+    assert isinstance(app.consumer, rewinding.Consumer)
+    assert app.consumer.seek_to_committed.__func__ is rewinding.Consumer.seek_to_committed  # type: ignore[attr-defined]
 
 
 def test_the_flow_stays_stopped_until_the_queues_are_emptied(tmp_path: Path) -> None:
