@@ -1,6 +1,7 @@
 """``switchboard ingress --processes 2`` as operators run it: two processes on one port
-(SO_REUSEPORT), metrics aggregated across them, and a SIGTERM that lets an in-flight request
-finish with its 202 and its record on Kafka."""
+(SO_REUSEPORT), metrics aggregated across them, a SIGTERM that lets an in-flight request
+finish with its 202 and its record on Kafka, a crashed process restarted in its slot, and a
+failed start that stops them all instead of restarting in a loop."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pipeline.cli.ingress import STARTUP_GRACE_S
 from pipeline.settings import Settings
 from tests.integration.ingress_helpers import (
     CALCOM_SECRET,
@@ -57,21 +59,26 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-@pytest.fixture
-def ingress(stack_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
+def start_ingress(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    """``switchboard ingress --processes 2`` on ``port``, as an operator starts it."""
     env = {
         **os.environ,
-        "SWITCHBOARD_DATABASE_URL": stack_settings.database_url.reveal(),
-        "SWITCHBOARD_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
-        "SWITCHBOARD_TOPIC_PREFIX": stack_settings.topic_prefix,
-        "SWITCHBOARD_SPOOL_DIR": str(stack_settings.ingress_spool_dir()),
+        "SWITCHBOARD_DATABASE_URL": settings.database_url.reveal(),
+        "SWITCHBOARD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "SWITCHBOARD_TOPIC_PREFIX": settings.topic_prefix,
+        "SWITCHBOARD_SPOOL_DIR": str(settings.ingress_spool_dir()),
         "RETELL_API_KEY": RETELL_KEY,
         "CALCOM_WEBHOOK_SECRET": CALCOM_SECRET,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cmd = [str(SWITCHBOARD), "ingress", "--processes", "2", "--port", str(port)]
-    proc = subprocess.Popen(cmd + ["--shutdown-timeout", "5"], env=env, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd + ["--shutdown-timeout", "5"], env=env, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def ingress(stack_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    proc = start_ingress(stack_settings, port)
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
@@ -154,3 +161,58 @@ async def test_sigterm_finishes_the_request_in_flight(
     assert headers_of(record)["event_type"] == b"BOOKING_CREATED"
     with pytest.raises(OSError):  # nothing listens any more
         socket.create_connection((host, int(port)), timeout=1).close()
+
+
+async def test_a_process_that_crashes_is_restarted_in_its_slot(
+    stack_settings: Settings, ingress: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    proc, base = ingress
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await wait_ready(session, base, proc)
+        before = children_of(proc.pid)
+        assert len(before) == 2
+        # Past the start-up grace: a death now is a crash, not a failed start.
+        await asyncio.sleep(STARTUP_GRACE_S + 1)
+        os.kill(before[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            now = children_of(proc.pid)
+            if len(now) == 2 and before[0] not in now:
+                break
+            assert time.monotonic() < deadline, f"no restart: {now}"
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            await asyncio.sleep(0.2)
+        assert before[1] in now  # the other one served on
+        await wait_ready(session, base, proc)
+        for _ in range(10):
+            async with session.post(
+                f"{base}/webhooks/calcom", data=BOOKING, headers=signed("calcom", BOOKING)
+            ) as resp:
+                assert resp.status == 202
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert "restarting" in stderr, stderr[-3000:]
+
+
+def test_a_process_that_cannot_start_stops_them_all_with_exit_1(
+    stack_settings: Settings,
+) -> None:
+    """The port is held by a socket without SO_REUSEPORT: no process can bind it. The
+    supervisor must not restart them in a loop; it stops them all and exits 1."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = int(holder.getsockname()[1])
+        proc = start_ingress(stack_settings, port)
+        try:
+            code = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert code == 1, stderr[-3000:]
+    assert "failed at start" in stderr, stderr[-3000:]
+    assert children_of(proc.pid) == []
