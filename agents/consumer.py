@@ -41,7 +41,11 @@ async def seek_to_committed(
             consumer.seek(tp, offset)
     unanchored = [tp for tp, offset in committed.items() if offset is None and rewinds(tp)]
     if unanchored:
-        await consumer.seek_to_beginning(*unanchored)
+        # The start offsets, then a plain seek: never a moment without a position, which
+        # seek_to_beginning leaves until its reset is done, and Faust's livelock detector
+        # reads a partition's position from the other thread, asserting there is one.
+        for tp, start in (await consumer.beginning_offsets(unanchored)).items():
+            consumer.seek(tp, start)
     return committed
 
 
