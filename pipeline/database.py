@@ -12,6 +12,7 @@ the event loop that serves Kafka heartbeats and HTTP never waits on MySQL.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -205,6 +206,19 @@ def sql_datetime(value: datetime | None) -> str | datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.isoformat(" ")
+
+
+def insert_sql(table: str, columns: Sequence[str], updates: Sequence[str] = ()) -> str:
+    """``INSERT INTO table (columns) VALUES (%s, ...)``, then ``ON DUPLICATE KEY UPDATE``
+    with ``updates`` if any. ``VALUES (...)`` holds only placeholders and nothing after it
+    is a parameter: only then does pymysql's ``executemany`` send all rows as one multi-row
+    INSERT (otherwise one statement per row). Names go in unquoted, as SQLAlchemy renders
+    ours: none is a reserved word."""
+    marks = ", ".join(["%s"] * len(columns))
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+    if updates:
+        sql += f" ON DUPLICATE KEY UPDATE {', '.join(updates)}"
+    return sql
 
 
 def errno_of(exc: BaseException) -> int | None:

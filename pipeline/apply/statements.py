@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, DateTime, Dialect, Table
 
+from pipeline import database
 from pipeline.apply.rows import TABLES, AppointmentRow, CallRow, CustomerRow, EventRow
 from pipeline.database import sql_datetime
 
@@ -68,12 +69,8 @@ def insert_rows(
 def insert_sql(table: str, columns: tuple[str, ...], *, update: bool = False) -> str:
     # Names unquoted, as SQLAlchemy renders them: none is a reserved word (a unit test
     # asks SQLAlchemy's MySQL quoting about every column).
-    marks = ", ".join(["%s"] * len(columns))
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-    if update:
-        sets = ", ".join(f"{c} = VALUES({c})" for c in columns if c != "id")
-        sql += f" ON DUPLICATE KEY UPDATE {sets}"
-    return sql
+    sets = [f"{c} = VALUES({c})" for c in columns if c != "id"] if update else []
+    return database.insert_sql(table, columns, sets)
 
 
 @lru_cache(maxsize=32)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Table, select
 
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
 from pipeline.dashboard.counters import Counters, Number
-from pipeline.database import sql_datetime
+from pipeline.database import insert_sql, sql_datetime
 from pipeline.models import COUNTERS, dashboard_buckets, dashboard_group_buckets
 
 
@@ -100,22 +100,15 @@ def _identity_columns(grouped: bool) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4)
 def _upsert_sql(grouped: bool, additive: bool = True) -> str:
-    """``INSERT ... VALUES (%s, ...) ON DUPLICATE KEY UPDATE c = c + VALUES(c), ...,
-    version = version + 1`` for one bucket table (``c = VALUES(c)`` when not ``additive``):
-    a new row starts at version 1 with the values, an existing one adds them (or takes
-    them). ``VALUES (...)`` holds only placeholders and nothing after it is a parameter:
-    only then does pymysql's ``executemany`` send all rows as one multi-row INSERT
-    (otherwise one statement per row)."""
-    table = table_of_kind(grouped)
+    """``INSERT ... ON DUPLICATE KEY UPDATE c = c + VALUES(c), ..., version = version + 1``
+    for one bucket table (``c = VALUES(c)`` when not ``additive``): a new row starts at
+    version 1 with the values, an existing one adds them (or takes them). One multi-row
+    INSERT per batch (:func:`pipeline.database.insert_sql`)."""
     columns = (*_identity_columns(grouped), *COUNTERS, "version", "updated_at")
-    placeholders = ", ".join(["%s"] * len(columns))
     new = "{name} + VALUES({name})" if additive else "VALUES({name})"
-    counters = ", ".join(f"{name} = " + new.format(name=name) for name in COUNTERS)
-    return (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
-        f" ON DUPLICATE KEY UPDATE {counters}, version = version + 1,"
-        " updated_at = VALUES(updated_at)"
-    )
+    counters = [f"{name} = " + new.format(name=name) for name in COUNTERS]
+    updates = [*counters, "version = version + 1", "updated_at = VALUES(updated_at)"]
+    return insert_sql(table_of_kind(grouped).name, columns, updates)
 
 
 def read(conn: Connection, keys: Iterable[BucketKey]) -> list[BucketSnapshot]:
