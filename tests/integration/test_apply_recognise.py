@@ -175,3 +175,23 @@ def test_the_recognisers_reads_are_the_same_whether_json_or_row_by_row(
         assert lookup.known_events(conn, keys) == events
         assert lookup.bucket_columns(conn, call_ids, uids) == places
     assert "cut short" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("columns", "tail", "table", "key"),
+    [
+        (lookup.CALL_COLUMNS, lookup.CALLS_WHERE, "c", "uq_calls_retell_call_id"),
+        (lookup.APPOINTMENT_COLUMNS, lookup.APPOINTMENTS_WHERE, "a", "uq_appointments_calcom_uid"),
+    ],
+    ids=["calls", "appointments"],
+)
+def test_the_bucket_columns_are_read_by_their_unique_key_whatever_the_table_holds(
+    applied: Engine, columns: str, tail: str, table: str, key: str
+) -> None:
+    """The read of the rows' bucket columns starts from the rows' unique key, then joins
+    their companies. Left to itself MariaDB starts from the few companies and walks each
+    company's calls (every row it has), so the read grew with the table."""
+    with applied.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN SELECT {columns} {tail}", (("x", "y"),)).all()
+    assert (plan[0].table, plan[0].key) == (table, key)
+    assert [row.table for row in plan] == [table, "co"]
