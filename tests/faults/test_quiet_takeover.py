@@ -1,4 +1,4 @@
-"""Fault 5b: a worker dies before its partitions ever carried a record. Webhooks arrive
+"""The quiet takeover: a worker dies before its partitions ever carried a record. Webhooks arrive
 while the group still counts it alive, onto partitions nobody has committed; the survivor
 takes them over and must apply every one.
 
