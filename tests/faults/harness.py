@@ -206,6 +206,18 @@ class World:
         self.workers.append(worker)
         return worker.start()
 
+    def survivor_and_victim(self, seek_pause_s: float) -> tuple[WorkerProcess, WorkerProcess]:
+        """An ingress and two workers of one group, both ready: ``worker-a`` (the survivor)
+        seeks to the committed offsets ``seek_pause_s`` slower (a slow broker), which holds
+        open the window in which a takeover fetched records and Faust dropped them
+        (agents/recovery.py, agents/consumer.py); ``worker-b`` is the one to kill."""
+        self.ingress()
+        survivor = self.worker("worker-a", extra_env={"FAULT_SEEK_PAUSE": str(seek_pause_s)})
+        victim = self.worker("worker-b")
+        survivor.wait_ready(120)
+        victim.wait_ready(120)
+        return survivor, victim
+
     @property
     def ingress_url(self) -> str:
         return f"http://{self.settings.ingress_host}:{self.settings.ingress_port}"

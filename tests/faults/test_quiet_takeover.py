@@ -43,11 +43,7 @@ def test_a_worker_killed_before_any_traffic_loses_nothing_of_its_partitions(
         times=1,
         command=COMMAND,
     )
-    world.ingress()
-    survivor = world.worker("worker-a", extra_env={"FAULT_SEEK_PAUSE": str(SEEK_PAUSE_S)})
-    victim = world.worker("worker-b")
-    survivor.wait_ready(120)
-    victim.wait_ready(120)
+    survivor, victim = world.survivor_and_victim(SEEK_PAUSE_S)
     assert world.processed() == 0  # nothing committed anywhere yet
     victim.kill()
     killed = time.monotonic()

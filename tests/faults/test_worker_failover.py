@@ -103,14 +103,10 @@ def test_a_killed_worker_hands_over_its_partitions_and_tables(
         times=1,
         command=COMMAND,
     )
-    world.ingress()
     # The survivor's seeks to the committed offsets take SEEK_PAUSE_S longer (a slow broker):
     # the window in which Faust 0.15.3 fetched the victim's backlog and then threw it away
     # (agents/recovery.py), once a matter of luck, is wide open.
-    survivor = world.worker("worker-a", extra_env={"FAULT_SEEK_PAUSE": str(SEEK_PAUSE_S)})
-    victim = world.worker("worker-b")
-    survivor.wait_ready(120)
-    victim.wait_ready(120)
+    survivor, victim = world.survivor_and_victim(SEEK_PAUSE_S)
     simulation = world.simulate(
         ScenarioConfig(seed=51, calls=40, duplicate_share=0.3, reorder_share=0.5), rate=10
     )
