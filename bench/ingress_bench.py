@@ -307,12 +307,46 @@ def _point(
     seconds: float,
     tmp: Path,
 ) -> wrk.WrkResult:
+    buckets = _duration_buckets(url)
     before = server.cpu_seconds()
     measured = _measure(url, payload, concurrency, seconds, tmp)
     after = server.cpu_seconds()
     cpu = after - before if before is not None and after is not None else None
+    p99 = _p99_le_ms(buckets, _duration_buckets(url))
     time.sleep(1.0)  # let the server settle (acks, spool) before the next point
-    return wrk.WrkResult(**{**_fields(measured), "server_cpu_s": cpu})
+    return wrk.WrkResult(**{**_fields(measured), "server_cpu_s": cpu, "server_p99_le_ms": p99})
+
+
+DURATION = "switchboard_ingress_request_duration_seconds_bucket"
+
+
+def _duration_buckets(url: str) -> dict[float, float] | None:
+    """The ingress's own request-duration histogram, cumulative counts by upper bound in
+    seconds, all providers summed (None for a server without it: the bare handler)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    found: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(DURATION):
+            bound = float(line.split('le="', 1)[1].split('"', 1)[0])
+            found[bound] = found.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found or None
+
+
+def _p99_le_ms(before: dict[float, float] | None, after: dict[float, float] | None) -> float | None:
+    """The upper bound (ms) of the first bucket holding 99% of the requests answered
+    between two scrapes: the server's own p99, from request start to its answer, so
+    without the time a request spent in socket buffers or in the load generator."""
+    if before is None or after is None:
+        return None
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    return next(1000 * b for b, n in counts.items() if n >= 0.99 * total)
 
 
 def _fields(r: wrk.WrkResult) -> dict[str, object]:

@@ -35,6 +35,9 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     server_cpu_s: float | None = None
+    #: upper bound (ms) of the bucket of the server's own request-duration histogram that
+    #: holds its 99th percentile over the point (the ingress only; the bare handler has none)
+    server_p99_le_ms: float | None = None
 
     @property
     def ok(self) -> int:
