@@ -83,8 +83,10 @@ class HeldPublisher(FakePublisher):
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
+        self.entered = 0  # publishes started (each holds a slot)
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> Published:
+        self.entered += 1
         await self.release.wait()
         return await super().publish(topic, key, value, headers)
 
@@ -113,5 +115,35 @@ async def test_a_request_without_a_slot_goes_to_the_spool_after_the_budget(
         assert await holder == "kafka"
         assert [r.value for r in publisher.records] == [b"v1"]
         assert [r.value for r in await spool.head(10)] == [b"v2"]
+    finally:
+        await spool.close()
+
+
+async def test_waits_that_ran_out_of_budget_hold_no_slot(tmp_path: Path) -> None:
+    """Requests that gave up waiting for a slot leave every slot to the ones after them."""
+    settings = make_settings(ingress_max_in_flight=2, ack_budget_s=0.05)
+    publisher = HeldPublisher()
+    spool = Spool.claim(tmp_path, max_bytes=1 << 20, max_age_s=3600)
+    await spool.start()
+    handoff = Handoff(settings, publisher, spool, IngressMetrics(CollectorRegistry()))
+    try:
+        holders = [
+            asyncio.create_task(handoff.make_durable("t", b"k", b"held", [])) for _ in range(2)
+        ]
+        await asyncio.sleep(0)
+        assert publisher.entered == 2
+        waiting = [handoff.make_durable("t", b"k", b"late", []) for _ in range(3)]
+        assert await asyncio.gather(*waiting) == ["spool"] * 3
+        publisher.release.set()
+        assert await asyncio.gather(*holders) == ["kafka"] * 2
+        await spool.delete(await spool.head(10))  # as the forwarder does once Kafka has them
+        publisher.release.clear()
+        again = [
+            asyncio.create_task(handoff.make_durable("t", b"k", b"again", [])) for _ in range(2)
+        ]
+        await asyncio.sleep(0)
+        assert publisher.entered == 4  # both slots free again, taken without waiting
+        publisher.release.set()
+        assert await asyncio.gather(*again) == ["kafka"] * 2
     finally:
         await spool.close()
