@@ -54,12 +54,19 @@ def place_name(raw: str | None) -> str:
     return text
 
 
+def _in_a_name(ch: str) -> bool:
+    """A letter, a combining mark, or one of the separators of :data:`_NAME`."""
+    return ch.isalpha() or unicodedata.category(ch)[0] == "M" or ch in " '-."
+
+
 def caller_name(raw: str | None) -> str | None:
     """The customer's name if it is a plain personal name, else None (see the module doc)."""
     if not raw:
         return None
     text = _printable(raw)
     if not text or len(text) > NAME_MAX_CHARS or not _NAME.fullmatch(text):
+        return None
+    if not all(_in_a_name(ch) for ch in text):  # \w also holds numerals: 〇, 𒐀 (Nl, No)
         return None
     words = re.split(r"[ '\-.]+", text.lower())
     if len([w for w in words if w]) > NAME_MAX_WORDS or _ADDRESSING.intersection(words):

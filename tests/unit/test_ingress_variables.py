@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pipeline.ingress.app import create_app
@@ -60,7 +60,16 @@ def test_invisible_and_bidi_characters_are_removed() -> None:
     assert place_name("Bay\u0000view\u2066 Dental") == "Bay view Dental"
 
 
+def test_numerals_that_are_not_digits_are_not_letters() -> None:
+    """Python's \\w holds letter numbers and other numerals besides digits (Hypothesis
+    found the cuneiform one): a name of them is dropped like one of digits."""
+    assert caller_name("\U00012400") is None  # CUNEIFORM NUMERIC SIGN, category Nl
+    assert caller_name("Dana \u3007") is None  # IDEOGRAPHIC NUMBER ZERO, Nl
+    assert caller_name("Dana \u0f2a") is None  # TIBETAN DIGIT HALF ONE, No
+
+
 @given(st.text(max_size=300))
+@example("\U00012400")
 def test_whatever_the_input_the_output_is_short_and_plain(raw: str) -> None:
     name = caller_name(raw)
     if name is not None:
