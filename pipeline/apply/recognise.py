@@ -26,7 +26,7 @@ Pure: :mod:`pipeline.apply.load` reads the rows, :mod:`pipeline.apply.batch` run
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -180,43 +180,31 @@ def recognise(
     nothing is written for these records); a call's ``started_at`` is its bucket time.
     """
     out = Recognised()
-    outcomes, revisited = out.outcomes, out.revisited
     counted: set[tuple[str, str]] = set()  # rows whose buckets are in out.revisited
-    for position, record, key, _ in found:
-        hit = rows.get(position)
-        if hit is None:
+    for c in found:
+        if c.position not in rows:
             continue
-        table, ids = hit
+        table, ids = rows[c.position]
         subjects = calls if table == CALLS else appointments
-        stored = known[key]
-        if not _all_there_since(subjects, ids, stored.processed_at):
+        stored = known[c.key]
+        if not all(_there_since(subjects.get(i), stored.processed_at) for i in ids):
             continue  # a row is gone, or was made again since: the full way restores it
         for i in ids:
             if (table, i) not in counted:
                 counted.add((table, i))
-                revisited.update(_buckets(table, i, subjects[i], known, timezones))
+                out.revisited |= _buckets(table, i, subjects[i], known, timezones)
         company_id = subjects[ids[0]]["company_id"] if ids else None
-        # Positional: one is made per record of a replay, keywords cost a fifth more.
-        outcomes[position] = Outcome(
-            key[0],  # provider
-            key[1],  # event_id
-            stored.event_type,
-            ALREADY_APPLIED,
-            company_id,
-            None,  # reason
-            record.coordinates,
-            record.correlation_id,
+        out.outcomes[c.position] = Outcome(
+            provider=c.key[0],
+            event_id=c.key[1],
+            event_type=stored.event_type,
+            status=ALREADY_APPLIED,
+            company_id=company_id,
+            reason=None,
+            coordinates=c.record.coordinates,
+            correlation_id=c.record.correlation_id,
         )
     return out
-
-
-def _all_there_since(
-    subjects: Mapping[str, Mapping[str, Any]], ids: tuple[str, ...], applied_at: Stamp | None
-) -> bool:
-    for i in ids:
-        if not _there_since(subjects.get(i), applied_at):
-            return False
-    return True
 
 
 def _there_since(row: Mapping[str, Any] | None, applied_at: Stamp | None) -> bool:
@@ -237,7 +225,7 @@ def _buckets(
     row: Mapping[str, Any],
     known: Mapping[EventKey, Known],
     timezones: Mapping[int, str],
-) -> Collection[BucketKey]:
+) -> set[BucketKey]:
     """The buckets an existing row counts in (what the full way would republish)."""
     zone = timezones.get(row["company_id"])
     if table == APPOINTMENTS:
@@ -246,4 +234,4 @@ def _buckets(
         (s := known.get(milestone_key(kind, key))) is not None and s.status == APPLIED
         for kind in MILESTONES
     )
-    return aggregates.call_buckets(row, ended, analyzed, timezone=zone)
+    return set(aggregates.call_buckets(row, ended, analyzed, timezone=zone))
