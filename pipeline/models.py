@@ -213,6 +213,9 @@ webhook_events = Table(
     Index(None, "correlation_id"),
     Index(None, "company_id", "created_at"),
     Index(None, "created_at"),
+    # Where each row's record sits: the recogniser reads a batch's stretch of a partition
+    # with one range read (pipeline/apply/lookup.py).
+    Index(None, "kafka_topic", "kafka_partition", "kafka_offset"),
 )
 
 # People who asked to be erased (`switchboard customers erase`): the kind of identifier

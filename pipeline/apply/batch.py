@@ -188,7 +188,7 @@ def _recognise(
     found = recognise.candidates(records, shas)
     if not found:
         return recognise.Recognised()
-    known = lookup.known_events(conn, recognise.lookup_keys(found))
+    known = lookup.known_events(conn, recognise.lookup_keys(found), recognise.spans(records))
     rows = recognise.known_rows(found, known)
     if not rows:
         return recognise.Recognised()

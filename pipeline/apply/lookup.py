@@ -8,11 +8,20 @@ what costs most per row in Python (measured, docs/benchmarks.md section 1b):
 * SQLAlchemy's rendering of an ``IN`` of hundreds of values and its row objects: the
   statements are fixed text sent through the driver, which escapes every value (a tuple
   becomes a parenthesised list), as safe as a bound statement;
+* the lookup of hundreds of event ids one by one in the unique key (about 15 µs a key
+  on this machine, most of the events read): the rows of the batch's records are read
+  first by where those records sat in Kafka, one range of an index per partition
+  (:func:`pipeline.apply.recognise.spans`); only the keys not found there (the
+  milestones of calls, the first body of a snapshot event) are looked up by event id;
 * pymysql's decoding of every column of every row (pure Python, a few microseconds a
-  column): MySQL folds the rows into one JSON document (``JSON_ARRAYAGG``), which orjson
-  decodes in C. A document cut short (MariaDB caps an aggregate at the session's
-  ``group_concat_max_len``, 1 MiB by default, a batch needs about 100 KiB) does not
-  decode: the rows are then read one by one, the same columns, the same answer;
+  column): MySQL folds the rows into one document that is split or decoded in C. The
+  events, all text, come as one text with ASCII separators (``GROUP_CONCAT``: MariaDB
+  builds a ``JSON_ARRAYAGG`` in a temporary table, 4.1 against 2.5 ms of server time for
+  a batch's ~330 rows); the rows' bucket columns, with numbers, as JSON that orjson
+  decodes. A document cut short (MariaDB caps an aggregate at the session's
+  ``group_concat_max_len``, 1 MiB by default, a batch needs about 100 KiB) or a text
+  that does not split into the rows MySQL counted is read again row by row: the same
+  columns, the same answer;
 * a join that starts from the wrong table: left to itself, MariaDB reads the few
   companies first and walks every call (or booking) of each, so the read grew with the
   table (twice the time of the keyed read at 3,000 calls). The rows are read by their
@@ -29,25 +38,39 @@ what costs most per row in Python (measured, docs/benchmarks.md section 1b):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection
 
-from pipeline.apply.recognise import Known
+from pipeline.apply.recognise import Known, Span
 from pipeline.apply.rows import APPLIED
 from pipeline.dashboard.aggregates import APPOINTMENT_MARKS
 from pipeline.providers.facts import EventKey
 
 log = logging.getLogger(__name__)
 
-EVENT_COLUMNS = "event_id, payload_sha256, event_type, CAST(processed_at AS CHAR)"
+EVENT_COLUMNS = (
+    "event_id",
+    "payload_sha256",
+    "event_type",
+    "COALESCE(CAST(processed_at AS CHAR), '')",
+)
 EVENTS_WHERE = (
     "FROM webhook_events FORCE INDEX (uq_webhook_events_provider_event_id)"
     f" WHERE status = '{APPLIED}' AND provider = %s AND event_id IN %s"
 )
+# The rows of records from the batch's stretches of partitions, by where each row's record
+# sat in Kafka: one range of the index per partition, ordered as it is stored.
+SPANS_WHERE = (
+    "FROM webhook_events"
+    " FORCE INDEX (ix_webhook_events_kafka_topic_kafka_partition_kafka_offset)"
+    f" WHERE status = '{APPLIED}' AND provider = %s AND ("
+)
+SPAN = "(kafka_topic = %s AND kafka_partition = %s AND kafka_offset BETWEEN %s AND %s)"
 
 # The one time that places a call (aggregates.call_time), computed by MySQL.
 CALL_TIME = "COALESCE(c.started_at, c.ended_at, c.last_event_at)"
@@ -82,18 +105,34 @@ APPOINTMENTS_WHERE = (
 )
 
 
-def known_events(conn: Connection, keys: Iterable[EventKey]) -> dict[EventKey, Known]:
+def known_events(
+    conn: Connection, keys: Iterable[EventKey], spans: Iterable[Span] = ()
+) -> dict[EventKey, Known]:
     """The ``applied`` rows of ``webhook_events`` of these keys (only those are known), one
-    query per provider (a batch has one)."""
+    query per provider (a batch has one).
+
+    ``spans``: the stretches of partitions the batch's records come from. The rows of their
+    records are read first, by one range read of where each row's record sat in Kafka
+    (most keys of a replayed batch are there, as are many of the milestones); only the keys
+    not found there are looked up one by one in the unique key. The rows are the same
+    either way: one ``applied`` row per provider and event id, checked against both."""
     wanted: dict[str, set[str]] = {}
     for provider, event_id in keys:
         wanted.setdefault(provider, set()).add(event_id)
+    spans = sorted(spans)
     found: dict[EventKey, Known] = {}
     for provider, ids in sorted(wanted.items()):
-        rows = json_rows(conn, EVENT_COLUMNS, EVENTS_WHERE, (provider, tuple(sorted(ids))))
+        rows: list[list[str]] = []
+        if spans:
+            where = SPANS_WHERE + " OR ".join([SPAN] * len(spans)) + ")"
+            rows = text_rows(conn, EVENT_COLUMNS, where, (provider, *chain(*spans)))
+        if rest := ids.difference(row[0] for row in rows):
+            rows += text_rows(conn, EVENT_COLUMNS, EVENTS_WHERE, (provider, tuple(sorted(rest))))
         for event_id, sha256, event_type, processed_at in rows:
             if event_id in ids:
-                found[(provider, event_id)] = Known(APPLIED, sha256, event_type, processed_at)
+                found[(provider, event_id)] = Known(
+                    APPLIED, sha256, event_type, processed_at or None
+                )
     return found
 
 
@@ -117,6 +156,37 @@ def bucket_columns(
                 booking[mark] = _time(booking[mark])
             appointments[booking["calcom_uid"]] = booking
     return calls, appointments
+
+
+FIELD, ROW = "\x1f", "\x1e"  # ASCII's unit and record separators
+
+
+def text_rows(
+    conn: Connection, columns: Sequence[str], tail: str, params: tuple[Any, ...]
+) -> list[list[str]]:
+    """The rows of ``SELECT columns tail`` as lists of text, fetched as one text: each value
+    as MySQL prints it, fields and rows joined by ASCII's unit and record separators
+    (``GROUP_CONCAT``). For wide reads of text columns: MariaDB builds a ``JSON_ARRAYAGG``
+    in a temporary table, 4.1 against 2.5 ms of server time for a replayed batch's ~330
+    ``webhook_events`` rows (docs/benchmarks.md, 1b), and splitting is as quick as
+    decoding JSON. Every column must be text and never NULL (``COALESCE`` it). A text that
+    does not split into the rows MySQL counted (a value holding a separator, a text cut
+    short at ``group_concat_max_len``) is read again row by row: the same answer."""
+    joined = f"CONCAT_WS('{FIELD}', {', '.join(columns)})"
+    statement = f"SELECT COUNT(*), GROUP_CONCAT({joined} SEPARATOR '{ROW}') {tail}"
+    count, text = conn.exec_driver_sql(statement, params).one()
+    if not count:
+        return []
+    rows = [row.split(FIELD) for row in text.split(ROW)]
+    if len(rows) == count and all(len(row) == len(columns) for row in rows):
+        return rows
+    log.warning(
+        "a text aggregate of %d bytes did not split into its %d rows; reading them one by one",
+        len(text),
+        count,
+    )
+    select = f"SELECT {', '.join(columns)} {tail}"
+    return [list(row) for row in conn.exec_driver_sql(select, params)]
 
 
 def json_rows(conn: Connection, columns: str, tail: str, params: tuple[Any, ...]) -> list[Any]:

@@ -62,6 +62,35 @@ class Known(NamedTuple):
     processed_at: Stamp | None = None
 
 
+class Span(NamedTuple):
+    """The stretch of one partition a batch's records come from: the range of
+    ``webhook_events`` rows (by where their records sat in Kafka) read for them first."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+#: A partition whose records in the batch are further apart than this many offsets per
+#: record (a redrive, a sample of a topic) is left to the lookup by event id: the range
+#: would read every row between them.
+SPARSE = 4
+
+
+def spans(records: Sequence[WebhookRecord]) -> list[Span]:
+    """The stretch of each partition ``records`` hold, for the range read of their rows."""
+    seen: dict[tuple[str, int], list[int]] = {}
+    for r in records:
+        seen.setdefault((r.topic, r.partition), []).append(r.offset)
+    out = []
+    for (topic, partition), offsets in seen.items():
+        first, last = min(offsets), max(offsets)
+        if last - first < SPARSE * len(offsets):
+            out.append(Span(topic, partition, first, last))
+    return out
+
+
 class Candidate(NamedTuple):
     """A record whose headers name an event: where it is in the batch, and its body's hash."""
 

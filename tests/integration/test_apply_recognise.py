@@ -161,8 +161,9 @@ def test_snapshots_read_before_a_rebalance_are_not_remembered(applied: Engine) -
 def test_the_recognisers_reads_are_the_same_whether_json_or_row_by_row(
     applied: Engine, caplog: Any
 ) -> None:
-    """The reads come as one JSON document; a document cut short (MariaDB caps aggregates at
-    group_concat_max_len) falls back to reading the rows one by one: same answer."""
+    """The reads come as one document (JSON for the rows' bucket columns, separated text for
+    the events); a document cut short (MariaDB caps aggregates at group_concat_max_len)
+    falls back to reading the rows one by one: same answer."""
     found = recognise.candidates(RECORDS, [sha256_hex(r.value) for r in RECORDS])
     keys = recognise.lookup_keys(found)
     call_ids, uids = {"call_A", "call_B"}, {"bk_1", "bk_2"}
@@ -174,7 +175,54 @@ def test_the_recognisers_reads_are_the_same_whether_json_or_row_by_row(
         conn.exec_driver_sql("SET SESSION group_concat_max_len = 64")
         assert lookup.known_events(conn, keys) == events
         assert lookup.bucket_columns(conn, call_ids, uids) == places
-    assert "cut short" in caplog.text
+    assert "cut short" in caplog.text and "did not split into its" in caplog.text
+
+
+def test_the_events_of_the_batchs_stretch_are_read_as_one_range_with_the_same_answer(
+    applied: Engine,
+) -> None:
+    """The rows of the records' own stretch come from one range read of where their
+    records sat in Kafka; keys whose rows sit elsewhere (the milestones of a call, the
+    first body of a snapshot event, a stretch that covers half the batch) are looked up by
+    event id. Whatever the spans, the answer is the lookup by event id's."""
+    found = recognise.candidates(RECORDS, [sha256_hex(r.value) for r in RECORDS])
+    keys = recognise.lookup_keys(found)
+    half = RECORDS[: len(RECORDS) // 2]
+    with applied.connect() as conn:
+        by_id = lookup.known_events(conn, keys)
+        assert by_id  # the lifecycle was applied
+        for spans in (recognise.spans(RECORDS), recognise.spans(half), []):
+            assert lookup.known_events(conn, keys, spans) == by_id
+        elsewhere = [recognise.Span("webhooks.retell", 7, 10_000, 10_100)]
+        assert lookup.known_events(conn, keys, elsewhere) == by_id
+
+
+def test_the_stretch_is_read_by_the_kafka_position_index(applied: Engine) -> None:
+    spans = recognise.spans(RECORDS)
+    where = lookup.SPANS_WHERE + " OR ".join([lookup.SPAN] * len(spans)) + ")"
+    statement = f"EXPLAIN SELECT {', '.join(lookup.EVENT_COLUMNS)} {where}"
+    params = ("retell", *[value for span in spans for value in span])
+    with applied.connect() as conn:
+        plan = conn.exec_driver_sql(statement, params).all()
+    index = "ix_webhook_events_kafka_topic_kafka_partition_kafka_offset"
+    assert [(row.key, row.type) for row in plan] == [(index, "range")]
+
+
+def test_a_value_holding_a_separator_is_read_row_by_row(applied: Engine, caplog: Any) -> None:
+    """The text of the events read splits on ASCII's unit and record separators; an event
+    type holding one does not split into the rows MySQL counted, and is read again row by
+    row, whole."""
+    odd = f"odd{lookup.FIELD}type{lookup.ROW}x"
+    with applied.begin() as conn:
+        conn.execute(
+            text("UPDATE webhook_events SET event_type = :odd WHERE event_id = :event_id"),
+            {"odd": odd, "event_id": "call_started:call_A"},
+        )
+        rows = lookup.text_rows(
+            conn, lookup.EVENT_COLUMNS, lookup.EVENTS_WHERE, ("retell", ("call_started:call_A",))
+        )
+    assert [row[2] for row in rows] == [odd]
+    assert "did not split into its" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -200,7 +248,7 @@ def test_the_bucket_columns_are_read_by_their_unique_key_whatever_the_table_hold
 def test_the_applied_events_are_read_by_their_unique_key_alone(applied: Engine) -> None:
     """Only the unique key is weighed: for hundreds of ids MariaDB built the list of ranges
     of every index on provider or status, a sixth of the read's server time."""
-    statement = f"EXPLAIN SELECT {lookup.EVENT_COLUMNS} {lookup.EVENTS_WHERE}"
+    statement = f"EXPLAIN SELECT {', '.join(lookup.EVENT_COLUMNS)} {lookup.EVENTS_WHERE}"
     with applied.connect() as conn:
         plan = conn.exec_driver_sql(statement, ("retell", ("x", "y"))).all()
     assert [(row.possible_keys, row.key) for row in plan] == [

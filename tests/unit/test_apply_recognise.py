@@ -140,3 +140,19 @@ def test_a_reschedule_with_another_body_is_not_read_at_all() -> None:
     moved = record("calcom", body)
     c = candidate(moved)
     assert recognise.known_rows([c], {c.key: applied(moved, other)}) == {}
+
+
+def test_spans_are_each_partitions_stretch_and_leave_sparse_ones_to_the_lookup() -> None:
+    """The range read covers the offsets between a partition's first and last record; a
+    partition whose records lie far apart (a redrive, a sample) would read every row
+    between them, and is left to the lookup by event id."""
+    bodies = list(CALL)
+    dense = [record("retell", b, partition=3, offset=100 + i) for i, b in enumerate(bodies)]
+    sparse = [
+        record("retell", bodies[0], partition=4, offset=0),
+        record("retell", bodies[1], partition=4, offset=recognise.SPARSE * 2),
+    ]
+    assert recognise.spans([*dense, *sparse]) == [
+        recognise.Span("webhooks.retell", 3, 100, 100 + len(bodies) - 1)
+    ]
+    assert recognise.spans([]) == []
