@@ -41,6 +41,7 @@ FULL = {
     # simulator calls, replay passes (about 1,000,000 events), the baseline's replay passes
     "apply_mix": (3000, 41, 4),
     "replay_command": 3000,  # simulator calls
+    "replay_copies": 10,  # the long stretch of 1c: the Retell records 10 times over
     "ingress": ingress_bench.Plan(
         seconds=10,
         concurrencies=(64, 512, 1024),
@@ -68,6 +69,7 @@ QUICK = {
     "apply_calls": 40,
     "apply_mix": (60, 1, 1),
     "replay_command": 60,
+    "replay_copies": 2,
     "ingress": ingress_bench.Plan(
         seconds=2,
         concurrencies=(16, 64),
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             base,
             calls=plan["replay_command"],  # type: ignore[arg-type]
             baseline_rev=baseline or None,
+            copies=plan["replay_copies"],  # type: ignore[arg-type]
         )
     if "ingress" in args.chosen:
         print("bench: 2. ingress", flush=True)
@@ -204,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             numbers["apply_mix"] = apply_mix_result.as_dict()
         if replay_result is not None:
             numbers["replay_command"] = [asdict(r) for r in replay_result.runs]
+            numbers["replay_long_stretch"] = [asdict(r) for r in replay_result.long_runs]
         numbers["seconds"] = seconds
         args.json.write_text(json.dumps(numbers, indent=2, default=str))
     if args.no_write or output is None:

@@ -35,6 +35,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 500
+PROCESSES = 2  # the parallel replay's processes (one per core here)
 TENANTS = 20
 SEED = 7
 
@@ -122,6 +123,9 @@ def _worker(args: argparse.Namespace) -> None:
 
     engine = create_engine(args.database_url, isolation_level="READ COMMITTED")
     records = _records(engine, args.calls, args.now_ms)
+    if args.share:  # K/N: this process's share of the partitions, as `replay --jobs N` splits
+        k, n = (int(x) for x in args.share.split("/"))
+        records = [r for r in records if r.partition % n == k]
     batches = list(_batches(records))
     outcomes: Counter[str] = Counter()
     changed: Counter[str] = Counter()
@@ -134,7 +138,7 @@ def _worker(args: argparse.Namespace) -> None:
     except ImportError:
         published = None
     options = {} if published is None else {"published": published}
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, started_at = time.process_time(), time.perf_counter(), time.time()
     for _ in range(args.passes):
         for batch in batches:
             result = apply_batch(engine, batch, **options)
@@ -146,6 +150,8 @@ def _worker(args: argparse.Namespace) -> None:
     out = {
         "events": len(records) * args.passes,
         "seconds": time.perf_counter() - wall,
+        "started_at": started_at,
+        "ended_at": time.time(),
         "cpu_seconds": time.process_time() - cpu,
         "outcomes": dict(outcomes),
         "changed": dict(changed),
@@ -182,6 +188,9 @@ class Variant:
     revision: str
     first: Phase
     replay: Phase
+    #: The replay again in PROCESSES processes at once, each over its share of the
+    #: partitions (what `switchboard replay --jobs` does); this revision only.
+    parallel: Phase | None = None
 
 
 @dataclass
@@ -270,6 +279,54 @@ def _phase(
     return phase, data
 
 
+def _parallel_phase(
+    code: Path, database_url: str, calls: int, passes: int, now_ms: int, tmp: Path
+) -> Phase:
+    """The replay passes in PROCESSES processes at once, each over its share of the
+    partitions: events summed, wall time from the first start to the last end."""
+    driver = tmp / "apply_mix_driver.py"
+    shutil.copy(Path(__file__), driver)
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    outs = [tmp / f"parallel-{k}.json" for k in range(PROCESSES)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(driver),
+                "--worker",
+                f"--database-url={database_url}",
+                f"--calls={calls}",
+                f"--passes={passes}",
+                f"--now-ms={now_ms}",
+                f"--share={k}/{PROCESSES}",
+                f"--out={out}",
+            ],
+            cwd=code,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out.with_suffix(".err").open("wb"),
+        )
+        for k, out in enumerate(outs)
+    ]
+    for child, out in zip(children, outs, strict=True):
+        if child.wait() != 0:
+            err = out.with_suffix(".err").read_text()[-2000:]
+            raise RuntimeError(f"parallel replay process failed: {err}")
+    parts = [json.loads(out.read_text()) for out in outs]
+    outcomes: Counter[str] = Counter()
+    changed: Counter[str] = Counter()
+    for part in parts:
+        outcomes.update(part["outcomes"])
+        changed.update(part["changed"])
+    return Phase(
+        sum(p["events"] for p in parts),
+        max(p["ended_at"] for p in parts) - min(p["started_at"] for p in parts),
+        sum(p["cpu_seconds"] for p in parts),
+        dict(outcomes),
+        dict(changed),
+    )
+
+
 def run(
     base: Any,
     *,
@@ -303,12 +360,22 @@ def run(
                 first, data = _phase(code, url, calls, 1, now_ms, tmp, f"{tag}-first")
                 rounds = passes if code is REPO else (baseline_passes or passes)
                 replay, _ = _phase(code, url, calls, rounds, now_ms, tmp, f"{tag}-replay")
-            variants.append(Variant(name, revision, first, replay))
+                parallel = None
+                if code is REPO:
+                    parallel = _parallel_phase(code, url, calls, passes, now_ms, tmp)
+            variants.append(Variant(name, revision, first, replay, parallel))
             print(
                 f"  apply mix [{name}] first {first.events} in {first.seconds:.1f}s = "
                 f"{first.events_per_s:,.0f}/s ({first.cpu_us_per_event:.0f} us CPU/event); replay "
                 f"{replay.events} in {replay.seconds:.1f}s = {replay.events_per_s:,.0f}/s "
-                f"({replay.cpu_us_per_event:.0f} us CPU/event), changed {replay.changed}",
+                f"({replay.cpu_us_per_event:.0f} us CPU/event), changed {replay.changed}"
+                + (
+                    f"; replay in {PROCESSES} processes {parallel.events} in "
+                    f"{parallel.seconds:.1f}s = {parallel.events_per_s:,.0f}/s, changed "
+                    f"{parallel.changed}"
+                    if parallel is not None
+                    else ""
+                ),
                 flush=True,
             )
             result = MixResult(calls, passes, first.events, data["mix"], data["bytes"], variants)
@@ -324,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=1)
     parser.add_argument("--now-ms", type=int, default=0)
     parser.add_argument("--out")
+    parser.add_argument("--share", help="K/N: only the records of partitions p with p %% N == K")
     args = parser.parse_args(argv)
     if not args.worker:
         parser.error("run through `python -m bench --only apply`")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from testbed.services import settings_env
 
 PROVIDERS = ("retell", "calcom")
 PHASES = ("first apply", "replay (already applied)")
+JOBS = 2  # `replay --jobs` of the long stretch's parallel runs (one per core here)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class CommandResult:
     calls: int
     counts: dict[str, int]
     runs: list[Run]
+    #: The long stretch (this revision only): the Retell records ``copies`` times over,
+    #: applied, then replayed with one job and with JOBS (variant "jobs N").
+    copies: int = 0
+    long_runs: list[Run] = field(default_factory=list)
 
     def baseline(self, run: Run) -> Run | None:
         for other in self.runs:
@@ -83,8 +88,11 @@ async def _produce(settings: Settings, records: list[Any]) -> None:
         )
 
 
-def _command(settings: Settings, provider: str, tree: Path | None) -> tuple[float, float, str]:
-    """Run the command; its wall seconds, CPU seconds and summary line."""
+def _command(
+    settings: Settings, provider: str, tree: Path | None, jobs: int | None = None
+) -> tuple[float, float, str]:
+    """Run the command; its wall seconds, CPU seconds (its job processes' included) and
+    summary line."""
     env = settings_env(settings)
     env["SWITCHBOARD_TOPIC_PREFIX"] = settings.topic_prefix
     command = [servers.SWITCHBOARD]
@@ -92,6 +100,8 @@ def _command(settings: Settings, provider: str, tree: Path | None) -> tuple[floa
         env["PYTHONPATH"] = str(tree)
         command = [sys.executable, "-c", "from agents.main import main; main()"]
     command += ["replay", "--topic", f"webhooks.{provider}", "--from-offset", "0"]
+    if jobs is not None:
+        command += ["--jobs", str(jobs)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
@@ -106,7 +116,7 @@ def _command(settings: Settings, provider: str, tree: Path | None) -> tuple[floa
     return seconds, cpu, summary
 
 
-def run(base: Settings, *, calls: int, baseline_rev: str | None) -> CommandResult:
+def run(base: Settings, *, calls: int, baseline_rev: str | None, copies: int = 0) -> CommandResult:
     from pipeline.tenants import import_tenants
     from testbed.simulator import tenants as sim_tenants
 
@@ -153,7 +163,46 @@ def run(base: Settings, *, calls: int, baseline_rev: str | None) -> CommandResul
                     harness.drop_database(scoped)
     finally:
         harness.delete_topics(topics)
-    return CommandResult(calls, dict(counts), runs)
+    long_runs = _long_stretch(base, calls, copies) if copies else []
+    return CommandResult(calls, dict(counts), runs, copies, long_runs)
+
+
+def _long_stretch(base: Settings, calls: int, copies: int) -> list[Run]:
+    """The Retell records ``copies`` times over on fresh topics (the same bodies again:
+    already applied after the first copy), applied with JOBS jobs, then replayed with one
+    job and with JOBS, twice each, alternating (this machine's load drifts)."""
+    from pipeline.tenants import import_tenants
+    from testbed.simulator import tenants as sim_tenants
+
+    topics = harness.with_topics(base, partitions=12)
+    revision = harness.git_revision(apply_mix.REPO)
+    runs: list[Run] = []
+    scoped = harness.create_database(topics)
+    engine = database.create_db_engine(scoped, pool_size=2)
+    try:
+        with engine.begin() as conn:
+            import_tenants(conn, sim_tenants.generate(apply_mix.TENANTS, apply_mix.SEED))
+        records = apply_mix._records(engine, calls, time.time_ns() // 1_000_000)
+        retell = [r for r in records if r.provider == "retell"] * copies
+        asyncio.run(_produce(topics, retell))
+        plan = [("first apply", JOBS)] + [("replay (already applied)", j) for j in (1, JOBS) * 2]
+        for phase, jobs in plan:
+            seconds, cpu, summary = _command(scoped, "retell", None, jobs)
+            result = Run(
+                f"jobs {jobs}", revision, phase, "retell", len(retell), seconds, cpu, summary
+            )
+            runs.append(result)
+            print(
+                f"  replay command [long stretch, --jobs {jobs}] {phase}: {result.records} in "
+                f"{seconds:.1f}s = {result.per_s:,.0f}/s ({result.cpu_us:.0f} us CPU/record); "
+                f"{summary}",
+                flush=True,
+            )
+    finally:
+        engine.dispose()
+        harness.drop_database(scoped)
+        harness.delete_topics(topics)
+    return runs
 
 
 def section(r: CommandResult) -> list[str]:
@@ -178,6 +227,33 @@ def section(r: CommandResult) -> list[str]:
             f"| {run_.variant} (`{run_.revision.split()[0]}`) | {run_.phase} | "
             f"webhooks.{run_.provider} | {run_.records} | {run_.seconds:.1f} | "
             f"{run_.per_s:,.0f} | {run_.cpu_us:.0f} | {ratio} |"
+        )
+    out.append("")
+    if r.long_runs:
+        out += _long_section(r)
+    return out
+
+
+def _long_section(r: CommandResult) -> list[str]:
+    records = r.long_runs[0].records
+    out = [
+        f"**A long stretch, one job and {JOBS}.** The Retell records above {r.copies} times "
+        f"over ({records:,} records; the copies repeat the first's bodies, so after the first "
+        "apply every record is already applied), on fresh topics and a fresh database, "
+        f"applied once with `--jobs {JOBS}`, then replayed with `--jobs 1` and `--jobs "
+        f"{JOBS}`, alternating, twice each. `--jobs {JOBS}` runs {JOBS} processes, each over "
+        "its share of the 12 partitions (docs/runbook.md); their CPU is in the column.",
+        "",
+        "| phase | jobs | records | seconds | records/s | CPU µs per record | vs one job |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    singles = [x.per_s for x in r.long_runs if x.variant == "jobs 1"]
+    one = sum(singles) / len(singles) if singles else 0.0
+    for run_ in r.long_runs:
+        ratio = f"{run_.per_s / one:.2f}×" if one and run_.phase.startswith("replay") else ""
+        out.append(
+            f"| {run_.phase} | {run_.variant.split()[-1]} | {run_.records:,} | "
+            f"{run_.seconds:.1f} | {run_.per_s:,.0f} | {run_.cpu_us:.0f} | {ratio} |"
         )
     out.append("")
     return out

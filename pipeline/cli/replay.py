@@ -7,7 +7,6 @@ the time left) goes to stderr, the result to stdout, as text or ``--json``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
@@ -15,7 +14,8 @@ import click
 from pipeline.cli import cli, quiet_kafka, settings_from
 from pipeline.cli.output import Progress, emit, emit_json, json_option, usage
 from pipeline.ops import arguments
-from pipeline.ops.replay import DEFAULT_BATCH_SIZE, replay
+from pipeline.ops.jobs import replay_jobs
+from pipeline.ops.replay import DEFAULT_BATCH_SIZE
 from pipeline.ops.report import RunReport
 from pipeline.records import WebhookRecord
 
@@ -57,6 +57,7 @@ class RunProgress(Progress):
 @click.option("--to-time", default=None, help="Last record at or before this ISO-8601 time.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Report what would change per table and company; write nothing.")  # fmt: skip
 @batch_size_option
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes replaying at once, each over its share of the partitions (each partition is read in order by one of them); 2 replays about twice as fast on a two-core machine.")  # fmt: skip
 @json_option
 @click.pass_context
 def replay_command(
@@ -69,6 +70,7 @@ def replay_command(
     to_time: str | None,
     dry_run: bool,
     batch_size: int,
+    jobs: int,
     as_json: bool,
 ) -> None:
     """Re-apply a stretch of a webhook topic through the worker's apply path.
@@ -81,6 +83,7 @@ def replay_command(
     Examples:
       switchboard replay --topic webhooks.calcom --from-time 2026-01-05T01:00:00Z --dry-run
       switchboard replay --topic retell --partition 4 --from-offset 1881 --to-offset 1881
+      switchboard replay --topic webhooks.retell --from-time 2026-01-05T00:00:00Z --jobs 2
     """
     with usage():
         stretch = arguments.build_stretch(
@@ -91,17 +94,16 @@ def replay_command(
         full_topic = arguments.resolve_topic(settings, topic)
     progress = RunProgress("replay")
     with quiet_kafka():
-        report = asyncio.run(
-            replay(
-                settings,
-                topic,
-                stretch,
-                partitions=partitions,
-                dry_run=dry_run,
-                batch_size=batch_size,
-                on_progress=progress,
-                on_plan=progress.plan,
-            )
+        report = replay_jobs(
+            settings,
+            topic,
+            stretch,
+            jobs=jobs,
+            partitions=partitions,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            on_progress=progress,
+            on_plan=progress.plan,
         )
     if as_json:
         emit_json({"topic": full_topic, "partitions": partitions, **report.as_dict()})

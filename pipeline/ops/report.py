@@ -60,6 +60,18 @@ class RunReport:
                 self.reasons[(outcome.status, outcome.reason or "unknown")] += 1
         add_changes(self.changes, result.changes)
 
+    def merge(self, other: RunReport) -> None:
+        """Add the totals of another run over other partitions (``replay --jobs``)."""
+        self.dry_run = self.dry_run or other.dry_run
+        self.read += other.read
+        self.batches += other.batches
+        self.counts.update(other.counts)
+        self.reasons.update(other.reasons)
+        add_changes(self.changes, other.changes)
+        self.dead_letters_published += other.dead_letters_published
+        self.snapshots_published += other.snapshots_published
+        self.skipped.update(other.skipped)
+
     @property
     def processed(self) -> int:
         return sum(self.counts.values())

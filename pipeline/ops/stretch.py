@@ -50,12 +50,7 @@ async def read_stretch(
     consumer = kafka_reader._consumer(settings)
     await kafka_reader._start(consumer, settings)
     try:
-        available = consumer.partitions_for_topic(topic)
-        if available is None:
-            await consumer._client.force_metadata_update()
-            available = consumer.partitions_for_topic(topic)
-        if not available:
-            raise KafkaUnavailable(f"topic {topic} does not exist")
+        available = await _partitions_of(consumer, topic)
         chosen = sorted(set(partitions) if partitions is not None else available)
         tps = [TopicPartition(topic, p) for p in chosen if p in available]
         if not tps:
@@ -85,6 +80,26 @@ async def read_stretch(
             consumer.pause(tp)
     finally:
         await consumer.stop()
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partitions of ``topic`` (:class:`KafkaUnavailable` if it does not exist)."""
+    consumer = kafka_reader._consumer(settings)
+    await kafka_reader._start(consumer, settings)
+    try:
+        return sorted(await _partitions_of(consumer, topic))
+    finally:
+        await consumer.stop()
+
+
+async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    available = consumer.partitions_for_topic(topic)
+    if available is None:
+        await consumer._client.force_metadata_update()
+        available = consumer.partitions_for_topic(topic)
+    if not available:
+        raise KafkaUnavailable(f"topic {topic} does not exist")
+    return set(available)
 
 
 async def _partition(

@@ -53,6 +53,18 @@ def test_quick_bench_completes_and_produces_numbers(tmp_path: Path) -> None:
         if r["phase"].startswith("replay"):
             assert ", applied 0," in r["summary"], r
 
+    # 1c's long stretch: applied with --jobs 2, then replayed by one job and by two, every
+    # record of it found applied.
+    long = numbers["replay_long_stretch"]
+    assert [(r["phase"], r["variant"]) for r in long] == [
+        ("first apply", "jobs 2"),
+        *[("replay (already applied)", f"jobs {j}") for j in (1, 2, 1, 2)],
+    ]
+    for r in long:
+        assert r["summary"].startswith(f"read {r['records']}, "), r
+        if r["phase"].startswith("replay"):
+            assert ", applied 0," in r["summary"], r
+
     ingress = numbers["ingress"]
     points = ingress["points"]
     assert {(p["target"], p["case"]) for p in points} == {
