@@ -5,6 +5,10 @@ The recogniser of already-applied records (``pipeline/apply/recognise.py``) read
 of a batch's stretch of each partition with one range read of this index, instead of
 looking up hundreds of event ids one by one in the unique key (docs/benchmarks.md, 1b).
 
+Additive: MariaDB and MySQL build a secondary index in place without blocking writes
+(online DDL), so the workers and ingress keep running while it is built; on a table of
+millions of rows that takes minutes.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-30
