@@ -229,15 +229,15 @@ def _categorise(raw: str) -> list[tuple[str, float]]:
     return [(name, n / total) for name, n in counts.most_common()] if total else []
 
 
-def _phase(
-    code: Path, database_url: str, calls: int, passes: int, now_ms: int, tmp: Path, tag: str
-) -> tuple[Phase, dict[str, Any]]:
-    out, raw = tmp / f"{tag}.json", tmp / f"{tag}.raw"
+def _driver(
+    tmp: Path, database_url: str, calls: int, passes: int, now_ms: int, out: Path, *extra: str
+) -> list[str]:
+    """The command that runs this file as the driver of one variant's process."""
     # A copy outside bench/: run as a script, its folder is first on sys.path, and bench/
     # holds modules (profile.py, ...) that would shadow the standard library's.
     driver = tmp / "apply_mix_driver.py"
     shutil.copy(Path(__file__), driver)
-    command = [
+    return [
         sys.executable,
         str(driver),
         "--worker",
@@ -246,7 +246,15 @@ def _phase(
         f"--passes={passes}",
         f"--now-ms={now_ms}",
         f"--out={out}",
+        *extra,
     ]
+
+
+def _phase(
+    code: Path, database_url: str, calls: int, passes: int, now_ms: int, tmp: Path, tag: str
+) -> tuple[Phase, dict[str, Any]]:
+    out, raw = tmp / f"{tag}.json", tmp / f"{tag}.raw"
+    command = _driver(tmp, database_url, calls, passes, now_ms, out)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     profiled = Path(spy).exists()
     if profiled:
@@ -284,34 +292,25 @@ def _parallel_phase(
 ) -> Phase:
     """The replay passes in PROCESSES processes at once, each over its share of the
     partitions: events summed, wall time from the first start to the last end."""
-    driver = tmp / "apply_mix_driver.py"
-    shutil.copy(Path(__file__), driver)
     env = {**os.environ, "PYTHONPATH": str(code)}
     outs = [tmp / f"parallel-{k}.json" for k in range(PROCESSES)]
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(driver),
-                "--worker",
-                f"--database-url={database_url}",
-                f"--calls={calls}",
-                f"--passes={passes}",
-                f"--now-ms={now_ms}",
-                f"--share={k}/{PROCESSES}",
-                f"--out={out}",
-            ],
-            cwd=code,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=out.with_suffix(".err").open("wb"),
-        )
-        for k, out in enumerate(outs)
-    ]
+    children = []
+    for k, out in enumerate(outs):
+        share = f"--share={k}/{PROCESSES}"
+        with out.with_suffix(".err").open("wb") as err:
+            children.append(
+                subprocess.Popen(
+                    _driver(tmp, database_url, calls, passes, now_ms, out, share),
+                    cwd=code,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+            )
     for child, out in zip(children, outs, strict=True):
         if child.wait() != 0:
-            err = out.with_suffix(".err").read_text()[-2000:]
-            raise RuntimeError(f"parallel replay process failed: {err}")
+            err_text = out.with_suffix(".err").read_text()[-2000:]
+            raise RuntimeError(f"parallel replay process failed: {err_text}")
     parts = [json.loads(out.read_text()) for out in outs]
     outcomes: Counter[str] = Counter()
     changed: Counter[str] = Counter()
