@@ -38,7 +38,7 @@ what costs most per row in Python (measured, docs/benchmarks.md section 1b):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -49,6 +49,7 @@ from sqlalchemy import Connection
 from pipeline.apply.recognise import Known, Span
 from pipeline.apply.rows import APPLIED
 from pipeline.dashboard.aggregates import APPOINTMENT_MARKS
+from pipeline.database import text_rows
 from pipeline.providers.facts import EventKey
 
 log = logging.getLogger(__name__)
@@ -156,37 +157,6 @@ def bucket_columns(
                 booking[mark] = _time(booking[mark])
             appointments[booking["calcom_uid"]] = booking
     return calls, appointments
-
-
-FIELD, ROW = "\x1f", "\x1e"  # ASCII's unit and record separators
-
-
-def text_rows(
-    conn: Connection, columns: Sequence[str], tail: str, params: tuple[Any, ...]
-) -> list[list[str]]:
-    """The rows of ``SELECT columns tail`` as lists of text, fetched as one text: each value
-    as MySQL prints it, fields and rows joined by ASCII's unit and record separators
-    (``GROUP_CONCAT``). For wide reads of text columns: MariaDB builds a ``JSON_ARRAYAGG``
-    in a temporary table, 4.1 against 2.5 ms of server time for a replayed batch's ~330
-    ``webhook_events`` rows (docs/benchmarks.md, 1b); splitting costs this process about
-    0.6 µs a row more than orjson's decoding. Every column must be text and never NULL (``COALESCE`` it). A text that
-    does not split into the rows MySQL counted (a value holding a separator, a text cut
-    short at ``group_concat_max_len``) is read again row by row: the same answer."""
-    joined = f"CONCAT_WS('{FIELD}', {', '.join(columns)})"
-    statement = f"SELECT COUNT(*), GROUP_CONCAT({joined} SEPARATOR '{ROW}') {tail}"
-    count, text = conn.exec_driver_sql(statement, params).one()
-    if not count:
-        return []
-    rows = [row.split(FIELD) for row in text.split(ROW)]
-    if len(rows) == count and all(len(row) == len(columns) for row in rows):
-        return rows
-    log.warning(
-        "a text aggregate of %d bytes did not split into its %d rows; reading them one by one",
-        len(text),
-        count,
-    )
-    select = f"SELECT {', '.join(columns)} {tail}"
-    return [list(row) for row in conn.exec_driver_sql(select, params)]
 
 
 def json_rows(conn: Connection, columns: str, tail: str, params: tuple[Any, ...]) -> list[Any]:

@@ -1,12 +1,11 @@
-"""Many-row writes as constant SQL run with tuples: the apply path's multi-row ``INSERT``
-and ``INSERT ... ON DUPLICATE KEY UPDATE`` of typed rows (:mod:`pipeline.apply.rows`).
+"""Many-row writes of tuples: the apply path's multi-row ``INSERT`` and ``INSERT ... ON
+DUPLICATE KEY UPDATE`` of typed rows (:mod:`pipeline.apply.rows`).
 
 SQLAlchemy would build, cache-key and bind a statement per batch, and bind every row as a
 dict: in the first apply's profile that cost more than MySQL took for the statements. Here
-the statement text is built once per table and column set (``VALUES`` holds only
-placeholders and nothing after it is a parameter, so pymysql's ``executemany`` sends all
-rows as one multi-row statement), and the rows go as tuples. What SQLAlchemy would have done
-to a value still happens: a column type's bind processor (JSON, Boolean) converts it, and a
+the rows go as tuples into one multi-row statement whose values are written as MySQL
+literals (:func:`pipeline.database.insert_many`). What SQLAlchemy would have done to a value
+still happens: a column type's bind processor (JSON, Boolean) converts it, and a
 time goes as the text pymysql would have sent for it (:func:`pipeline.database.sql_datetime`,
 formatted in C).
 """
@@ -62,15 +61,14 @@ def insert_rows(
     converters = _converters(table, columns, conn.dialect)
     if converters:
         rows = [_converted(row, converters) for row in rows]
-    conn.exec_driver_sql(insert_sql(table.name, columns, update=update), [tuple(r) for r in rows])
+    database.insert_many(conn, table.name, columns, rows, updates(columns) if update else ())
 
 
 @lru_cache(maxsize=32)
-def insert_sql(table: str, columns: tuple[str, ...], *, update: bool = False) -> str:
-    # Names unquoted, as SQLAlchemy renders them: none is a reserved word (a unit test
-    # asks SQLAlchemy's MySQL quoting about every column).
-    sets = [f"{c} = VALUES({c})" for c in columns if c != "id"] if update else []
-    return database.insert_sql(table, columns, sets)
+def updates(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """``ON DUPLICATE KEY UPDATE`` of every column but ``id`` (names unquoted, as
+    SQLAlchemy renders them: none is a reserved word, a unit test asks its MySQL quoting)."""
+    return tuple(f"{c} = VALUES({c})" for c in columns if c != "id")
 
 
 @lru_cache(maxsize=32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -15,8 +16,13 @@ from sqlalchemy import Connection, Table, select
 
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, Contribution
 from pipeline.dashboard.counters import Counters, Number
-from pipeline.database import insert_sql, sql_datetime
-from pipeline.models import COUNTERS, dashboard_buckets, dashboard_group_buckets
+from pipeline.database import insert_many, sql_datetime, text_rows
+from pipeline.models import (
+    COUNTERS,
+    DECIMAL_COUNTERS,
+    dashboard_buckets,
+    dashboard_group_buckets,
+)
 
 
 def table_of(key: BucketKey) -> Table:
@@ -46,7 +52,7 @@ def add(conn: Connection, contribution: Contribution, now: datetime) -> list[Buc
     """Add counter deltas (company rows first, then groups, each in key order: concurrent
     batches lock in the same order and cannot deadlock), bump versions, read back the rows.
 
-    One constant statement per table, run with plain tuples (:func:`_upsert_sql`): building,
+    One statement per table, of plain tuples (:func:`pipeline.database.insert_many`): building,
     caching and binding a SQLAlchemy statement for a few hundred rows of 25 values cost more
     than the statement itself (the first apply's profile: 16% of the engine's time here)."""
     _upsert(conn, contribution, now, additive=True)
@@ -79,7 +85,9 @@ def _upsert(
         for key in part:
             counters = values[key]
             rows.append((*_identity_values(key), *[counters.get(n, 0) for n in COUNTERS], 1, stamp))
-        conn.exec_driver_sql(_upsert_sql(part[0].grouped, additive), rows)
+        grouped = part[0].grouped
+        columns = _upsert_columns(grouped)
+        insert_many(conn, table_of_kind(grouped).name, columns, rows, _upsert_updates(additive))
 
 
 def _identity_values(key: BucketKey) -> tuple[Any, ...]:
@@ -98,23 +106,27 @@ def _identity_columns(grouped: bool) -> tuple[str, ...]:
     return ("company_id", "granularity", "bucket_start")
 
 
-@lru_cache(maxsize=4)
-def _upsert_sql(grouped: bool, additive: bool = True) -> str:
-    """``INSERT ... ON DUPLICATE KEY UPDATE c = c + VALUES(c), ..., version = version + 1``
-    for one bucket table (``c = VALUES(c)`` when not ``additive``): a new row starts at
-    version 1 with the values, an existing one adds them (or takes them). One multi-row
-    INSERT per batch (:func:`pipeline.database.insert_sql`)."""
-    columns = (*_identity_columns(grouped), *COUNTERS, "version", "updated_at")
+def _upsert_columns(grouped: bool) -> tuple[str, ...]:
+    return (*_identity_columns(grouped), *COUNTERS, "version", "updated_at")
+
+
+@lru_cache(maxsize=2)
+def _upsert_updates(additive: bool = True) -> tuple[str, ...]:
+    """``ON DUPLICATE KEY UPDATE c = c + VALUES(c), ..., version = version + 1`` for a
+    bucket table (``c = VALUES(c)`` when not ``additive``): a new row starts at version 1
+    with the values, an existing one adds them (or takes them). One multi-row INSERT per
+    batch (:func:`pipeline.database.insert_many`)."""
     new = "{name} + VALUES({name})" if additive else "VALUES({name})"
     counters = [f"{name} = " + new.format(name=name) for name in COUNTERS]
-    updates = [*counters, "version = version + 1", "updated_at = VALUES(updated_at)"]
-    return insert_sql(table_of_kind(grouped).name, columns, updates)
+    return (*counters, "version = version + 1", "updated_at = VALUES(updated_at)")
 
 
 def read(conn: Connection, keys: Iterable[BucketKey]) -> list[BucketSnapshot]:
     """The stored rows of ``keys`` as snapshots (absent rows are absent), read by exact
-    key (a row-constructor ``IN``), never the cross product of their parts. Plain SQL and
-    tuples, like :func:`add`: this runs for every batch, on hundreds of keys."""
+    key (a row-constructor ``IN``), never the cross product of their parts. This runs for
+    every batch, on hundreds of keys of 20-odd columns: the rows come as one text
+    (:func:`pipeline.database.text_rows`) that is split and converted here, where pymysql
+    would decode every column in Python."""
     out = []
     for part in _split(set(keys)):
         if not part:
@@ -123,22 +135,34 @@ def read(conn: Connection, keys: Iterable[BucketKey]) -> list[BucketSnapshot]:
         identity = _identity_columns(grouped)
         wanted = [value for key in part for value in _identity_values(key)]
         row_marks = "(" + ", ".join(["%s"] * len(identity)) + ")"
-        query = (
-            f"SELECT {', '.join(identity)}, {', '.join(COUNTERS)}, version"
-            f" FROM {table_of_kind(grouped).name}"
+        tail = (
+            f"FROM {table_of_kind(grouped).name}"
             f" WHERE ({', '.join(identity)}) IN ({', '.join([row_marks] * len(part))})"
         )
+        columns = (*identity, *COUNTERS, "version")
         width = len(identity)
-        for row in conn.exec_driver_sql(query, tuple(wanted)):
-            key = BucketKey(*row[:width]) if not grouped else _group_key(row)
-            counters = Counters.of_values(row[width : width + len(COUNTERS)])
+        for row in text_rows(conn, columns, tail, tuple(wanted)):
+            key = _key(row[:width], grouped)
+            counters = Counters.of_values(
+                [kind(v) for kind, v in zip(_KINDS, row[width:-1], strict=True)]
+            )
             out.append(BucketSnapshot(key, counters, int(row[-1])))
     return out
 
 
-def _group_key(row: Sequence[Any]) -> BucketKey:
-    company_id, dimension, group, granularity, bucket_start = row[:5]
-    return BucketKey(company_id, granularity, bucket_start, dimension, group)
+#: Each counter's type, for its text (a fallback read of ``text_rows`` gives them typed).
+_KINDS = tuple(Decimal if name in DECIMAL_COUNTERS else int for name in COUNTERS)
+
+
+def _key(identity: Sequence[Any], grouped: bool) -> BucketKey:
+    if grouped:
+        company_id, dimension, group, granularity, bucket_start = identity
+    else:
+        company_id, granularity, bucket_start = identity
+        dimension = group = ""
+    if not isinstance(bucket_start, datetime):
+        bucket_start = datetime.fromisoformat(bucket_start)
+    return BucketKey(int(company_id), granularity, bucket_start, dimension, group)
 
 
 def read_entries(

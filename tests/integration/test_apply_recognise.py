@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
+from pipeline import database
 from pipeline.apply import batch, lookup, recognise
 from pipeline.apply.batch import apply_batch
 from pipeline.apply.published import PublishedBuckets
@@ -212,13 +213,13 @@ def test_a_value_holding_a_separator_is_read_row_by_row(applied: Engine, caplog:
     """The text of the events read splits on ASCII's unit and record separators; an event
     type holding one does not split into the rows MySQL counted, and is read again row by
     row, whole."""
-    odd = f"odd{lookup.FIELD}type{lookup.ROW}x"
+    odd = f"odd{database.FIELD}type{database.ROW}x"
     with applied.begin() as conn:
         conn.execute(
             text("UPDATE webhook_events SET event_type = :odd WHERE event_id = :event_id"),
             {"odd": odd, "event_id": "call_started:call_A"},
         )
-        rows = lookup.text_rows(
+        rows = database.text_rows(
             conn, lookup.EVENT_COLUMNS, lookup.EVENTS_WHERE, ("retell", ("call_started:call_A",))
         )
     assert [row[2] for row in rows] == [odd]

@@ -1,19 +1,25 @@
-"""The apply path's many-row statements (pipeline/apply/statements.py and the bucket
-upsert): constant statements that pymysql sends as one multi-row INSERT, with every column,
-and values as SQLAlchemy would have bound them (times as the text pymysql would have sent);
+"""The apply path's many-row statements (pipeline/apply/statements.py, the bucket upsert,
+pipeline.database.insert_many): multi-row INSERTs with every column, the bytes pymysql's
+executemany would have sent, and values as SQLAlchemy would have bound them (times as the
+text pymysql would have sent);
 bucket keys with their groups are cached without mixing up values of different types."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
 
+import pymysql
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymysql import converters
+from pymysql.constants import SERVER_STATUS
 from pymysql.cursors import RE_INSERT_VALUES
 from sqlalchemy.dialects.mysql import pymysql as mysql_pymysql
 
+from pipeline import database
 from pipeline.apply import rows, statements, write
 from pipeline.dashboard import aggregates, buckets
 from pipeline.dashboard.aggregates import BucketKey
@@ -28,35 +34,105 @@ from pipeline.models import (
 )
 
 
-def test_upsert_is_rewritten_into_one_multi_row_insert_by_pymysql() -> None:
-    # Anything but placeholders in VALUES (...), or a parameter after it, and pymysql's
-    # executemany sends one statement per row instead.
-    for grouped in (False, True):
-        assert RE_INSERT_VALUES.match(buckets._upsert_sql(grouped))
+#: A pymysql connection never connected: it renders values as the driver does.
+_DRIVER = pymysql.connect(defer_connect=True)
+
+
+class _Sent:
+    """A SQLAlchemy connection as :func:`database.insert_many` uses it: a pymysql
+    connection to render values (never connected) and the statements it was given."""
+
+    def __init__(self, server_status: int = 0) -> None:
+        _DRIVER.server_status = server_status  # set by the server's first answer
+        self.connection = SimpleNamespace(dbapi_connection=_DRIVER)
+        self.statements: list[tuple[str, dict[str, Any]]] = []
+
+    def exec_driver_sql(self, statement: str, execution_options: dict[str, Any]) -> None:
+        self.statements.append((statement, execution_options))
+
+
+def _executemany(sql: str, rows: list[tuple[Any, ...]]) -> str:
+    """What pymysql's ``executemany`` sends for a multi-row INSERT (all rows, one part)."""
+    match = RE_INSERT_VALUES.match(sql)
+    assert match
+    _DRIVER.server_status = 0
+    cursor = _DRIVER.cursor()
+    values = match.group(2).rstrip()
+    rendered = ",".join(cursor._mogrify(values, row) for row in rows)
+    return match.group(1) + rendered + (match.group(3) or "")
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(),
+    st.text(alphabet="\\\0\n\r\x1a\"'%_ab"),
+    st.booleans(),
+    st.decimals(allow_nan=False, allow_infinity=False, places=4),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.binary(max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(VALUES, VALUES, VALUES), min_size=1, max_size=5))
+def test_insert_many_sends_what_pymysqls_executemany_sent(rows: list[tuple[Any, ...]]) -> None:
+    """The same bytes on the wire as the statement with placeholders had, whatever the
+    values: texts with every character MySQL escapes (and "%", which must stay as it is:
+    the statement goes without parameters), numbers, NULL, bytes."""
+    conn = _Sent()
+    updates = ("b = VALUES(b)",)
+    database.insert_many(conn, "t", ("a", "b", "c"), rows, updates)  # type: ignore[arg-type]
+    placeholders = (
+        "INSERT INTO t (a, b, c) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE b = VALUES(b)"
+    )
+    assert conn.statements == [(_executemany(placeholders, rows), {"no_parameters": True})]
+
+
+@given(st.text())
+def test_a_text_is_quoted_as_pymysql_quotes_it(value: str) -> None:
+    assert database.quoted(value) == "'" + converters.escape_string(value) + "'"
+
+
+def test_a_session_without_backslash_escapes_gets_pymysqls_quoting() -> None:
+    conn = _Sent(server_status=SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES)
+    database.insert_many(conn, "t", ("a",), [("it's a \\ b",)])  # type: ignore[arg-type]
+    assert conn.statements[0][0] == "INSERT INTO t (a) VALUES ('it''s a \\ b')"
+
+
+def test_rows_past_the_statement_bound_go_in_several_statements(monkeypatch: Any) -> None:
+    monkeypatch.setattr(database, "MAX_STATEMENT", 80)
+    conn = _Sent()
+    rows = [(i, "x" * 10) for i in range(12)]
+    database.insert_many(conn, "t", ("a", "b"), rows)  # type: ignore[arg-type]
+    sent = [statement for statement, _ in conn.statements]
+    assert len(sent) > 1
+    assert all(len(statement) <= 80 for statement in sent)
+    head = "INSERT INTO t (a, b) VALUES "
+    assert all(statement.startswith(head) for statement in sent)
+    again = ",".join(statement[len(head) :] for statement in sent)
+    assert again == ",".join(f"({i}, 'xxxxxxxxxx')" for i in range(12))
 
 
 def test_upsert_names_every_column_of_its_table_once_and_adds_every_counter() -> None:
     for grouped, table in ((False, dashboard_buckets), (True, dashboard_group_buckets)):
-        sql = buckets._upsert_sql(grouped)
-        head, _, tail = sql.partition(" VALUES ")
-        columns = head.split("(", 1)[1].rstrip(")").split(", ")
+        columns = buckets._upsert_columns(grouped)
         assert sorted(columns) == sorted(c.name for c in table.columns)
         key = BucketKey(1, "hour", datetime(2026, 1, 1), "branch" if grouped else "", "7")
         row = (*buckets._identity_values(key), *[0] * len(COUNTERS), 1, datetime(2026, 1, 2))
-        assert len(row) == len(columns) == tail.split(")")[0].count("%s")
-        for name in COUNTERS:
-            assert f"{name} = {name} + VALUES({name})" in tail
-        assert "version = version + 1" in tail
+        assert len(row) == len(columns)
+    updates = buckets._upsert_updates()
+    for name in COUNTERS:
+        assert f"{name} = {name} + VALUES({name})" in updates
+    assert "version = version + 1" in updates
 
 
 def test_reconciles_upsert_takes_the_values_in_place_of_the_stored_ones() -> None:
-    for grouped in (False, True):
-        sql = buckets._upsert_sql(grouped, additive=False)
-        assert RE_INSERT_VALUES.match(sql)
-        tail = sql.partition(" ON DUPLICATE KEY UPDATE ")[2]
-        for name in COUNTERS:
-            assert f"{name} = VALUES({name})" in tail and f"{name} + VALUES" not in tail
-        assert "version = version + 1" in tail
+    updates = buckets._upsert_updates(additive=False)
+    for name in COUNTERS:
+        assert f"{name} = VALUES({name})" in updates
+        assert not any(f"{name} + VALUES" in update for update in updates)
+    assert "version = version + 1" in updates
 
 
 def test_counters_of_values_follow_the_counter_order() -> None:
@@ -101,18 +177,15 @@ def test_grouped_keys_of_branch_1_and_branch_true_differ() -> None:
     assert {k.group for k in true if k.dimension == "branch"} == {"True"}
 
 
-def test_many_row_writes_name_every_column_and_stay_one_statement() -> None:
+def test_many_row_writes_name_every_column() -> None:
     for kind, table in rows.TABLES.items():
         stamps = tuple(c for c in ("created_at", "updated_at") if c in table.c)
         every = statements._ALL[kind]
         assert sorted([*every, *stamps]) == sorted(c.name for c in table.columns)
         assert "id" not in statements._NO_ID[kind]
-        for columns, update in (((*statements._NO_ID[kind], *stamps), False), (every, True)):
-            sql = statements.insert_sql(table.name, columns, update=update)
-            assert RE_INSERT_VALUES.match(sql), sql
-    upsert = statements.insert_sql("calls", ("id", "status", "metadata"), update=True)
-    assert upsert.endswith(
-        "ON DUPLICATE KEY UPDATE status = VALUES(status), metadata = VALUES(metadata)"
+    assert statements.updates(("id", "status", "metadata")) == (
+        "status = VALUES(status)",
+        "metadata = VALUES(metadata)",
     )
     events = (*write.NEW_EVENT_FIELDS, "created_at")
     assert sorted(events) == sorted(c.name for c in webhook_events.columns if c.name != "id")
