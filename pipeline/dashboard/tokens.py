@@ -80,9 +80,11 @@ def format_scope(companies: frozenset[int] | None) -> str:
 
 
 def _split(entry: str, name: str) -> tuple[str, str, str, str]:
-    """``[NAME=]CREDENTIAL[@SCOPE]`` → (name, credential, "@" or "", scope)."""
+    """``[NAME=]CREDENTIAL[@SCOPE]`` → (name, credential, "@" or "", scope). A name
+    labels a credential that follows it: in ``dGVzdA==`` or ``YWI=`` (a base64 token's
+    padding) the "=" belongs to the token."""
     head, eq, rest = entry.partition("=")
-    if eq and _NAME.fullmatch(head):
+    if eq and _NAME.fullmatch(head) and rest.partition("@")[0].lstrip("="):
         name, entry = head, rest
     credential, at, scope = entry.rpartition("@") if "@" in entry else (entry, "", "")
     return name, credential, at, scope

@@ -41,6 +41,19 @@ def test_plain_entries_still_work_for_development() -> None:
     assert len(book.plain) == 2
 
 
+@pytest.mark.parametrize("token", ["dGVzdA==", "YWI=", "a2V5=@2"])
+def test_a_plain_token_ending_in_base64_padding_is_the_whole_token(token: str) -> None:
+    # "dGVzdA==" is not the name "dGVzdA" with the token "=": a name labels a token that
+    # follows it, and base64's padding "=" only ever ends one.
+    book = tokens.TokenBook.parse([token, "named=tok-n"])
+    credential = token.partition("@")[0]
+    grant = book.check(credential)
+    assert grant is not None and grant.name == "token-1"
+    assert book.check("=") is None and book.check("") is None
+    named = book.check("tok-n")
+    assert named is not None and named.name == "named"
+
+
 @pytest.mark.parametrize(
     "offered",
     ["", "tök", "tok\udcff", "x" * 10_000, "sha256:" + "0" * 64, "\x00", "tok-a "],
