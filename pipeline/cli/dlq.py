@@ -16,15 +16,17 @@ from pipeline.cli.output import emit, emit_json, json_option, unmasked_option, u
 from pipeline.cli.replay import RunProgress, batch_size_option, report_lines
 from pipeline.ops import arguments, present
 from pipeline.ops.dlq import (
+    DeadLetterEntry,
     DlqFilter,
     Listed,
     list_dead_letters,
     redrive,
     resolve_source,
-    show_dead_letter,
+    show_dead_letters,
 )
 from pipeline.providers import PROVIDERS
 from pipeline.records import WebhookRecord
+from pipeline.settings import Settings
 
 
 @cli.group("dlq")
@@ -153,19 +155,41 @@ def dlq_list(
 def dlq_show(ctx: click.Context, position: str, unmasked: bool, as_json: bool) -> None:
     """One dead letter: its headers and its body, pretty-printed.
 
-    POSITION is PARTITION:OFFSET as `dlq list` prints it; a bare OFFSET means partition 0.
+    POSITION is PARTITION:OFFSET as `dlq list` prints it, or a bare OFFSET: every dead
+    letter at that offset, whichever partition holds it (partitions number their records
+    from 0). With --json: the dead letter's object, or an array when a bare OFFSET finds
+    several.
     """
     with usage():
         partition, offset = arguments.parse_position(position)
     settings = settings_from(ctx)
     with quiet_kafka():
-        entry = asyncio.run(show_dead_letter(settings, partition, offset))
-        body: bytes | None = entry.record.value
-        if entry.info.body_reference:  # too large to travel inline: read it at the source
-            source = asyncio.run(resolve_source(settings, entry))
-            body = source.value if source is not None else None
+        entries = asyncio.run(show_dead_letters(settings, partition, offset))
+        bodies = [_body(settings, entry) for entry in entries]
+    if as_json:
+        shown = [_shown(e, b, unmasked) for e, b in zip(entries, bodies, strict=True)]
+        emit_json(shown[0] if len(shown) == 1 else shown)
+        return
+    if len(entries) > 1:
+        where = ", ".join(entry.position for entry in entries)
+        emit(f"offset {offset} is on {len(entries)} partitions: {where}")
+    for i, (entry, body) in enumerate(zip(entries, bodies, strict=True)):
+        if i:
+            emit("")
+        _print(entry, body, unmasked)
+
+
+def _body(settings: Settings, entry: DeadLetterEntry) -> bytes | None:
+    """The dead letter's body; one too large to travel inline is read at its source."""
+    if entry.info.body_reference:
+        source = asyncio.run(resolve_source(settings, entry))
+        return source.value if source is not None else None
+    return entry.record.value
+
+
+def _summary(entry: DeadLetterEntry) -> dict[str, Any]:
     info = entry.info
-    summary = {
+    return {
         "position": entry.position,
         "dead_lettered_at": arguments.format_ms(info.dead_lettered_at_ms),
         "reason": info.reason,
@@ -175,22 +199,25 @@ def dlq_show(ctx: click.Context, position: str, unmasked: bool, as_json: bool) -
         "source": entry.source,
         "key": (entry.record.key or b"").decode("utf-8", "replace"),
     }
-    if as_json:
-        emit_json(
-            present.scrub(
-                {
-                    **summary,
-                    "topic": entry.record.topic,
-                    "headers": present.safe_headers(entry.record.headers, unmasked=unmasked),
-                    "body": None if body is None else present.body_value(body),
-                    "body_from": "source" if info.body_reference else "dead letter",
-                },
-                unmasked=unmasked,
-            )
-        )
-        return
+
+
+def _shown(entry: DeadLetterEntry, body: bytes | None, unmasked: bool) -> Any:
+    return present.scrub(
+        {
+            **_summary(entry),
+            "topic": entry.record.topic,
+            "headers": present.safe_headers(entry.record.headers, unmasked=unmasked),
+            "body": None if body is None else present.body_value(body),
+            "body_from": "source" if entry.info.body_reference else "dead letter",
+        },
+        unmasked=unmasked,
+    )
+
+
+def _print(entry: DeadLetterEntry, body: bytes | None, unmasked: bool) -> None:
+    info = entry.info
     emit(f"dead letter {entry.position} of {entry.record.topic}")
-    emit(present.field_lines(summary, unmasked=unmasked))
+    emit(present.field_lines(_summary(entry), unmasked=unmasked))
     emit("headers:")
     emit(headers_text(entry.record, unmasked))
     if body is None:

@@ -97,17 +97,14 @@ def parse_partitions(values: tuple[int, ...] | list[int] | None) -> list[int] | 
     return sorted(set(values))
 
 
-def parse_position(text: str) -> tuple[int, int]:
-    """A dead letter's position: ``PARTITION:OFFSET``, or a bare ``OFFSET`` on partition 0.
+def parse_position(text: str) -> tuple[int | None, int]:
+    """A dead letter's position: ``PARTITION:OFFSET``, or a bare ``OFFSET`` (partition
+    ``None``: that offset on whichever partitions hold it).
 
-    ``dlq list`` prints positions as ``PARTITION:OFFSET``, ready to paste. A bare offset
-    means partition 0 (handy when the DLQ has one partition); with more partitions the same
-    offset exists on each, so name the partition.
-    """
+    ``dlq list`` prints positions as ``PARTITION:OFFSET``, ready to paste. Each partition
+    numbers its records from 0, so a bare offset can name a dead letter on several."""
     raw = text.strip()
     partition_text, sep, offset_text = raw.rpartition(":")
-    if not sep:
-        partition_text, offset_text = "0", raw
-    if not (partition_text.isdigit() and offset_text.isdigit()):
+    if not (offset_text.isdigit() and (not sep or partition_text.isdigit())):
         raise BadArguments(f"{text!r} is not PARTITION:OFFSET (e.g. 3:1042) or OFFSET")
-    return int(partition_text), int(offset_text)
+    return (int(partition_text) if sep else None), int(offset_text)

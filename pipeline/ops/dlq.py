@@ -252,14 +252,30 @@ async def list_dead_letters(
 
 async def show_dead_letter(settings: Settings, partition: int, offset: int) -> DeadLetterEntry:
     """The dead letter at ``partition:offset`` of the DLQ topic; NotFound if none."""
+    return (await show_dead_letters(settings, partition, offset))[0]
+
+
+async def show_dead_letters(
+    settings: Settings, partition: int | None, offset: int
+) -> list[DeadLetterEntry]:
+    """The dead letters at ``offset`` of ``partition``, or of every partition of the DLQ
+    topic (``None``: each partition numbers its records from 0, so a bare offset can name
+    one on several), in partition order; NotFound if none."""
     topic = settings.topic(topics.DLQ)
     found = []
     stretch = Stretch(from_offset=offset, to_offset=offset)
-    async for batch in read_stretch(settings, topic, stretch, [partition]):
+    chosen = None if partition is None else [partition]
+    async for batch in read_stretch(settings, topic, stretch, chosen):
         found += [r for r in batch if r.offset == offset]
     if not found:
-        raise NotFound(f"no dead letter at {partition}:{offset} on {topic}")
-    return DeadLetterEntry(found[0], parse_dlq_headers(found[0].headers))
+        where = (
+            f"{partition}:{offset}"
+            if partition is not None
+            else f"offset {offset} of any partition"
+        )
+        raise NotFound(f"no dead letter at {where} on {topic}")
+    found.sort(key=lambda r: r.partition)
+    return [DeadLetterEntry(r, parse_dlq_headers(r.headers)) for r in found]
 
 
 @dataclass

@@ -16,6 +16,7 @@ performance threshold).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import uuid
@@ -226,6 +227,20 @@ def test_dlq_and_events_show_finish_over_empty_partitions(
     assert again["read"] == 2 and again["dead-lettered"] == 2
     shown = _run(wide_settings, "dlq", "show", positions[0])
     assert shown.returncode == 0 and "schema_violation" in shown.stdout, shown.stderr
+    # A bare offset (what SPEC's `dlq show OFFSET` names) finds the dead letters at that
+    # offset on every partition: 2 and 4 here, none on partition 0.
+    bare = _run(wide_settings, "dlq", "show", "0")
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout.startswith("offset 0 is on 2 partitions: 2:0, 4:0\n"), bare.stdout
+    assert [
+        line.split()[2] for line in bare.stdout.splitlines() if line.startswith("dead letter ")
+    ] == ["2:0", "4:0"]
+    as_json = json.loads(_run(wide_settings, "dlq", "show", "0", "--json").stdout)
+    assert [letter["position"] for letter in as_json] == ["2:0", "4:0"]
+    missing = _run(wide_settings, "dlq", "show", "7")
+    assert (
+        missing.returncode == 1 and "no dead letter at offset 7 of any partition" in missing.stderr
+    )
 
     for i in (0, 1):  # one call per non-empty partition
         found = _run(wide_settings, "events", "show", "retell", f"call_ended:{call_id(i)}")

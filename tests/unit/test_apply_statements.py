@@ -33,7 +33,6 @@ from pipeline.models import (
     webhook_events,
 )
 
-
 #: A pymysql connection never connected: it renders values as the driver does.
 _DRIVER = pymysql.connect(defer_connect=True)
 

@@ -119,7 +119,7 @@ def test_partitions_and_positions() -> None:
     with pytest.raises(BadArguments):
         parse_partitions((-1,))
     assert parse_position("3:1042") == (3, 1042)
-    assert parse_position("17") == (0, 17)  # a bare offset is on partition 0
+    assert parse_position("17") == (None, 17)  # a bare offset: on whichever partitions
     for bad in ("", "a:1", "1:", ":5", "1:2:3", "-1:4", "1.5"):
         with pytest.raises(BadArguments, match="PARTITION:OFFSET"):
             parse_position(bad)
