@@ -147,13 +147,6 @@ def webhook_handler(provider: Provider, settings: Settings) -> Handler:
                 app[ROUTER], metrics, envelope, exchange.correlation_id
             )
             metrics.call_inbound_latency.observe(time.perf_counter() - exchange.started)
-            if answer is None:
-                return error_response(
-                    503,
-                    "routing_unavailable",
-                    "the routing cache has not loaded yet",
-                    **{"Retry-After": str(settings.retry_after_s)},
-                )
             return json_response(200, answer)
         via = await app[HANDOFF].make_durable(topic, envelope.key.encode(), body, headers)
         if log.isEnabledFor(logging.DEBUG):  # per request: DEBUG only (counters say the rest)

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 async def answer_call_inbound(
     router: Router, metrics: IngressMetrics, envelope: Envelope, correlation_id: str
-) -> dict[str, Any] | None:
-    """The 200 body for a verified ``call_inbound``; ``None`` while routing has not loaded.
+) -> dict[str, Any]:
+    """The 200 body for a verified ``call_inbound`` (the empty answer while routing has not
+    loaded, as for a number no branch has).
 
     ``dynamic_variables`` values are all strings (Retell types them ``Dict[str, str]``), and
     every one has passed :mod:`pipeline.ingress.variables` (the caller is unverified).
@@ -35,9 +36,12 @@ async def answer_call_inbound(
     to_number: str = inbound["to_number"]
     from_number: str = inbound["from_number"]
     if not router.loaded:
+        # Not a 503: that answer is kept for an event that cannot be made durable, and
+        # this one is (its record is written as always). The empty answer lets Retell use
+        # the number's default agent now, instead of the phone ringing through retries.
         metrics.call_inbound.labels("unavailable", "routing_not_loaded").inc()
-        log.warning("call_inbound before the routing cache loaded")
-        return None
+        log.warning("call_inbound before the routing cache loaded: the number's default agent")
+        return {"call_inbound": {}}
     route = router.lookup(to_number)
     if route is None:
         reason = router.unrouted_reason(to_number)

@@ -187,12 +187,19 @@ async def test_shutdown_waits_for_background_records(aiohttp_client: Any) -> Non
     assert publisher.closed
 
 
-async def test_routing_not_loaded_is_503(aiohttp_client: Any) -> None:
-    client, publisher, _ = await start(aiohttp_client, FakeRouter(is_loaded=False))
+async def test_before_routing_loads_the_call_gets_the_numbers_default_agent(
+    aiohttp_client: Any,
+) -> None:
+    # A 503 is only for an event that cannot be made durable; this one is (its record is
+    # written as always). The ringing phone gets the empty answer at once: Retell then
+    # uses the number's default agent, as for a number no branch has.
+    client, publisher, registry = await start(aiohttp_client, FakeRouter(is_loaded=False))
     resp = await client.post("/webhooks/retell", data=FIXTURE, headers=signed("retell", FIXTURE))
-    assert resp.status == 503
-    assert orjson.loads(await resp.read())["error"] == "routing_unavailable"
-    assert resp.headers["Retry-After"] == "7"
+    assert resp.status == 200
+    assert orjson.loads(await resp.read()) == {"call_inbound": {}}
+    assert "Retry-After" not in resp.headers
+    labels = {"result": "unavailable", "reason": "routing_not_loaded"}
+    assert registry.get_sample_value("switchboard_ingress_call_inbound_total", labels) == 1.0
     await settle(client)
     assert len(publisher.records) == 1
 
