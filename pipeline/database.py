@@ -211,8 +211,9 @@ def sql_datetime(value: datetime | None) -> str | datetime | None:
     return value.isoformat(" ")
 
 
-#: Past this many characters a many-row INSERT goes as several statements (pymysql's own
-#: bound, ``Cursor.max_stmt_length``): far below any server's ``max_allowed_packet``.
+#: Past this many characters a many-row INSERT goes as several statements (the number
+#: pymysql uses, ``Cursor.max_stmt_length``, though it counts bytes): at most 4 bytes a
+#: character, far below the servers' ``max_allowed_packet`` (16 MiB MariaDB, 64 MiB MySQL).
 MAX_STATEMENT = 1_024_000
 
 #: What MySQL's string literals escape (pymysql's ``escape_string``), the backslash first.
