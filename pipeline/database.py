@@ -24,7 +24,13 @@ from alembic import command
 from alembic.config import Config
 from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pipeline.errors import DatabaseUnavailable
@@ -272,17 +278,26 @@ def insert_many(
     for row in rows:
         values = "(" + ", ".join([literal(type(v), escape)(v) for v in row]) + ")"
         if chunk and size + len(values) + 1 > MAX_STATEMENT:
-            _run(conn, head + ",".join(chunk) + tail)
+            _run(conn, head, chunk, tail)
             chunk, size = [], len(head) + len(tail)
         chunk.append(values)
         size += len(values) + 1
     if chunk:
-        _run(conn, head + ",".join(chunk) + tail)
+        _run(conn, head, chunk, tail)
 
 
-def _run(conn: Connection, statement: str) -> None:
+def _run(conn: Connection, head: str, rows: list[str], tail: str) -> None:
     # Without parameters: pymysql then leaves a "%" in a value alone.
-    conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+    try:
+        conn.exec_driver_sql(
+            head + ",".join(rows) + tail, execution_options={"no_parameters": True}
+        )
+    except StatementError as exc:
+        # The values are in the statement's text, and an error's message quotes it: names
+        # and phone numbers would reach the logs, which the engine's hide_parameters keeps
+        # them out of for every other statement (docs/security.md).
+        exc.statement = f"{head}({len(rows)} rows, values hidden){tail}"
+        raise
 
 
 @lru_cache(maxsize=64)

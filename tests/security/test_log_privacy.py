@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, insert
 from sqlalchemy.exc import DBAPIError
 
+from pipeline import database
 from pipeline.errors import DatabaseUnavailable
 from pipeline.logs import configure_logging
 from pipeline.models import companies, customers
@@ -77,6 +78,20 @@ def test_a_refused_insert_logs_its_errno_and_no_parameters(
     assert entry["exc_type"] == "IntegrityError"
     assert "1452" in entry["exc"], entry["exc"]
     assert "test_log_privacy.py" in entry["exc"]  # frames are kept: where, not what
+
+
+def test_a_refused_many_row_insert_hides_the_values_its_statement_carries(
+    engine: Engine,
+) -> None:
+    # insert_many writes the values into the statement's text, which an error quotes.
+    columns = ("company_id", "phone", "email", "name")
+    with pytest.raises(DBAPIError) as caught:
+        with engine.begin() as conn:
+            database.insert_many(conn, "customers", columns, [(999, PHONE, EMAIL, NAME)])
+    message = str(caught.value)
+    assert leaks(message) == [], message
+    assert "1452" in message and "INSERT INTO customers" in message
+    assert "(1 rows, values hidden)" in message
 
 
 def test_a_duplicate_key_is_logged_without_the_value_mysql_quotes(
