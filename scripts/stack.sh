@@ -205,8 +205,14 @@ kafka_cluster_id() {
     local f=$KAFKA_NODES_DIR/cluster.id
     if [[ ! -s $f ]]; then
         mkdir -p "$KAFKA_NODES_DIR"
-        # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding (22 chars).
-        head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$f"
+        # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding (22 chars). Like
+        # Kafka's own Uuid.randomUuid, draw again when it begins with "-": one id in 64 would,
+        # and tools that take it as a separate argument read it as an option.
+        local id=-
+        while [[ $id == -* ]]; do
+            id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+        done
+        printf '%s' "$id" >"$f"
     fi
     cat "$f"
 }
@@ -344,7 +350,7 @@ kafka_node_start() {
             say "formatting KRaft storage for node $id (cluster id $cid)"
             local -a scram=()
             mapfile -d '' scram < <(kafka_scram_args)
-            kafka_cli kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" \
+            kafka_cli kafka.tools.StorageTool format --cluster-id="$cid" -c "$dir/server.properties" \
                 --ignore-formatted "${scram[@]}" >"$dir/format.log" 2>&1 ||
                 { log_tail "$dir/format.log"; die "kafka storage format failed"; }
         fi
