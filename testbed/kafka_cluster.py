@@ -5,29 +5,15 @@ consecutive free ports with its data under the test's temporary directory."""
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from testbed.services import free_run
+
 STACK = Path(__file__).resolve().parents[1] / "scripts" / "stack.sh"
 NODES = (1, 2, 3)
-
-
-def free_run(count: int) -> int:
-    """The first of ``count`` consecutive ports that are all free right now."""
-    for _ in range(200):
-        base = random.randrange(20_000, 60_000, 2)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError(f"no {count} consecutive free ports found")
 
 
 class PrivateCluster:

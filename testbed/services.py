@@ -9,6 +9,7 @@ test with its log tail.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,10 +26,50 @@ from pipeline.settings import Settings
 SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
 
 
+#: Ports :func:`free_port` and :func:`free_run` handed out in this process: never twice.
+_handed_out: set[int] = set()
+_LOWEST = 20_000
+
+
+def _client_ports_from() -> int:
+    """The first port of the range the kernel draws the local port of every outgoing
+    connection from (``net.ipv4.ip_local_port_range``, 32768-60999 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now, none handed out before by
+    this process. They are drawn below the kernel's client-port range: a port found free by
+    binding port 0 comes from that range, and a test's own client connections (to MariaDB,
+    Kafka, a server under test) can take it in the seconds before the process meant for it
+    binds it (a JVM takes that long); binding port 0 twice can also give the same port."""
+    high = max(_client_ports_from(), _LOWEST + 1_000)
+    for _ in range(500):
+        base = random.randrange(_LOWEST, high - count)
+        ports = range(base, base + count)
+        if _handed_out.intersection(ports) or not all(_bindable(p) for p in ports):
+            continue
+        _handed_out.update(ports)
+        return base
+    raise AssertionError(f"no {count} consecutive free ports in {_LOWEST}-{high - 1}")
+
+
 def free_port() -> int:
+    """A port that is free now (see :func:`free_run`)."""
+    return free_run(1)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

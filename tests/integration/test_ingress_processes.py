@@ -21,6 +21,7 @@ import pytest
 
 from pipeline.cli.ingress import STARTUP_GRACE_S
 from pipeline.settings import Settings
+from testbed.services import free_port
 from tests.integration.ingress_helpers import (
     CALCOM_SECRET,
     RETELL_KEY,
@@ -34,12 +35,6 @@ pytestmark = pytest.mark.integration
 
 SWITCHBOARD = Path(sys.executable).parent / "switchboard"
 BOOKING = fixture_bytes("calcom", "BOOKING_CREATED.json")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def children_of(pid: int) -> list[int]:
