@@ -164,8 +164,7 @@ def dlq_show(ctx: click.Context, position: str, unmasked: bool, as_json: bool) -
         partition, offset = arguments.parse_position(position)
     settings = settings_from(ctx)
     with quiet_kafka():
-        entries = asyncio.run(show_dead_letters(settings, partition, offset))
-        bodies = [_body(settings, entry) for entry in entries]
+        entries, bodies = asyncio.run(_shown_letters(settings, partition, offset))
     if as_json:
         shown = [_shown(e, b, unmasked) for e, b in zip(entries, bodies, strict=True)]
         emit_json(shown[0] if len(shown) == 1 else shown)
@@ -179,12 +178,20 @@ def dlq_show(ctx: click.Context, position: str, unmasked: bool, as_json: bool) -
         _print(entry, body, unmasked)
 
 
-def _body(settings: Settings, entry: DeadLetterEntry) -> bytes | None:
-    """The dead letter's body; one too large to travel inline is read at its source."""
-    if entry.info.body_reference:
-        source = asyncio.run(resolve_source(settings, entry))
-        return source.value if source is not None else None
-    return entry.record.value
+async def _shown_letters(
+    settings: Settings, partition: int | None, offset: int
+) -> tuple[list[DeadLetterEntry], list[bytes | None]]:
+    """The dead letters at the position, and their bodies: one too large to travel inline
+    is read at its source."""
+    entries = await show_dead_letters(settings, partition, offset)
+    bodies: list[bytes | None] = []
+    for entry in entries:
+        if entry.info.body_reference:
+            source = await resolve_source(settings, entry)
+            bodies.append(source.value if source is not None else None)
+        else:
+            bodies.append(entry.record.value)
+    return entries, bodies
 
 
 def _summary(entry: DeadLetterEntry) -> dict[str, Any]:

@@ -250,11 +250,6 @@ async def list_dead_letters(
     return listed
 
 
-async def show_dead_letter(settings: Settings, partition: int, offset: int) -> DeadLetterEntry:
-    """The dead letter at ``partition:offset`` of the DLQ topic; NotFound if none."""
-    return (await show_dead_letters(settings, partition, offset))[0]
-
-
 async def show_dead_letters(
     settings: Settings, partition: int | None, offset: int
 ) -> list[DeadLetterEntry]:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from pipeline.apply import deadletters
 from pipeline.cli import cli, register_commands
-from pipeline.ops.dlq import list_dead_letters, redrive, resolve_source, show_dead_letter
+from pipeline.ops.dlq import list_dead_letters, redrive, resolve_source, show_dead_letters
 from pipeline.providers.base import sha256_hex
 from pipeline.settings import Settings
 from tests.integration.ops_helpers import (
@@ -80,7 +80,7 @@ async def test_an_oversize_dead_letter_is_a_reference_that_dlq_follows(
 
     [item] = await list_dead_letters(stack_settings, engine=engine)
     assert item.status == "dead_lettered"
-    shown = await show_dead_letter(stack_settings, letter.partition, letter.offset)
+    (shown,) = await show_dead_letters(stack_settings, letter.partition, letter.offset)
     rebuilt = await resolve_source(stack_settings, shown)
     assert rebuilt is not None and rebuilt.value == HUGE
     assert (rebuilt.topic, rebuilt.partition, rebuilt.offset) == (

@@ -26,7 +26,7 @@ import pipeline.apply.applier
 from pipeline.cli import cli, register_commands
 from pipeline.kafka_reader import Coordinates, Stretch
 from pipeline.ops.arguments import format_ms
-from pipeline.ops.dlq import list_dead_letters, redrive, show_dead_letter
+from pipeline.ops.dlq import list_dead_letters, redrive, show_dead_letters
 from pipeline.ops.replay import replay
 from pipeline.settings import Settings
 from tests.integration.ops_helpers import (
@@ -87,7 +87,7 @@ async def test_poison_is_listed_redriven_again_and_resolved_by_the_fixed_retry(
     assert entry.info.error_class == "SchemaViolation"
     assert entry.source == f"{source.topic}/{source.partition}@{source.offset}"
     assert item.status == "dead_lettered" and item.copies == 1
-    shown = await show_dead_letter(stack_settings, entry.partition, entry.offset)
+    (shown,) = await show_dead_letters(stack_settings, entry.partition, entry.offset)
     assert shown.record.value == POISON and shown.record.key == POISON_CALL.encode()
 
     before = fingerprint(engine)
