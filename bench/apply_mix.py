@@ -126,6 +126,8 @@ def _worker(args: argparse.Namespace) -> None:
     if args.share:  # K/N: this process's share of the partitions, as `replay --jobs N` splits
         k, n = (int(x) for x in args.share.split("/"))
         records = [r for r in records if r.partition % n == k]
+    if args.event_type:  # one kind of record, e.g. call_ended: a backfill's stretch of new calls
+        records = [r for r in records if r.headers["event_type"] in args.event_type]
     batches = list(_batches(records))
     outcomes: Counter[str] = Counter()
     changed: Counter[str] = Counter()
@@ -391,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--now-ms", type=int, default=0)
     parser.add_argument("--out")
     parser.add_argument("--share", help="K/N: only the records of partitions p with p %% N == K")
+    parser.add_argument(
+        "--event-type", action="append", help="only the records of this event type (repeatable)"
+    )
     args = parser.parse_args(argv)
     if not args.worker:
         parser.error("run through `python -m bench --only apply`")
