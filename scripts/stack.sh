@@ -711,8 +711,11 @@ mariadb_start() {
                 die "port $MARIADB_HOST:$MARIADB_PORT is taken by ${who:-another process}"
             fi
             say "starting mariadb ($bin), error log $MARIADB_ERROR_LOG"
+            # --pidfile: only the process our pid file names is "already running"; without
+            # it any mariadbd counts (a test's or a developer's private server), and
+            # start-stop-daemon started nothing.
             start-stop-daemon --start --background --output "$MARIADB_LOG_DIR/mariadbd.out" \
-                --exec "$bin" -- --user=mysql 9>&-
+                --pidfile "$MARIADB_PIDFILE" --exec "$bin" -- --user=mysql 9>&-
         fi
         local deadline=$(($(now) + MARIADB_START_TIMEOUT))
         until mariadb_answers; do
