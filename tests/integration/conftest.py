@@ -21,6 +21,7 @@ from pipeline import database, topics
 from pipeline.kafka import kafka_options
 from pipeline.settings import Secret, Settings, load_settings
 from testbed.databases import create_scratch_database, drop_scratch_database
+from tests.support.tenants import seed_fixture_tenants
 
 TEST_PARTITIONS = 3
 
@@ -92,3 +93,10 @@ def engine(db_settings: Settings) -> Iterator[Engine]:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture
+def fixture_tenants(engine: Engine) -> None:
+    """The test database holds the fixture tenants (``tests/support/tenants.py``): a module
+    whose every test applies records marks itself ``usefixtures("fixture_tenants")``."""
+    seed_fixture_tenants(engine)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,19 +21,8 @@ from pipeline.records import WebhookRecord
 from pipeline.settings import Settings
 from testbed.records import record
 from tests.support.fixtures import fixture_bytes
-from tests.support.tenants import seed_fixture_tenants
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine(db_settings: Settings) -> Iterator[Engine]:
-    eng = database.create_db_engine(db_settings, pool_size=2)
-    seed_fixture_tenants(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fixture_tenants")]
 
 
 def booking(uid: str, *, phone: str | None = None, email: str | None = None) -> WebhookRecord:

@@ -12,33 +12,20 @@ reads by call id alone, on that column's index, and matches the companies in Pyt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 from sqlalchemy import Connection, Engine, event, insert
 
-from pipeline import database
 from pipeline.apply.plan import LinkChecks
 from pipeline.apply.write import check_links
 from pipeline.errors import DatabaseUnavailable
 from pipeline.models import appointments, calls
-from pipeline.settings import Settings
-from tests.support.tenants import BAYVIEW, OTHER, seed_fixture_tenants
+from tests.support.tenants import BAYVIEW, OTHER
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fixture_tenants")]
 
 AT = datetime(2026, 11, 30, 9, 0)
-
-
-@pytest.fixture
-def engine(db_settings: Settings) -> Iterator[Engine]:
-    eng = database.create_db_engine(db_settings, pool_size=3)
-    seed_fixture_tenants(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
 
 
 def add_call(conn: Connection, call_id: str, company: int = BAYVIEW) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,28 +19,15 @@ from sqlalchemy import Engine
 
 from agents.metrics import WorkerMetrics
 from agents.webhooks import count_result
-from pipeline import database
 from pipeline.apply.applier import Applier
-from pipeline.settings import Settings
 from testbed.records import record
 from tests.integration.ops_helpers import rows_of
 from tests.support.fixtures import fixture_bytes
-from tests.support.tenants import seed_fixture_tenants
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fixture_tenants")]
 
 URL = "https://recordings.example.com/r.wav?X-Signature=" + "s" * 3000
 SIP = "sip:+14155550199@trunk.example.com;transport=tls"  # 47 characters, a caller
-
-
-@pytest.fixture
-def engine(db_settings: Settings) -> Iterator[Engine]:
-    eng = database.create_db_engine(db_settings, pool_size=2)
-    seed_fixture_tenants(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
 
 
 def _call_ended(**changes: Any) -> bytes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pymysql
@@ -29,7 +28,8 @@ from pipeline.retry import Breaker
 from pipeline.settings import Settings
 from testbed.records import record
 from tests.support.fixtures import fixture_bytes
-from tests.support.tenants import seed_fixture_tenants
+
+pytestmark = pytest.mark.usefixtures("fixture_tenants")
 
 
 class Injector:
@@ -51,16 +51,6 @@ class Injector:
         if self.error is not None and statement.lstrip().upper().startswith(self.match):
             self.hits += 1
             raise self.error
-
-
-@pytest.fixture
-def engine(db_settings: Settings) -> Iterator[Engine]:
-    eng = database.create_db_engine(db_settings, pool_size=2)
-    seed_fixture_tenants(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
 
 
 def calls(n: int, tag: str = "c") -> list[WebhookRecord]:
