@@ -41,7 +41,11 @@ def load(conn: Connection, wants: Wants) -> Loaded:
         branch_ids=wants.branch_ids,
     )
     candidates = {b.company_id for b in directory.by_id.values()}
-    lock_companies(conn, candidates | stored_companies(conn, wants.call_ids, wants.uids))
+    lock_companies(
+        conn,
+        candidates | stored_companies(conn, wants.call_ids, wants.uids),
+        shared=not wants.uids,
+    )
     return Loaded(
         events=lock_events(conn, wants.events),
         calls=_lock_by(conn, CallRow, "retell_call_id", wants.call_ids),
@@ -66,17 +70,27 @@ def stored_companies(conn: Connection, call_ids: Iterable[str], uids: Iterable[s
     return {int(c) for c in conn.execute(query).scalars()}
 
 
-def lock_companies(conn: Connection, company_ids: Iterable[int]) -> None:
+def lock_companies(conn: Connection, company_ids: Iterable[int], *, shared: bool = False) -> None:
     """``SELECT ... FOR UPDATE`` of the companies' rows, in id order: the first locks of
     every apply transaction, so its later row locks cannot form a cycle with another
-    apply transaction of the same company."""
+    apply transaction of the same company.
+
+    ``shared``: a batch that names no booking (calls, chats, ``call_inbound``) takes them
+    shared, so such batches of the same companies (two workers' Retell agents, a replay)
+    run side by side; a batch with bookings takes them exclusive and still takes turns
+    with all of them. Two call batches cannot form a cycle without the turns: their
+    calls, events and the bookings naming those calls are their own (the topic is keyed
+    by call id), and what they share they lock in one order (customers by id, buckets by
+    key); two inserts of one new customer end in a duplicate key, retried. Only a booking
+    moves rows of another kind (it links calls, absorbs a customer and moves its calls),
+    which is what the exclusive lock keeps apart."""
     ids = sorted(set(company_ids))
     if ids:
         conn.execute(
             select(companies.c.id)
             .where(companies.c.id.in_(ids))
             .order_by(companies.c.id)
-            .with_for_update()
+            .with_for_update(read=shared)
         ).all()
 
 
@@ -160,19 +174,22 @@ def company_timezones(conn: Connection, company_ids: Iterable[int]) -> dict[int,
 def lock_customers(conn: Connection, seen: Sequence[Sighting]) -> list[CustomerRow]:
     """The stored customers the sightings can match, by (company, phone) and (company, email).
 
-    One lookup per index: an OR of the two would let MySQL scan every customer of the
-    company.
+    One lookup per index, and that index forced: an OR of the two would let MySQL scan
+    every customer of the company, and on a small table MariaDB chose to walk the primary
+    key for the ``ORDER BY``, locking its way through every customer, so a batch waited
+    for every customer another batch held.
     """
     companies_ = sorted({s.company_id for s in seen})
     found: dict[int, CustomerRow] = {}
-    for column, wanted in (
-        ("phone", sorted({s.phone for s in seen if s.phone})),
-        ("email", sorted({s.email for s in seen if s.email})),
+    for column, index, wanted in (
+        ("phone", "uq_customers_company_id_phone", sorted({s.phone for s in seen if s.phone})),
+        ("email", "ix_customers_company_id_email", sorted({s.email for s in seen if s.email})),
     ):
         if not companies_ or not wanted:
             continue
         query = (
             select(*columns_of(CustomerRow))
+            .with_hint(customers, f"FORCE INDEX ({index})")
             .where(customers.c.company_id.in_(companies_), customers.c[column].in_(wanted))
             .order_by(customers.c.id)
             .with_for_update()

@@ -4,7 +4,9 @@ take row locks in opposite orders (a call batch: calls, then the appointments it
 booking batch: appointments, then the calls it links) and to race on inserting the same
 customer, so the worker logged deadlocks (1213) and duplicate keys (1062) under ordinary
 load. Now every apply transaction first locks the companies it can touch, in id order,
-so two transactions of one company take turns and never deadlock.
+so a call batch and a booking batch of one company take turns and never deadlock; two
+call batches take those locks shared and run side by side (docs/integrity.md says why
+they cannot deadlock either).
 
 Evidence by counting: each retry is reported under its MySQL errno
 (``mysql_1213_deadlock``, ``mysql_1062_duplicate_key``); with the lock order there are
@@ -20,21 +22,26 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from pipeline import database
+from pipeline.apply import load
 from pipeline.apply.applier import Applier
+from pipeline.apply.fold import Wants
 from pipeline.records import WebhookRecord
 from pipeline.settings import Settings
 from testbed.events import booking, call_events
 from testbed.records import record
 from tests.integration.ops_helpers import rows_of
-from tests.support.tenants import seed_fixture_tenants
+from tests.support.tenants import FIXTURE_NUMBER, seed_fixture_tenants
 
 pytestmark = pytest.mark.integration
 
 ROUNDS = int(os.environ.get("RACE_ROUNDS", "20"))
 PER_BATCH = int(os.environ.get("RACE_PER_BATCH", "10"))
 T0 = 1_767_790_800_000
+PHONE = frozenset({FIXTURE_NUMBER})  # the branch the calls are made to
+TYPES = frozenset({901})  # its Cal.com event type
 
 
 @pytest.fixture
@@ -115,3 +122,62 @@ async def test_two_agents_of_one_company_never_deadlock(engine: Engine) -> None:
     assert linked["n"] == 2 * ROUNDS * PER_BATCH
     [people] = rows_of(engine, "SELECT COUNT(*) AS n FROM customers")
     assert people["n"] == ROUNDS * PER_BATCH
+
+
+def test_call_batches_of_one_company_do_not_take_turns(engine: Engine) -> None:
+    """A batch that names no booking takes its companies' locks shared: a second call
+    batch of the same company goes ahead at once (it waited for the first one's whole
+    transaction, so two workers applied new calls no faster than one); a booking batch
+    still waits for it."""
+    with engine.connect() as first, first.begin():
+        load.load(first, Wants(call_ids=frozenset({"call_first"}), phones=PHONE))
+        with engine.connect() as second, second.begin():
+            second.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+            load.load(second, Wants(call_ids=frozenset({"call_2nd"}), phones=PHONE))  # no wait
+        with engine.connect() as bookings, bookings.begin():
+            bookings.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+            with pytest.raises(OperationalError) as waited:
+                load.load(bookings, Wants(uids=frozenset({"uidWaits"}), event_type_ids=TYPES))
+            assert str(waited.value.orig).startswith("(1205,")  # lock wait timeout
+
+
+async def test_two_call_agents_of_one_company_apply_side_by_side_exactly_once(
+    engine: Engine,
+) -> None:
+    """Two call agents (two workers' partitions) apply calls of one company at once, their
+    callers shared (a caller new to both inserts one customer: a duplicate key, retried):
+    no deadlock, every event once, one customer per caller, every call counted once."""
+    retries: Counter[str] = Counter()
+
+    def on_retry(reason: str, delay: float) -> None:
+        retries[reason] += 1
+
+    def batches(parity: int) -> list[list[WebhookRecord]]:
+        out = []
+        for r in range(ROUNDS):
+            batch = []
+            for i in range(PER_BATCH):
+                n = 2 * (r * PER_BATCH + i) + parity
+                events = call_events(_call(n), start_ms=T0 + n * 1000, from_number=_caller(n % 7))
+                batch += [record("retell", e) for e in (events[0], events[3], events[4])]
+            out.append(batch)
+        return out
+
+    async def agent(parity: int) -> Counter[str]:
+        applier = Applier(engine, on_retry=on_retry, max_backoff_s=0.5)
+        seen: Counter[str] = Counter()
+        for batch in batches(parity):
+            seen.update((await applier.apply(batch)).counts())
+        return seen
+
+    a, b = await asyncio.wait_for(asyncio.gather(agent(0), agent(1)), 300)
+    calls = 2 * ROUNDS * PER_BATCH
+    assert a + b == Counter({"applied": 3 * calls})
+    assert retries["mysql_1213_deadlock"] == 0, retries
+    assert set(retries) <= {"mysql_1062_duplicate_key"}, retries
+    [people] = rows_of(engine, "SELECT COUNT(*) AS n FROM customers")
+    assert people["n"] == 7
+    [counted] = rows_of(
+        engine, "SELECT SUM(calls_total) AS n FROM dashboard_buckets WHERE granularity = 'day'"
+    )
+    assert counted["n"] == calls
