@@ -71,19 +71,20 @@ def stored_companies(conn: Connection, call_ids: Iterable[str], uids: Iterable[s
 
 
 def lock_companies(conn: Connection, company_ids: Iterable[int], *, shared: bool = False) -> None:
-    """``SELECT ... FOR UPDATE`` of the companies' rows, in id order: the first locks of
-    every apply transaction, so its later row locks cannot form a cycle with another
-    apply transaction of the same company.
+    """A locking read of the companies' rows, in id order: the first locks of every apply
+    transaction, so its later row locks cannot form a cycle with another apply
+    transaction of the same company.
 
     ``shared``: a batch that names no booking (calls, chats, ``call_inbound``) takes them
     shared, so such batches of the same companies (two workers' Retell agents, a replay)
     run side by side; a batch with bookings takes them exclusive and still takes turns
     with all of them. Two call batches cannot form a cycle without the turns: their
     calls, events and the bookings naming those calls are their own (the topic is keyed
-    by call id), and what they share they lock in one order (customers by id, buckets by
-    key); two inserts of one new customer end in a duplicate key, retried. Only a booking
-    moves rows of another kind (it links calls, absorbs a customer and moves its calls),
-    which is what the exclusive lock keeps apart."""
+    by call id), and what they share they lock in one order (customers in the order of
+    their (company, phone) index, then buckets by key); two inserts of one new customer
+    end in a duplicate key, retried. Only a booking moves rows of another kind (it links
+    calls, absorbs a customer and moves its calls), which is what the exclusive lock
+    keeps apart (docs/integrity.md, "Lock order")."""
     ids = sorted(set(company_ids))
     if ids:
         conn.execute(
