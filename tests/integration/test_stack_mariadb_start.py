@@ -13,9 +13,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from testbed.mariadb_instance import private_mariadb
-
-STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack.sh"
+from testbed.mariadb_instance import STACK, private_mariadb
 
 
 def stack(*args: str) -> subprocess.CompletedProcess[str]:
