@@ -53,12 +53,13 @@ FULL = {
         outage_down_s=20,
         profile=True,
         producer_variants=(
-            (2, 16 * 1024, "none"),  # the old settings (aiokafka's default batch)
+            (2, 16 * 1024, "none"),  # aiokafka's default batch
             (5, 16 * 1024, "none"),
-            (2, 512 * 1024, "none"),
-            (5, 512 * 1024, "none"),  # the default now
+            (1, 512 * 1024, "none"),
+            (2, 512 * 1024, "none"),  # the default now
+            (5, 512 * 1024, "none"),  # the default until 2026-11-30
             (10, 512 * 1024, "none"),
-            (5, 512 * 1024, "gzip"),
+            (2, 512 * 1024, "gzip"),
         ),
     ),
     "dashboard": dashboard_bench.Plan(
@@ -80,6 +81,8 @@ QUICK = {
         outage_seconds=0,
         outage_down_s=0,
         profile=False,
+        producer_variants=((2, 512 * 1024, "none"),),
+        producer_concurrency=64,
     ),
     "dashboard": dashboard_bench.Plan(calls=300, companies=2, requests=30, in_process_reads=200),
 }

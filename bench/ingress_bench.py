@@ -58,7 +58,8 @@ class Plan:
     outage_down_s: float
     profile: bool
     # (linger_ms, max_batch_bytes, compression) variants of the producer, each measured at
-    # producer_concurrency with distinct keys and with one hot key
+    # producer_concurrency with distinct keys and with one hot key, and with distinct keys
+    # at the first concurrency of the plan (where a linger is time every request waits)
     producer_variants: tuple[tuple[int, int, str], ...] = ()
     producer_concurrency: int = 512
 
@@ -86,6 +87,7 @@ class ProducerPoint:
     compression: str
     distinct: wrk.WrkResult
     hot: wrk.WrkResult
+    low: wrk.WrkResult  # distinct keys at the plan's first concurrency
 
 
 @dataclass
@@ -254,11 +256,13 @@ def _producer_variants(settings: Settings, plan: Plan, result: IngressResult, tm
                 linger, batch, codec,
                 _point(server, url, distinct, c, plan.seconds, tmp),
                 _point(server, url, hot, c, plan.seconds, tmp),
+                _point(server, url, distinct, plan.concurrencies[0], plan.seconds, tmp),
             )  # fmt: skip
         result.producer.append(point)
         print(
             f"bench:     producer linger {linger} ms, batch {batch // 1024} KiB, {codec}: "
-            f"{point.distinct.rps:,.0f} req/s distinct, {point.hot.rps:,.0f} req/s hot key",
+            f"{point.distinct.rps:,.0f} req/s distinct, {point.hot.rps:,.0f} req/s hot key, "
+            f"{point.low.rps:,.0f} req/s distinct at {point.low.concurrency}",
             flush=True,
         )
 

@@ -92,7 +92,7 @@ class Settings:
     ingress_idle_timeout_s: float = 15.0
     ingress_body_timeout_s: float = 10.0
     # The ingress's producer (measured in docs/benchmarks.md; docs/ingress.md "Producer").
-    kafka_linger_ms: int = 5
+    kafka_linger_ms: int = 2
     kafka_max_batch_bytes: int = 512 * 1024
     kafka_compression: str = "none"
     # Provider REST APIs, read by `switchboard backfill` only (docs/backfill.md).
