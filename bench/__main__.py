@@ -41,7 +41,7 @@ FULL = {
     # simulator calls, replay passes (about 1,000,000 events), the baseline's replay passes
     "apply_mix": (3000, 41, 4),
     "replay_command": 3000,  # simulator calls
-    "replay_copies": 10,  # the long stretch of 1c: the Retell records 10 times over
+    "replay_copies": 44,  # the long stretch of 1c: the Retell records 44 times over (~1,000,000)
     "ingress": ingress_bench.Plan(
         seconds=10,
         concurrencies=(64, 512, 1024),
