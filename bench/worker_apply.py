@@ -1,0 +1,98 @@
+"""A first apply through one real ``switchboard worker``, Kafka in the loop.
+
+``.venv/bin/python -m bench.worker_apply [--calls N]``: the traffic simulator's records for
+N calls (seeded, the mix of benchmark 1b) are produced to fresh 12-partition topics, one
+worker starts on a fresh database, and its progress is read from ``webhook_events`` every
+quarter second until nothing has changed for 8 s. The rate is taken between 10% and 90% of
+the rows (start-up and the tail left out), in rows (events applied) and in records (what
+the worker read: the simulator's retries and duplicates included). The worker's own batch
+histograms say how its time splits between the providers. Not part of ``make bench``:
+benchmark 1b is the engine alone, this is what one worker process does around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bench import apply_mix, harness, replay_command
+from bench.servers import group_cpu_seconds
+from pipeline import database
+from pipeline.tenants import import_tenants
+from testbed import services
+from testbed.simulator import tenants as sim_tenants
+
+QUIET_S = 8.0  # no new row for this long: the worker is done
+BATCH_METRICS = ("switchboard_worker_batch_size_", "switchboard_worker_batch_seconds_")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker_apply", description=__doc__)
+    parser.add_argument("--calls", type=int, default=8000, help="simulator calls (default 8000)")
+    args = parser.parse_args(argv)
+    topics = harness.with_topics(harness.base_settings(), partitions=12)
+    scoped = harness.create_database(topics).with_(worker_port=services.free_port())
+    engine = database.create_db_engine(scoped, pool_size=2)
+    try:
+        with engine.begin() as conn:
+            import_tenants(conn, sim_tenants.generate(apply_mix.TENANTS, apply_mix.SEED))
+        records = apply_mix._records(engine, args.calls, time.time_ns() // 1_000_000)
+        print(f"records: {len(records)} {dict(Counter(r.provider for r in records))}", flush=True)
+        asyncio.run(replay_command._produce(scoped, records))
+        with tempfile.TemporaryDirectory(prefix="switchboard-worker-apply-") as tmp:
+            worker = services.worker(scoped, Path(tmp)).start(timeout_s=120)
+            try:
+                samples = _watch(engine, worker)
+                url = f"http://{scoped.worker_host}:{scoped.worker_port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    scraped = response.read().decode()
+            finally:
+                worker.stop()
+        _report(samples, len(records), scraped)
+    finally:
+        engine.dispose()
+        harness.drop_database(scoped)
+        harness.delete_topics(topics)
+
+
+def _watch(engine: sa.Engine, worker: services.Service) -> list[tuple[float, int, float]]:
+    """(monotonic time, webhook_events rows, worker CPU seconds) until QUIET_S without change."""
+    assert worker.proc is not None
+    samples: list[tuple[float, int, float]] = []
+    last, changed = -1, time.monotonic()
+    while time.monotonic() - changed < QUIET_S:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT COUNT(*) FROM webhook_events")).scalar_one()
+        samples.append((time.monotonic(), rows, group_cpu_seconds(worker.proc.pid) or 0.0))
+        if rows != last:
+            last, changed = rows, time.monotonic()
+        time.sleep(0.25)
+    return samples
+
+
+def _report(samples: list[tuple[float, int, float]], records: int, scraped: str) -> None:
+    total = samples[-1][1]
+    low = next(s for s in samples if s[1] >= 0.1 * total)
+    high = next(s for s in samples if s[1] >= 0.9 * total)
+    per_row = records / total
+    rows_per_s = (high[1] - low[1]) / (high[0] - low[0])
+    cpu_us = (high[2] - low[2]) / ((high[1] - low[1]) * per_row) * 1e6
+    print(
+        f"rows: {total} ({per_row:.2f} records each); between 10% and 90%: "
+        f"{rows_per_s:,.0f} events/s applied = {rows_per_s * per_row:,.0f} records/s read, "
+        f"worker CPU {cpu_us:.0f} us per record"
+    )
+    for line in scraped.splitlines():
+        if line.startswith(BATCH_METRICS) and ("_sum{" in line or "_count{" in line):
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
