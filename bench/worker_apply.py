@@ -30,15 +30,20 @@ from testbed import services
 from testbed.simulator import tenants as sim_tenants
 
 QUIET_S = 8.0  # no new row for this long: the worker is done
-BATCH_METRICS = ("switchboard_worker_batch_size_", "switchboard_worker_batch_seconds_")
+BATCH_METRICS = ("switchboard_worker_batch_size_", "switchboard_worker_batch_seconds_", "switchboard_worker_snapshots_total")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.worker_apply", description=__doc__)
     parser.add_argument("--calls", type=int, default=8000, help="simulator calls (default 8000)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="SWITCHBOARD_WORKER_BATCH_SIZE (default 500)"
+    )
     args = parser.parse_args(argv)
     topics = harness.with_topics(harness.base_settings(), partitions=12)
     scoped = harness.create_database(topics).with_(worker_port=services.free_port())
+    if args.batch_size is not None:
+        scoped = scoped.with_(worker_batch_size=args.batch_size)
     engine = database.create_db_engine(scoped, pool_size=2)
     try:
         with engine.begin() as conn:
@@ -90,7 +95,7 @@ def _report(samples: list[tuple[float, int, float]], records: int, scraped: str)
         f"worker CPU {cpu_us:.0f} us per record"
     )
     for line in scraped.splitlines():
-        if line.startswith(BATCH_METRICS) and ("_sum{" in line or "_count{" in line):
+        if line.startswith(BATCH_METRICS) and ("_sum{" in line or "_count{" in line or "_total{" in line):
             print(line)
 
 
