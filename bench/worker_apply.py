@@ -6,7 +6,8 @@ worker starts on a fresh database, and its progress is read from ``webhook_event
 quarter second until nothing has changed for 8 s. The rate is taken between 10% and 90% of
 the rows (start-up and the tail left out), in rows (events applied) and in records (what
 the worker read: the simulator's retries and duplicates included). The worker's own batch
-histograms say how its time splits between the providers. Not part of ``make bench``:
+histograms and snapshot counter follow: how many batches, how long, and how many bucket
+snapshots they published. Not part of ``make bench``:
 benchmark 1b is the engine alone, this is what one worker process does around it.
 """
 
@@ -30,7 +31,12 @@ from testbed import services
 from testbed.simulator import tenants as sim_tenants
 
 QUIET_S = 8.0  # no new row for this long: the worker is done
-BATCH_METRICS = ("switchboard_worker_batch_size_", "switchboard_worker_batch_seconds_", "switchboard_worker_snapshots_total")
+# the worker's own counts printed with the rate: its batches, and the snapshots they published
+REPORTED = (
+    "switchboard_worker_batch_size_",
+    "switchboard_worker_batch_seconds_",
+    "switchboard_worker_snapshots_total",
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +101,7 @@ def _report(samples: list[tuple[float, int, float]], records: int, scraped: str)
         f"worker CPU {cpu_us:.0f} us per record"
     )
     for line in scraped.splitlines():
-        if line.startswith(BATCH_METRICS) and ("_sum{" in line or "_count{" in line or "_total{" in line):
+        if line.startswith(REPORTED) and any(s in line for s in ("_sum{", "_count{", "_total{")):
             print(line)
 
 
