@@ -73,7 +73,7 @@ def test_quick_bench_completes_and_produces_numbers(tmp_path: Path) -> None:
     for p in points:
         assert p["ok"] > 0 and _number(p["rps"]) and _number(p["p99_ms"]), p
     assert ingress["inbound"]["ingress"]["count"] > 0
-    [variant] = ingress["producer"]  # the producer matrix: every point of a variant measured
+    [variant] = ingress["producer"]  # the quick plan's one producer variant, each point measured
     assert variant["linger_ms"] == 2, variant
     for name in ("distinct_rps", "hot_rps", "low_concurrency_rps"):
         assert _number(variant[name]), variant
