@@ -76,6 +76,18 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # --- the driver (runs inside the variant's process) ----------------------------------------
 
 
+def seeded_records(engine: Any, calls: int) -> list[Any]:
+    """Import the simulator's tenants into ``engine``'s (fresh) database and return the
+    records of ``calls`` seeded calls for them, timed from now: the input of the benchmarks
+    that run the real commands (``replay_command``, ``worker_apply``)."""
+    from pipeline.tenants import import_tenants
+    from testbed.simulator import tenants as sim_tenants
+
+    with engine.begin() as conn:
+        import_tenants(conn, sim_tenants.generate(TENANTS, SEED))
+    return _records(engine, calls, time.time_ns() // 1_000_000)
+
+
 def _records(engine: Any, calls: int, now_ms: int) -> list[Any]:
     from pipeline.tenants import load_tenants
     from testbed.records import record

@@ -75,7 +75,8 @@ class CommandResult:
         return None
 
 
-async def _produce(settings: Settings, records: list[Any]) -> None:
+async def produce(settings: Settings, records: list[Any]) -> None:
+    """``records`` to their provider topics under ``settings``' prefix, acknowledged."""
     async with DurableProducer(settings, client_id="switchboard-bench") as producer:
         await producer.send_all(
             (
@@ -142,7 +143,7 @@ def run(base: Settings, *, calls: int, baseline_rev: str | None, copies: int = 0
                         )
                     if not counts:  # the records, once, for every variant
                         records = apply_mix._records(engine, calls, time.time_ns() // 1_000_000)
-                        asyncio.run(_produce(topics, records))
+                        asyncio.run(produce(topics, records))
                         counts.update(r.provider for r in records)
                     for phase in PHASES:
                         for provider in PROVIDERS:
@@ -171,20 +172,15 @@ def _long_stretch(base: Settings, calls: int, copies: int) -> list[Run]:
     """The Retell records ``copies`` times over on fresh topics (the same bodies again:
     already applied after the first copy), applied with JOBS jobs, then replayed with one
     job and with JOBS, twice each, alternating (this machine's load drifts)."""
-    from pipeline.tenants import import_tenants
-    from testbed.simulator import tenants as sim_tenants
-
     topics = harness.with_topics(base, partitions=12)
     revision = harness.git_revision(apply_mix.REPO)
     runs: list[Run] = []
     scoped = harness.create_database(topics)
     engine = database.create_db_engine(scoped, pool_size=2)
     try:
-        with engine.begin() as conn:
-            import_tenants(conn, sim_tenants.generate(apply_mix.TENANTS, apply_mix.SEED))
-        records = apply_mix._records(engine, calls, time.time_ns() // 1_000_000)
+        records = apply_mix.seeded_records(engine, calls)
         retell = [r for r in records if r.provider == "retell"] * copies
-        asyncio.run(_produce(topics, retell))
+        asyncio.run(produce(topics, retell))
         plan = [("first apply", JOBS)] + [("replay (already applied)", j) for j in (1, JOBS) * 2]
         for phase, jobs in plan:
             seconds, cpu, summary = _command(scoped, "retell", None, jobs)

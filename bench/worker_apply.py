@@ -7,8 +7,8 @@ quarter second until nothing has changed for 8 s. The rate is taken between 10% 
 the rows (start-up and the tail left out), in rows (events applied) and in records (what
 the worker read: the simulator's retries and duplicates included). The worker's own batch
 histograms and snapshot counter follow: how many batches, how long, and how many bucket
-snapshots they published. Not part of ``make bench``:
-benchmark 1b is the engine alone, this is what one worker process does around it.
+snapshots they published. Not part of ``make bench``: benchmark 1b is the engine alone,
+this is what one worker process does around it.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import sqlalchemy as sa
 from bench import apply_mix, harness, replay_command
 from bench.servers import group_cpu_seconds
 from pipeline import database
-from pipeline.tenants import import_tenants
 from testbed import services
-from testbed.simulator import tenants as sim_tenants
 
 QUIET_S = 8.0  # no new row for this long: the worker is done
 # the worker's own counts printed with the rate: its batches, and the snapshots they published
@@ -52,11 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         scoped = scoped.with_(worker_batch_size=args.batch_size)
     engine = database.create_db_engine(scoped, pool_size=2)
     try:
-        with engine.begin() as conn:
-            import_tenants(conn, sim_tenants.generate(apply_mix.TENANTS, apply_mix.SEED))
-        records = apply_mix._records(engine, args.calls, time.time_ns() // 1_000_000)
+        records = apply_mix.seeded_records(engine, args.calls)
         print(f"records: {len(records)} {dict(Counter(r.provider for r in records))}", flush=True)
-        asyncio.run(replay_command._produce(scoped, records))
+        asyncio.run(replay_command.produce(scoped, records))
         with tempfile.TemporaryDirectory(prefix="switchboard-worker-apply-") as tmp:
             worker = services.worker(scoped, Path(tmp)).start(timeout_s=120)
             try:
