@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,12 +38,16 @@ def register(
                 data = orjson.loads(event.value)
                 if _housekeeping(table, event.key, data):
                     continue
-                snapshot, force = snapshots.decode(data)
+                received = snapshots.decode(data)
             except Exception as exc:  # a malformed snapshot must not stop the table
-                log.error("ignoring malformed snapshot: %s", exc.__class__.__name__)
+                reason = exc if isinstance(exc, snapshots.SnapshotFormatError) else exc.__class__
+                log.error("ignoring a snapshot message: %s", reason)
+                metrics.snapshots.labels("refused").inc()
                 continue
-            if (what := keep(table, snapshot, force)) is not None:
-                metrics.snapshots.labels(what).inc()
+            kept = Counter(keep(table, snapshot, force) for snapshot, force in received)
+            for what, count in kept.items():
+                if what is not None:
+                    metrics.snapshots.labels(what).inc(count)
 
     @app.timer(interval=600.0, on_leader=False)
     async def expire_buckets() -> None:

@@ -147,7 +147,8 @@ class WorkerMetrics:
         )
         self.snapshots = Counter(
             "switchboard_worker_snapshots_total",
-            "Bucket snapshots published (out) and kept in the table (kept) or ignored as stale.",
+            "Bucket snapshots published (out), kept in the table (kept), ignored as stale, "
+            "dropped by a tombstone, or refused (messages this worker cannot read).",
             ["direction"],
             registry=r,
         )

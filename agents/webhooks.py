@@ -59,7 +59,7 @@ class Outputs:
                 self._dead_lettered(message)
             else:
                 await self.snapshots.send(key=message.key, value=message.value)
-                self.metrics.snapshots.labels("out").inc()
+                self.metrics.snapshots.labels("out").inc(message.snapshots)
         return Published.of(messages)
 
     async def _durable(self, topic: faust.TopicT, message: Outgoing) -> None:

@@ -5,7 +5,9 @@ N calls (seeded, the mix of benchmark 1b) are produced to fresh 12-partition top
 worker starts on a fresh database, and its progress is read from ``webhook_events`` every
 quarter second until nothing has changed for 8 s. The rate is taken between 10% and 90% of
 the rows (start-up and the tail left out), in rows (events applied) and in records (what
-the worker read: the simulator's retries and duplicates included). The worker's own batch
+the worker read: the simulator's retries and duplicates included), with the CPU per record
+of the worker and of all cores (the worker, MariaDB and Kafka share this machine: what the
+box can apply at most at that cost). The worker's own batch
 histograms and snapshot counter follow: how many batches, how long, and how many bucket
 snapshots they published. Not part of ``make bench``: benchmark 1b is the engine alone,
 this is what one worker process does around it.
@@ -15,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from bench import apply_mix, harness, replay_command
-from bench.servers import group_cpu_seconds
+from bench.servers import group_cpu_seconds, machine_ticks
 from pipeline import database
 from testbed import services
 
@@ -69,32 +73,47 @@ def main(argv: list[str] | None = None) -> None:
         harness.delete_topics(topics)
 
 
-def _watch(engine: sa.Engine, worker: services.Service) -> list[tuple[float, int, float]]:
-    """(monotonic time, webhook_events rows, worker CPU seconds) until QUIET_S without change."""
+class Sample(NamedTuple):
+    at: float  # monotonic seconds
+    rows: int  # webhook_events rows
+    worker_cpu: float  # the worker's CPU seconds
+    machine_cpu: float  # every core's busy seconds: the worker, MariaDB, Kafka, this script
+
+
+def _watch(engine: sa.Engine, worker: services.Service) -> list[Sample]:
+    """Samples until QUIET_S without change."""
     assert worker.proc is not None
-    samples: list[tuple[float, int, float]] = []
+    samples: list[Sample] = []
     last, changed = -1, time.monotonic()
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
     while time.monotonic() - changed < QUIET_S:
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT COUNT(*) FROM webhook_events")).scalar_one()
-        samples.append((time.monotonic(), rows, group_cpu_seconds(worker.proc.pid) or 0.0))
+        busy = (machine_ticks() or (0, 0))[0] / ticks_per_s
+        samples.append(
+            Sample(time.monotonic(), rows, group_cpu_seconds(worker.proc.pid) or 0.0, busy)
+        )
         if rows != last:
             last, changed = rows, time.monotonic()
         time.sleep(0.25)
     return samples
 
 
-def _report(samples: list[tuple[float, int, float]], records: int, scraped: str) -> None:
-    total = samples[-1][1]
-    low = next(s for s in samples if s[1] >= 0.1 * total)
-    high = next(s for s in samples if s[1] >= 0.9 * total)
+def _report(samples: list[Sample], records: int, scraped: str) -> None:
+    total = samples[-1].rows
+    low = next(s for s in samples if s.rows >= 0.1 * total)
+    high = next(s for s in samples if s.rows >= 0.9 * total)
     per_row = records / total
-    rows_per_s = (high[1] - low[1]) / (high[0] - low[0])
-    cpu_us = (high[2] - low[2]) / ((high[1] - low[1]) * per_row) * 1e6
+    read = (high.rows - low.rows) * per_row  # records read between the two samples
+    rows_per_s = (high.rows - low.rows) / (high.at - low.at)
+    worker_us = (high.worker_cpu - low.worker_cpu) / read * 1e6
+    machine_us = (high.machine_cpu - low.machine_cpu) / read * 1e6
+    cores = os.cpu_count() or 1
     print(
         f"rows: {total} ({per_row:.2f} records each); between 10% and 90%: "
         f"{rows_per_s:,.0f} events/s applied = {rows_per_s * per_row:,.0f} records/s read, "
-        f"worker CPU {cpu_us:.0f} us per record"
+        f"worker CPU {worker_us:.0f} us per record, all cores {machine_us:.0f} us per record "
+        f"({cores} cores: at most {cores / machine_us * 1e6:,.0f} records/s at this cost)"
     )
     for line in scraped.splitlines():
         if line.startswith(REPORTED) and any(s in line for s in ("_sum{", "_count{", "_total{")):

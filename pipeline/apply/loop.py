@@ -38,15 +38,17 @@ class Outgoing:
     value: bytes
     headers: Headers
     letter: DeadLetter | None = None  # what a dead letter is about, for logs and metrics
+    snapshots: int = 0  # the bucket snapshots a snapshot bundle carries
 
 
 def outgoing(result: BatchResult) -> list[Outgoing]:
-    """What ``result`` publishes: dead letters first, then bucket snapshots (keyed by
-    company, so every snapshot of a company lands on its dashboard table partition)."""
+    """What ``result`` publishes: dead letters first, then bucket snapshots, one bundle
+    per company (keyed by company, so every snapshot of a company lands on its dashboard
+    table partition)."""
     out = [Outgoing(topics.DLQ, *deadletters.encode(d), letter=d) for d in result.dead_letters]
     out += [
-        Outgoing(topics.SNAPSHOTS, snapshots.company_key(s.key.company_id), snapshots.encode(s), [])
-        for s in result.snapshots
+        Outgoing(topics.SNAPSHOTS, key, value, [], snapshots=count)
+        for key, value, count in snapshots.bundles(result.snapshots)
     ]
     return out
 
@@ -59,7 +61,7 @@ class Published:
     @classmethod
     def of(cls, messages: Sequence[Outgoing]) -> Published:
         letters = sum(1 for m in messages if m.topic == topics.DLQ)
-        return cls(letters, len(messages) - letters)
+        return cls(letters, sum(m.snapshots for m in messages))
 
 
 class Publisher(Protocol):

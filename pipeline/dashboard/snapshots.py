@@ -8,6 +8,7 @@ partition, the partition of the table's changelog that the analyst API routes to
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -49,9 +50,16 @@ def parse_table_key(raw: str) -> BucketKey:
 #: (written before) have the same fields. Version 2 adds breakdown groups (``dimension``,
 #: ``group``) and entry resets; company snapshots are still written as version 1, so a
 #: worker that knows only version 1 refuses the group messages instead of taking a
-#: branch's counters for the company's. A newer format is refused, never half-read.
-FORMAT = 2
+#: branch's counters for the company's. Version 3 is the bundle: every bucket one apply
+#: batch touched in one company, in one message (:func:`bundles`). A newer format is
+#: refused, never half-read.
+FORMAT = 3
 COMPANY_FORMAT = 1
+GROUP_FORMAT = 2
+BUNDLE_FORMAT = 3
+#: Buckets per bundle at most: a batch of 500 records touches a few hundred, and a bundle
+#: of this many stays far below Kafka's 1 MB message limit (about 400 bytes each).
+BUNDLE_MAX = 500
 
 
 class SnapshotFormatError(ValueError):
@@ -59,45 +67,76 @@ class SnapshotFormatError(ValueError):
 
 
 def encode(snapshot: BucketSnapshot, *, force: bool = False) -> bytes:
-    """``force`` (reconcile --fix after a database restore) replaces whatever is stored,
-    even a higher version: the restored database is the truth from then on."""
+    """One bucket in one message (``reconcile --fix``). ``force`` (after a database
+    restore) replaces whatever is stored, even a higher version: the restored database is
+    the truth from then on."""
     return orjson.dumps(
         {
-            "format": FORMAT if snapshot.key.grouped else COMPANY_FORMAT,
+            "format": GROUP_FORMAT if snapshot.key.grouped else COMPANY_FORMAT,
             "force": force,
             "company_id": snapshot.key.company_id,
-            "granularity": snapshot.key.granularity,
-            "bucket_start": snapshot.key.bucket_start.isoformat(timespec="seconds"),
-            "version": snapshot.version,
-            "counters": snapshot.counters.to_json(),
-            **(
-                {"dimension": snapshot.key.dimension, "group": snapshot.key.group}
-                if snapshot.key.grouped
-                else {}
-            ),
+            **_bucket(snapshot),
         }
     )
 
 
-def decode(raw: bytes | dict[str, Any]) -> tuple[BucketSnapshot, bool]:
-    """The snapshot and its ``force`` flag; :class:`SnapshotFormatError` if unreadable."""
+def bundles(batch: Iterable[BucketSnapshot]) -> Iterator[tuple[bytes, bytes, int]]:
+    """The apply path's snapshots of one batch as ``(key, value, buckets)`` messages: one
+    bundle per company (two past :data:`BUNDLE_MAX` buckets), keyed like a snapshot. A
+    message per company instead of per bucket: the worker publishes, and its dashboard
+    agent consumes, a tenth as many messages."""
+    by_company: dict[int, list[BucketSnapshot]] = {}
+    for snapshot in batch:
+        by_company.setdefault(snapshot.key.company_id, []).append(snapshot)
+    for company_id, buckets in by_company.items():
+        for start in range(0, len(buckets), BUNDLE_MAX):
+            chunk = buckets[start : start + BUNDLE_MAX]
+            value = {
+                "format": BUNDLE_FORMAT,
+                "company_id": company_id,
+                "buckets": [_bucket(s) for s in chunk],
+            }
+            yield company_key(company_id), orjson.dumps(value), len(chunk)
+
+
+def _bucket(snapshot: BucketSnapshot) -> dict[str, Any]:
+    fields = {
+        "granularity": snapshot.key.granularity,
+        "bucket_start": snapshot.key.bucket_start.isoformat(timespec="seconds"),
+        "version": snapshot.version,
+        "counters": snapshot.counters.to_json(),
+    }
+    if snapshot.key.grouped:
+        fields |= {"dimension": snapshot.key.dimension, "group": snapshot.key.group}
+    return fields
+
+
+def decode(raw: bytes | dict[str, Any]) -> list[tuple[BucketSnapshot, bool]]:
+    """Every snapshot a message carries (one, or a bundle's), each with its ``force``
+    flag; :class:`SnapshotFormatError` if unreadable."""
     try:
         data = orjson.loads(raw) if isinstance(raw, (bytes, bytearray, str)) else raw
         if int(data.get("format", 0)) > FORMAT:
             raise SnapshotFormatError(f"snapshot format {data['format']} is newer than {FORMAT}")
-        key = BucketKey(
-            int(data["company_id"]),
-            str(data["granularity"]),
-            datetime.fromisoformat(data["bucket_start"]),
-            str(data.get("dimension") or ""),
-            str(data.get("group") or ""),
-        )
-        snapshot = BucketSnapshot(key, Counters(data["counters"]), int(data["version"]))
+        if int(data.get("format", 0)) == BUNDLE_FORMAT:
+            company_id = int(data["company_id"])
+            return [(_snapshot(company_id, bucket), False) for bucket in data["buckets"]]
+        return [(_snapshot(int(data["company_id"]), data), bool(data.get("force")))]
     except SnapshotFormatError:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise SnapshotFormatError(f"malformed snapshot: {exc.__class__.__name__}") from exc
-    return snapshot, bool(data.get("force"))
+
+
+def _snapshot(company_id: int, data: dict[str, Any]) -> BucketSnapshot:
+    key = BucketKey(
+        company_id,
+        str(data["granularity"]),
+        datetime.fromisoformat(data["bucket_start"]),
+        str(data.get("dimension") or ""),
+        str(data.get("group") or ""),
+    )
+    return BucketSnapshot(key, Counters(data["counters"]), int(data["version"]))
 
 
 def table_value(snapshot: BucketSnapshot) -> dict[str, Any]:
@@ -150,7 +189,7 @@ def reset_message(key: BucketKey, dimension: str) -> bytes:
     MySQL still has are re-published right after, on the same partition, so in order)."""
     return orjson.dumps(
         {
-            "format": FORMAT,
+            "format": GROUP_FORMAT,
             RESET: True,
             "company_id": key.company_id,
             "granularity": key.granularity,

@@ -197,10 +197,10 @@ async def latest_snapshots(settings: Settings) -> list[BucketSnapshot]:
     the dashboard table keeps), checking each is keyed by its company."""
     best: dict[BucketKey, BucketSnapshot] = {}
     for record in await read_all(settings, topics.SNAPSHOTS):
-        snapshot, _ = snapshots.decode(record.value)
-        assert record.key == snapshots.company_key(snapshot.key.company_id)
-        if snapshot.key not in best or best[snapshot.key].version < snapshot.version:
-            best[snapshot.key] = snapshot
+        for snapshot, _ in snapshots.decode(record.value):
+            assert record.key == snapshots.company_key(snapshot.key.company_id)
+            if snapshot.key not in best or best[snapshot.key].version < snapshot.version:
+                best[snapshot.key] = snapshot
     return list(best.values())
 
 

@@ -111,9 +111,9 @@ def test_agent_applies_acks_and_publishes_snapshots(db_settings: Settings, engin
     # republished unchanged) counts once, at its highest version, as the table keeps it.
     latest: dict[BucketKey, BucketSnapshot] = {}
     for message in snapshots.messages:
-        snapshot = decode(message["value"])[0]
-        if snapshot.key not in latest or latest[snapshot.key].version < snapshot.version:
-            latest[snapshot.key] = snapshot
+        for snapshot, _ in decode(message["value"]):
+            if snapshot.key not in latest or latest[snapshot.key].version < snapshot.version:
+                latest[snapshot.key] = snapshot
     kept = list(latest.values())
     assert {m["key"] for m in snapshots.messages} == {b"1"}, "snapshots are keyed by company"
     company = [s for s in kept if s.key.granularity == "hour" and not s.key.grouped]

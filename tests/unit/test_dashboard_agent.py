@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
+import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.worker import build_worker
 from pipeline.dashboard.aggregates import BucketKey, BucketSnapshot, empty_counters
 from pipeline.dashboard.drift import tombstone
-from pipeline.dashboard.snapshots import company_key, encode, table_key
+from pipeline.dashboard.snapshots import FORMAT, bundles, company_key, encode, table_key
 from pipeline.settings import Settings
 
 KEY = BucketKey(7, "hour", datetime(2026, 11, 28, 15))
@@ -67,6 +68,18 @@ def test_forced_tombstone_drops_the_bucket_and_an_unforced_one_is_stale() -> Non
     stored = asyncio.run(feed(messages))
     assert table_key(KEY) not in stored
     assert stored[table_key(other)]["v"] == 2
+
+
+def test_a_bundle_keeps_each_of_its_buckets_and_a_newer_format_is_refused() -> None:
+    other = BucketKey(7, "day", datetime(2026, 11, 28))
+    branch = KEY.in_group("branch", 12)
+    [(_, bundle, _)] = bundles([snap(3, 30), snap(2, 20, other), snap(1, 5, branch)])
+    newer = orjson.dumps({**orjson.loads(bundle), "format": FORMAT + 1})
+    stored = asyncio.run(feed([encode(snap(4, 40)), bundle, newer]))
+    assert stored[table_key(KEY)]["v"] == 4  # the bundle's version 3 is stale
+    assert stored[table_key(other)]["c"]["calls_total"] == 20
+    assert stored[table_key(branch)]["g"]["12"]["v"] == 1
+    assert len(stored) == 3  # the newer format changed nothing
 
 
 @pytest.mark.parametrize("company_id", [1, 2, 3, 4, 17, 123, 98765])

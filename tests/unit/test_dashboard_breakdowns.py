@@ -72,7 +72,7 @@ def test_group_snapshots_round_trip_and_fill_one_entry_per_dimension() -> None:
     hour = BucketKey(1, "hour", datetime(2026, 11, 28, 15))
     counters = dict(aggregates.empty_counters(), calls_total=3, cost_cents_total=Decimal("1.5"))
     snap = BucketSnapshot(hour.in_group(BRANCH, 12), counters, 4)
-    decoded, force = snapshots.decode(snapshots.encode(snap))
+    [(decoded, force)] = snapshots.decode(snapshots.encode(snap))
     assert decoded.key == snap.key and decoded.version == 4 and not force
     assert snapshots.table_key(snap.key) == snapshots.entry_key(hour, BRANCH)
     entry = snapshots.keep_group(None, snap, False)

@@ -5,7 +5,7 @@ the bucket snapshot (pipeline/dashboard/snapshots.py); and counters convert in o
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -29,21 +29,50 @@ def test_a_snapshot_round_trips_exactly_and_says_its_format() -> None:
     snap = BucketSnapshot(KEY, Counters({"calls_total": 3, "cost_cents_total": "13.37"}), 4)
     raw = snapshots.encode(snap, force=True)
     assert orjson.loads(raw)["format"] == snapshots.COMPANY_FORMAT
-    back, force = snapshots.decode(raw)
+    [(back, force)] = snapshots.decode(raw)
     assert (back, force) == (snap, True)
     assert back.counters["cost_cents_total"] == Decimal("13.3700")
     # A breakdown group's snapshot is format 2: a reader of format 1 refuses it rather
     # than taking a branch's counters for the company's.
     group = BucketSnapshot(KEY.in_group("branch", 12), snap.counters, 4)
     raw = snapshots.encode(group)
-    assert orjson.loads(raw)["format"] == snapshots.FORMAT == 2
-    assert snapshots.decode(raw) == (group, False)
+    assert orjson.loads(raw)["format"] == snapshots.GROUP_FORMAT == 2
+    assert snapshots.decode(raw) == [(group, False)]
+
+
+def test_a_batch_publishes_one_bundle_per_company_that_decodes_to_every_bucket() -> None:
+    other = BucketKey(8, "day", datetime(2026, 1, 7))
+    batch = [
+        BucketSnapshot(KEY, Counters({"calls_total": 3}), 4),
+        BucketSnapshot(other, Counters({"calls_total": 1}), 1),
+        BucketSnapshot(KEY.in_group("agent", "agent_a"), Counters({"calls_total": 2}), 2),
+    ]
+    published = list(snapshots.bundles(batch))
+    assert [(key, count) for key, _, count in published] == [(b"7", 2), (b"8", 1)]
+    assert orjson.loads(published[0][1])["format"] == snapshots.BUNDLE_FORMAT
+    decoded = [pair for _, value, _ in published for pair in snapshots.decode(value)]
+    assert decoded == [(batch[0], False), (batch[2], False), (batch[1], False)]
+    # A company with more buckets than a bundle holds gets more bundles, none lost.
+    many = [
+        BucketSnapshot(
+            BucketKey(7, "hour", datetime(2026, 1, 1, h % 24) + timedelta(days=h // 24)),
+            Counters(),
+            1,
+        )
+        for h in range(snapshots.BUNDLE_MAX + 3)
+    ]
+    sizes = [count for _, _, count in snapshots.bundles(many)]
+    assert sizes == [snapshots.BUNDLE_MAX, 3]
+    again = [s for _, value, _ in snapshots.bundles(many) for s, _ in snapshots.decode(value)]
+    assert again == many
+    with pytest.raises(snapshots.SnapshotFormatError):
+        snapshots.decode(b'{"format": 3, "company_id": 7, "buckets": [{"granularity": "hour"}]}')
 
 
 def test_a_snapshot_without_a_format_is_version_one_and_a_newer_one_is_refused() -> None:
     old = orjson.loads(snapshots.encode(BucketSnapshot(KEY, Counters(), 1)))
     del old["format"]
-    assert snapshots.decode(old)[0].key == KEY
+    assert snapshots.decode(old)[0][0].key == KEY
     with pytest.raises(snapshots.SnapshotFormatError):
         snapshots.decode({**old, "format": snapshots.FORMAT + 1})
     with pytest.raises(snapshots.SnapshotFormatError):
