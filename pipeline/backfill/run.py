@@ -202,15 +202,15 @@ async def _write(
 
 
 def _count(metrics: BackfillMetrics, report: BackfillReport) -> None:
-    """A finished run's counters."""
+    """A finished run's counters; the run itself last, so a scrape that sees it counted
+    sees its events counted too."""
     provider = report.provider
+    if not report.dry_run:
+        for kind, n in report.written.items():
+            metrics.events.labels(provider, kind).inc(n)
+        if report.unattributable:
+            metrics.unattributable.labels(provider).inc(len(report.unattributable))
     metrics.runs.labels(provider, "dry_run" if report.dry_run else "success").inc()
-    if report.dry_run:
-        return
-    for kind, n in report.written.items():
-        metrics.events.labels(provider, kind).inc(n)
-    if report.unattributable:
-        metrics.unattributable.labels(provider).inc(len(report.unattributable))
 
 
 async def _plan(

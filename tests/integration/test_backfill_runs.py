@@ -490,6 +490,15 @@ def test_a_reschedule_chain_and_a_no_show_whose_webhooks_were_all_lost(
             assert once.returncode == 0, once.stderr
             assert verify(stack, path, api_url=api_url(stack), token=TOKEN, timeout=120) == []
             url = f"http://127.0.0.1:{metrics_port}/metrics"
+            # The worker may apply what a run wrote (and verify pass) before the run itself
+            # ends: it waits for the writes to be applied, then moves its watermark, and
+            # counts last. So wait for the first run to be counted.
+            deadline = time.monotonic() + 60
+            while not _metric(
+                url, "switchboard_backfill_runs_total", provider="calcom", outcome="success"
+            ):
+                assert time.monotonic() < deadline, "the first periodic run never finished"
+                time.sleep(0.2)
             rescheduled = _metric(
                 url,
                 "switchboard_backfill_events_total",
