@@ -35,8 +35,13 @@ async def topic() -> AsyncIterator[tuple[Settings, str]]:
         await admin.create_topics(
             [NewTopic(name=name, num_partitions=PARTITIONS, replication_factor=1)]
         )
-        described = await admin.describe_topics([name])
-        assert len(described[0]["partitions"]) == PARTITIONS
+        # The broker learns of the new topic from the controller a moment after the create
+        # returns (longer right after a broker restart): its metadata may list no
+        # partitions yet.
+        deadline = time.monotonic() + 15
+        while len((await admin.describe_topics([name]))[0]["partitions"]) < PARTITIONS:
+            assert time.monotonic() < deadline, f"{name} never showed {PARTITIONS} partitions"
+            await asyncio.sleep(0.2)
         yield settings, name
     finally:
         await admin.delete_topics([name])
