@@ -40,8 +40,8 @@ def register(
                     continue
                 received = snapshots.decode(data)
             except Exception as exc:  # a malformed snapshot must not stop the table
-                reason = exc if isinstance(exc, snapshots.SnapshotFormatError) else exc.__class__
-                log.error("ignoring a snapshot message: %s", reason)
+                known = isinstance(exc, snapshots.SnapshotFormatError)
+                log.error("ignoring a snapshot message: %s", exc if known else type(exc).__name__)
                 metrics.snapshots.labels("refused").inc()
                 continue
             kept = Counter(keep(table, snapshot, force) for snapshot, force in received)

@@ -123,7 +123,7 @@ async def ensure_topics(
             ]
             # aiokafka returns per-topic errors in the response instead of raising them.
             raced = _check_created(await admin.create_topics(new, timeout_ms=30_000))
-            existing.update(await _await_visible(admin, missing))
+            existing.update(await await_visible(admin, missing))
             # A topic that a concurrent `switchboard topics` created is validated below.
             missing = [t for t in missing if t not in raced]
             reports += [
@@ -189,7 +189,7 @@ def _check_created(response: Any) -> set[str]:
     return raced
 
 
-async def _await_visible(
+async def await_visible(
     admin: AIOKafkaAdminClient, topics: list[str], within_s: float = 10.0
 ) -> dict[str, int]:
     """Partition counts of just-created topics; metadata lags creation by a moment."""

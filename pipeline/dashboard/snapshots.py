@@ -116,9 +116,10 @@ def decode(raw: bytes | dict[str, Any]) -> list[tuple[BucketSnapshot, bool]]:
     flag; :class:`SnapshotFormatError` if unreadable."""
     try:
         data = orjson.loads(raw) if isinstance(raw, (bytes, bytearray, str)) else raw
-        if int(data.get("format", 0)) > FORMAT:
-            raise SnapshotFormatError(f"snapshot format {data['format']} is newer than {FORMAT}")
-        if int(data.get("format", 0)) == BUNDLE_FORMAT:
+        version = int(data.get("format", 0))
+        if version > FORMAT:
+            raise SnapshotFormatError(f"snapshot format {version} is newer than {FORMAT}")
+        if version == BUNDLE_FORMAT:
             company_id = int(data["company_id"])
             return [(_snapshot(company_id, bucket), False) for bucket in data["buckets"]]
         return [(_snapshot(int(data["company_id"]), data), bool(data.get("force")))]

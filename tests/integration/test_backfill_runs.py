@@ -422,6 +422,16 @@ def _metric(url: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def _await_runs(url: str, count: int, failure: str, within_s: float = 60) -> None:
+    """Until the periodic Cal.com backfill has counted ``count`` successful runs."""
+    deadline = time.monotonic() + within_s
+    while (
+        _metric(url, "switchboard_backfill_runs_total", provider="calcom", outcome="success") or 0
+    ) < count:
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
 def test_a_reschedule_chain_and_a_no_show_whose_webhooks_were_all_lost(
     stack: Settings, tmp_path: Path
 ) -> None:
@@ -493,12 +503,7 @@ def test_a_reschedule_chain_and_a_no_show_whose_webhooks_were_all_lost(
             # The worker may apply what a run wrote (and verify pass) before the run itself
             # ends: it waits for the writes to be applied, then moves its watermark, and
             # counts last. So wait for the first run to be counted.
-            deadline = time.monotonic() + 60
-            while not _metric(
-                url, "switchboard_backfill_runs_total", provider="calcom", outcome="success"
-            ):
-                assert time.monotonic() < deadline, "the first periodic run never finished"
-                time.sleep(0.2)
+            _await_runs(url, 1, "the first periodic run never finished")
             rescheduled = _metric(
                 url,
                 "switchboard_backfill_events_total",
@@ -521,15 +526,7 @@ def test_a_reschedule_chain_and_a_no_show_whose_webhooks_were_all_lost(
             assert last is not None and abs(last - time.time()) < 120
             age = _metric(url, "switchboard_backfill_watermark_age_seconds", provider="calcom")
             assert age is not None and age < 120
-            deadline = time.monotonic() + 60
-            while (
-                _metric(
-                    url, "switchboard_backfill_runs_total", provider="calcom", outcome="success"
-                )
-                or 0
-            ) < 3:
-                assert time.monotonic() < deadline, "the periodic backfill stopped ticking"
-                time.sleep(0.5)
+            _await_runs(url, 3, "the periodic backfill stopped ticking")
         except AssertionError as exc:
             periodic.send_signal(signal.SIGTERM)
             raise AssertionError(

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pipeline import topics
 from pipeline.settings import Settings
 from tests.integration.conftest import base_settings
 
@@ -35,13 +36,9 @@ async def topic() -> AsyncIterator[tuple[Settings, str]]:
         await admin.create_topics(
             [NewTopic(name=name, num_partitions=PARTITIONS, replication_factor=1)]
         )
-        # The broker learns of the new topic from the controller a moment after the create
-        # returns (longer right after a broker restart): its metadata may list no
-        # partitions yet.
-        deadline = time.monotonic() + 15
-        while len((await admin.describe_topics([name]))[0]["partitions"]) < PARTITIONS:
-            assert time.monotonic() < deadline, f"{name} never showed {PARTITIONS} partitions"
-            await asyncio.sleep(0.2)
+        # Metadata lags creation (longest right after a broker restart): wait as `topics` does.
+        visible = await topics.await_visible(admin, [name], within_s=15)
+        assert visible.get(name) == PARTITIONS
         yield settings, name
     finally:
         await admin.delete_topics([name])
