@@ -89,6 +89,12 @@ class WorkerMetrics:
             ["topic"],
             registry=r,
         )
+        self.apply_process_restarts = Counter(
+            "switchboard_worker_apply_process_restarts_total",
+            "Times the worker's apply process died and was replaced (its batch is sent to "
+            "the new one).",
+            registry=r,
+        )
         self.rebalances = Counter(
             "switchboard_worker_rebalances_total",
             "Consumer-group rebalances this worker took part in (the analyst API answers 503 "

@@ -26,6 +26,7 @@ from pipeline import topics
 from pipeline.apply import deadletters
 from pipeline.apply.applier import Applier, parked_fetcher
 from pipeline.apply.loop import Outgoing, Published, apply_all
+from pipeline.apply.process import ApplyProcess
 from pipeline.apply.results import BatchResult
 from pipeline.providers import PROVIDERS
 from pipeline.records import WebhookRecord, from_message
@@ -100,8 +101,15 @@ def records_of(events: Sequence[Any]) -> list[WebhookRecord]:
     return [record_of(e) for e in events]
 
 
-def register(app: faust.App, settings: Settings, engine: Engine, metrics: WorkerMetrics) -> Outputs:
-    """Define the apply agents on ``app``, one per provider topic."""
+def register(
+    app: faust.App,
+    settings: Settings,
+    engine: Engine,
+    metrics: WorkerMetrics,
+    process: ApplyProcess | None = None,
+) -> Outputs:
+    """Define the apply agents on ``app``, one per provider topic; their batches are applied
+    by ``process`` when given, else in threads of this process."""
     outputs = Outputs(
         dlq=app.topic(settings.topic(topics.DLQ), key_serializer="raw", value_serializer="raw"),
         snapshots=app.topic(
@@ -113,6 +121,7 @@ def register(app: faust.App, settings: Settings, engine: Engine, metrics: Worker
         engine,
         fetch=parked_fetcher(settings),
         on_retry=lambda reason, delay: metrics.transient_retries.labels(reason).inc(),
+        process=process,
     )
     for name, provider in PROVIDERS.items():
         topic = app.topic(
@@ -138,7 +147,9 @@ def _agent(
         batches = stream.noack_take(  # type: ignore[attr-defined]
             settings.worker_batch_size, settings.worker_batch_within_s
         )
-        async for done in apply_all(batches, applier, outputs, records_of):
+        async for done in apply_all(
+            batches, applier, outputs, records_of, in_flight=settings.worker_batches_in_flight
+        ):
             count_result(done.result, metrics)
             for event in done.batch:
                 await stream.ack(event)

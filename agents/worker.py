@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from agents import api, dashboard, webhooks
 from agents.metrics import WorkerMetrics
 from pipeline import database, topics
+from pipeline.apply.process import ApplyProcess
 from pipeline.errors import KafkaUnavailable
 from pipeline.logs import configure_logging
 from pipeline.settings import Settings
@@ -31,6 +32,7 @@ class Worker:
     metrics: WorkerMetrics
     table: faust.Table[str, Any]
     outputs: webhooks.Outputs
+    process: ApplyProcess | None = None  # the engine's child process, if it has one
 
 
 def build_worker(
@@ -44,7 +46,15 @@ def build_worker(
     metrics = WorkerMetrics(company_limit=settings.metrics_company_limit)
     metrics.attach(app, settings, engine)
     table = define_table(app, settings)
-    outputs = webhooks.register(app, settings, engine, metrics)
+    process = None
+    if settings.worker_apply_process:
+        process = ApplyProcess(settings, on_restart=metrics.apply_process_restarts.inc)
+
+        @app.on_before_shutdown.connect
+        async def stop_apply_process(*args: Any, **kwargs: Any) -> None:
+            await asyncio.to_thread(process.close)
+
+    outputs = webhooks.register(app, settings, engine, metrics, process)
     dashboard.register(app, settings, table, outputs.snapshots, read_engine, metrics)
     api.register(app, settings, table, read_engine, metrics)
 
@@ -80,7 +90,7 @@ def build_worker(
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok"})
 
-    return Worker(app, engine, metrics, table, outputs)
+    return Worker(app, engine, metrics, table, outputs, process)
 
 
 def _app(settings: Settings, store: str | None) -> faust.App:

@@ -47,11 +47,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="SWITCHBOARD_WORKER_BATCH_SIZE (default 500)"
     )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT (default 2)",
+    )
+    parser.add_argument(
+        "--apply-process",
+        type=int,
+        choices=(0, 1),
+        default=None,
+        help="SWITCHBOARD_WORKER_APPLY_PROCESS (default 1: the engine in a child process)",
+    )
     args = parser.parse_args(argv)
     topics = harness.with_topics(harness.base_settings(), partitions=12)
     scoped = harness.create_database(topics).with_(worker_port=services.free_port())
-    if args.batch_size is not None:
-        scoped = scoped.with_(worker_batch_size=args.batch_size)
+    for name, value in (
+        ("worker_batch_size", args.batch_size),
+        ("worker_batches_in_flight", args.in_flight),
+        ("worker_apply_process", args.apply_process),
+    ):
+        if value is not None:
+            scoped = scoped.with_(**{name: value})
     engine = database.create_db_engine(scoped, pool_size=2)
     try:
         records = apply_mix.seeded_records(engine, args.calls)

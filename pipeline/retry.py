@@ -5,7 +5,8 @@ Three pieces, each used at one place of the apply loop (docs/reliability.md), on
 backoff policy (:class:`Backoff`, also behind :func:`until_done`, the worker's wait for
 Kafka):
 
-* :func:`until_available` (async): run the work in a thread; while it raises
+* :func:`until_available` (async): await the work (its database calls run in a thread or
+  in the worker's apply process); while it raises
   :class:`~pipeline.errors.DatabaseUnavailable`, wait with jittered exponential backoff
   and run it again, for as long as it takes. Each wait is logged and counted under the
   failure's real reason (``mysql_1290_read_only``, ``mysql_1213_deadlock``, ...).
@@ -71,17 +72,18 @@ class Backoff:
 
 
 async def until_available(
-    work: Callable[[], T],
+    work: Callable[[], Awaitable[T]],
     *,
     on_retry: OnRetry | None = None,
     backoff: Backoff | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
-    """``work()`` in a thread, again and again while the database is unavailable."""
+    """``await work()`` again and again while the database is unavailable (the work runs
+    its database calls in a thread, or in the apply process)."""
     backoff = backoff or Backoff()
     while True:
         try:
-            return await asyncio.to_thread(work)
+            return await work()
         except DatabaseUnavailable as exc:
             delay = backoff.next(busy=exc.busy)
             log.warning(

@@ -80,6 +80,10 @@ class Settings:
     caller_lookup_budget_s: float = 0.05
     worker_batch_size: int = 500
     worker_batch_within_s: float = 0.2
+    # Batches per apply agent applied at once (docs/architecture.md, "Apply agents").
+    worker_batches_in_flight: int = 2
+    # 1: the engine runs in a child process of each worker (pipeline/apply/process.py).
+    worker_apply_process: int = 1
     topic_prefix: str = ""
     consumer_group: str = "switchboard"
     worker_store: str = "rocksdb://"
@@ -383,6 +387,8 @@ def _worker(r: _Reader) -> None:
     r.path("SWITCHBOARD_DATA_DIR", "data_dir")
     r.integer("SWITCHBOARD_WORKER_BATCH_SIZE", "worker_batch_size", 1, 10_000)
     r.number("SWITCHBOARD_WORKER_BATCH_WITHIN_S", "worker_batch_within_s", 0.001, 10.0)
+    r.integer("SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT", "worker_batches_in_flight", 1, 8)
+    r.integer("SWITCHBOARD_WORKER_APPLY_PROCESS", "worker_apply_process", 0, 1)
     r.text("SWITCHBOARD_CONSUMER_GROUP", "consumer_group")
     r.text("SWITCHBOARD_WORKER_STORE", "worker_store")
     r.integer("SWITCHBOARD_METRICS_COMPANY_LIMIT", "metrics_company_limit", 0, 10_000)

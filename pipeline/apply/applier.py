@@ -16,7 +16,8 @@ transient failure:
   soon as a batch creates their booking, and found again from the committed state after a
   crash or a Kafka failure in between (:meth:`Applier._unpark`).
 
-Database work runs in a thread: the event loop keeps serving Kafka and HTTP.
+Database work runs in a thread, or in the worker's apply process
+(:mod:`pipeline.apply.process`): the event loop keeps serving Kafka and HTTP.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sqlalchemy import Connection, Engine
 from pipeline import database
 from pipeline.apply import load
 from pipeline.apply.batch import apply_batch
+from pipeline.apply.process import ApplyFailed, ApplyProcess
 from pipeline.apply.published import PublishedBuckets
 from pipeline.apply.results import BatchResult, DeadLetter, Outcome
 from pipeline.errors import DatabaseUnavailable
@@ -64,8 +66,12 @@ class Applier:
         max_backoff_s: float = 10.0,
         breaker: Breaker | None = None,
         first_sweep_s: float = 10.0,
+        process: ApplyProcess | None = None,
     ) -> None:
         self.engine = engine
+        # Batches go to this child process when given (the worker); the engine above still
+        # serves the parked-update lookups and the breaker's probe.
+        self.process = process
         self.fetch = fetch
         self.dry_run = dry_run
         self.on_retry = on_retry or (lambda reason, delay: None)
@@ -104,7 +110,7 @@ class Applier:
             else:
                 return
             sweep = False
-            coords = await self._transient_retry(lookup)
+            coords = await self._transient_retry(functools.partial(asyncio.to_thread, lookup))
             if not coords:
                 return
             wanted = [Coordinates(*c) for c in coords]
@@ -147,8 +153,13 @@ class Applier:
                 result.merge(self._internal_error(record))
         return result
 
-    def _apply(self, records: list[WebhookRecord]) -> BatchResult:
-        return apply_batch(
+    async def _apply(self, records: list[WebhookRecord]) -> BatchResult:
+        if self.process is not None:
+            return await self.process.apply(
+                records, published=self.published, dry_run=self.dry_run, on_retry=self.on_retry
+            )
+        return await asyncio.to_thread(
+            apply_batch,
             self.engine,
             records,
             dry_run=self.dry_run,
@@ -157,20 +168,28 @@ class Applier:
             published=self.published,
         )
 
-    def _apply_or_hold(self, record: WebhookRecord) -> BatchResult:
+    async def _apply_or_hold(self, record: WebhookRecord) -> BatchResult:
         """One record; a bug's exception passes the breaker first (it may hold it back)."""
         try:
-            return self._apply([record])
+            return await self._apply([record])
         except DatabaseUnavailable:
             raise
         except Exception as exc:
-            self.breaker.check(database.classify(exc), record.coordinates)
+            failure = exc.failure if isinstance(exc, ApplyFailed) else database.classify(exc)
+            # in a thread: an open breaker probes the database
+            await asyncio.to_thread(self.breaker.check, failure, record.coordinates)
             raise
 
-    async def _transient_retry(self, work: Callable[[], T]) -> T:
+    async def _transient_retry(self, work: Callable[[], Awaitable[T]]) -> T:
         return await until_available(
-            work, on_retry=self.on_retry, backoff=Backoff(max_s=self.max_backoff_s)
+            work, on_retry=self._database_retry, backoff=Backoff(max_s=self.max_backoff_s)
         )
+
+    def _database_retry(self, reason: str, delay: float) -> None:
+        # A connection lost during a commit leaves it unknown whether the batch committed:
+        # when it comes again as already applied, its buckets must be published again.
+        self.published.forget()
+        self.on_retry(reason, delay)
 
     def _internal_error(self, record: WebhookRecord) -> BatchResult:
         log.exception(

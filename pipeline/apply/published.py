@@ -26,10 +26,20 @@ snapshot.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from pipeline.dashboard.aggregates import BucketKey
 
 LIMIT = 200_000
+
+
+class News(NamedTuple):
+    """What a copy of a memory (the apply process's, :mod:`pipeline.apply.process`) needs to
+    catch up: the memory's generation (it changes whenever the memory is emptied) and the
+    keys remembered since the copy's last news."""
+
+    generation: tuple[int, int]
+    keys: frozenset[BucketKey]
 
 
 class PublishedBuckets:
@@ -37,6 +47,9 @@ class PublishedBuckets:
         self.limit = limit
         self.epoch = 0  # counts the rebalances (forget) seen
         self._keys: set[BucketKey] = set()
+        self._cleared = 0  # counts the times the memory emptied at its limit
+        # per reader (the apply process's pool): what it has not been told yet
+        self._unsent: dict[object, set[BucketKey]] = {}
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
@@ -53,12 +66,41 @@ class PublishedBuckets:
         started at ``epoch``; nothing is remembered if a rebalance came since."""
         if epoch != self.epoch:
             return
+        keys = set(keys)
         self._keys.update(keys)
+        for unsent in self._unsent.values():
+            unsent.update(keys)
         if len(self._keys) > self.limit:
-            self._keys.clear()
+            self._empty()
+            self._cleared += 1
 
     def forget(self) -> None:
         """Partitions moved (a rebalance): records another worker committed but did not
         publish may come next, and their buckets must be republished."""
         self.epoch += 1
+        self._empty()
+
+    def _empty(self) -> None:
         self._keys.clear()
+        for unsent in self._unsent.values():
+            unsent.clear()
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        return self.epoch, self._cleared
+
+    def news(self, reader: object) -> News:
+        """What ``reader``'s copy lacks; a reader not seen before gets the whole memory
+        (and only the latest reader is tracked: a replaced one is told nothing more)."""
+        if reader not in self._unsent:
+            self._unsent = {reader: set()}
+            return News(self.generation, frozenset(self._keys))
+        keys, self._unsent[reader] = self._unsent[reader], set()
+        return News(self.generation, frozenset(keys))
+
+    def receive(self, news: News) -> None:
+        """Bring this copy up to date with its original's :meth:`news`."""
+        if news.generation != self.generation:
+            self._keys.clear()
+            self.epoch, self._cleared = news.generation
+        self._keys.update(news.keys)

@@ -78,17 +78,21 @@ async def drive(
     dlq, snapshots = Sent(), Sent()
     worker.outputs.dlq.send = dlq.send  # type: ignore[method-assign]
     worker.outputs.snapshots.send = snapshots.send  # type: ignore[method-assign]
-    for provider in ("retell", "calcom"):
-        mine = [(p, b) for p, b in deliveries if p == provider]
-        if not mine:
-            continue
-        agent = app.agents[f"apply-{provider}"]
-        async with agent.test_context() as ctx:
-            for name, body in mine:
-                rec = record(name, body)
-                headers = [(k, v.encode()) for k, v in rec.headers.items()]
-                await ctx.put(body, key=rec.key, headers=headers)
-            await _until_counted(worker.outputs.metrics, len(mine))
+    assert worker.process is not None  # the worker's default: batches go to its apply process
+    try:
+        for provider in ("retell", "calcom"):
+            mine = [(p, b) for p, b in deliveries if p == provider]
+            if not mine:
+                continue
+            agent = app.agents[f"apply-{provider}"]
+            async with agent.test_context() as ctx:
+                for name, body in mine:
+                    rec = record(name, body)
+                    headers = [(k, v.encode()) for k, v in rec.headers.items()]
+                    await ctx.put(body, key=rec.key, headers=headers)
+                await _until_counted(worker.outputs.metrics, len(mine))
+    finally:
+        worker.process.close()
     return dlq, snapshots
 
 

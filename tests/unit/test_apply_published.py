@@ -89,6 +89,48 @@ def test_the_memory_is_bounded_and_forgetting_only_costs_republishes() -> None:
     assert memory.unpublished([key(0)]) == {key(0)}
 
 
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("remember"), st.sets(st.integers(0, 6), max_size=3), st.booleans()),
+        st.tuples(st.just("forget"), st.none(), st.none()),
+        st.tuples(st.just("tell"), st.none(), st.none()),
+        st.tuples(st.just("new reader"), st.none(), st.none()),
+    ),
+    max_size=25,
+)
+
+
+@given(steps)
+def test_a_copy_kept_up_to_date_by_news_knows_exactly_what_its_original_knows(
+    script: list[tuple[str, set[int] | None, bool | None]],
+) -> None:
+    """The apply process's copy (pipeline/apply/process.py): whatever the original went
+    through (remembers, stale batches, rebalances, its limit), a copy told the news knows
+    the same keys: never one the original forgot, or a republish would be skipped."""
+    original = PublishedBuckets(limit=4)
+    reader: object = object()
+    copy = PublishedBuckets(limit=4)
+    for action, numbers, current in script:
+        if action == "remember":
+            assert numbers is not None
+            epoch = original.epoch if current else original.epoch - 1
+            original.remember([key(n) for n in numbers], epoch)
+        elif action == "forget":
+            original.forget()
+        elif action == "new reader":  # the apply process died and was replaced
+            reader, copy = object(), PublishedBuckets(limit=4)
+        else:  # a batch goes to the apply process, with the news since the last one
+            copy.receive(original.news(reader))
+            assert known(copy) == known(original)
+    copy.receive(original.news(reader))
+    assert known(copy) == known(original)
+
+
+def known(memory: PublishedBuckets) -> set[BucketKey]:
+    everything = [key(n) for n in range(7)]
+    return set(everything) - memory.unpublished(everything)
+
+
 class FakeApplier:
     """The loop's view of an Applier: a memory, and a batch result per call."""
 

@@ -5,6 +5,7 @@ when consecutive records fail the same way (issue 12, defect 3)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import pymysql
@@ -167,7 +168,7 @@ async def test_until_available_waits_by_reason_and_returns() -> None:
         slept.append(s)
 
     got = await until_available(
-        work,
+        functools.partial(asyncio.to_thread, work),
         on_retry=lambda r, d: retries.append((r, d)),
         backoff=Backoff(rng=lambda: 1.0),
         sleep=sleep,
@@ -179,7 +180,7 @@ async def test_until_available_waits_by_reason_and_returns() -> None:
 
 async def test_until_available_lets_other_errors_through() -> None:
     with pytest.raises(KeyError):
-        await until_available(flaky(KeyError("bug")))
+        await until_available(functools.partial(asyncio.to_thread, flaky(KeyError("bug"))))
 
 
 def test_backoff_grows_to_its_ceiling_and_busy_stays_short() -> None:

@@ -138,12 +138,15 @@ def test_tuning_knobs_parse() -> None:
             "SWITCHBOARD_TOPIC_PREFIX": "t1.",
             "SWITCHBOARD_ACK_BUDGET_S": "0.5",
             "SWITCHBOARD_CONSUMER_GROUP": "g",
+            "SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT": "1",
         }
     )
     assert settings.topic_partitions == 3
     assert settings.topic("webhooks.retell") == "t1.webhooks.retell"
     assert settings.ack_budget_s == 0.5
     assert settings.consumer_group == "g"
+    assert (settings.worker_batches_in_flight, Settings().worker_batches_in_flight) == (1, 2)
+    assert problems_of({"SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT": "0"})
 
 
 def test_settings_are_frozen() -> None:

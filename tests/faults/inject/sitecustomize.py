@@ -1,7 +1,10 @@
 """Kill -9 at a chosen point, and traces: loaded (Python imports ``sitecustomize`` at start-up) by a worker
 the fault suite starts with this directory on ``PYTHONPATH`` and ``FAULT_KILL_AT=POINT:N``.
 The N-th time the worker reaches POINT it sends itself SIGKILL: no clean-up, no flush, no
-offset commit, exactly what a crash or an OOM kill does there. Test code only; nothing in
+offset commit, exactly what a crash or an OOM kill does there. The worker's apply process
+(pipeline/apply/process.py) loads this too and counts its own points: reaching one, it
+kills the worker and then itself, unless ``FAULT_KILL_SCOPE=apply_process``, where only
+apply processes count points and only the one that reaches it dies. Test code only; nothing in
 ``pipeline/`` or ``agents/`` knows about it.
 
 The points are seams of the libraries, not of our code, so they survive refactoring:
@@ -28,11 +31,22 @@ import sys
 from typing import Any
 
 SPEC = os.environ.get("FAULT_KILL_AT", "")
+#: ``worker`` (default): the worker dies, with its apply process; ``apply_process``: only the
+#: apply process dies, at the points it reaches (the worker replaces it).
+SCOPE = os.environ.get("FAULT_KILL_SCOPE", "worker")
+
+
+def _in_apply_process() -> bool:
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None
 
 
 def _die(point: str) -> None:
     sys.stderr.write(f"FAULT_KILL_AT: SIGKILL at {point}\n")
     sys.stderr.flush()
+    if SCOPE == "worker" and _in_apply_process():
+        os.kill(os.getppid(), signal.SIGKILL)  # the worker first: its child dies with it
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -40,6 +54,9 @@ def _install(point: str, nth: int) -> None:
     seen = [0]
 
     def reached() -> None:
+        # (asked here, not at start-up: multiprocessing says who is a child only later)
+        if SCOPE == "apply_process" and not _in_apply_process():
+            return
         seen[0] += 1
         if seen[0] == nth:
             _die(f"{point} #{nth}")

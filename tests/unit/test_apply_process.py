@@ -1,0 +1,111 @@
+"""The engine's child process (pipeline/apply/process.py): what it raises crosses the
+process boundary intact, a child that dies is replaced and its batch sent again once, and
+a batch that kills two children comes back as a bug (the Applier isolates it) instead of
+stopping the stream for ever. No database here: the children run stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.apply import process
+from pipeline.apply.process import ApplyFailed, ApplyProcess, _Reply
+from pipeline.apply.published import News, PublishedBuckets
+from pipeline.apply.results import BatchResult
+from pipeline.dashboard.aggregates import BucketKey
+from pipeline.database import DbFailure, Kind
+from pipeline.errors import DatabaseUnavailable
+from pipeline.records import WebhookRecord
+from pipeline.settings import Secret, Settings
+
+
+def marked(path: Path) -> list[WebhookRecord]:
+    """A batch whose one record names a file: the stand-ins below die while it is absent."""
+    return [WebhookRecord("webhooks.retell", 0, 7, str(path).encode(), b"{}")]
+
+
+def dies_while_unmarked(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Reply:
+    """In the child: die the first time (leaving the mark), apply the second."""
+    path = Path(records[0].key.decode())  # type: ignore[union-attr]
+    if not path.exists():
+        path.touch()
+        os._exit(9)
+    return _Reply(BatchResult(created_uids={"applied"}), retries=[("mysql_1213_deadlock", 0.1)])
+
+
+def always_dies(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Reply:
+    os._exit(9)
+
+
+def test_what_the_child_raises_crosses_intact() -> None:
+    waiting = DatabaseUnavailable("read only", reason="mysql_1290_read_only", busy=False)
+    bug = ApplyFailed("KeyError in the apply process", DbFailure(Kind.UNKNOWN, "unknown"))
+    again = pickle.loads(pickle.dumps(_Reply(None, [], waiting))).error
+    assert isinstance(again, DatabaseUnavailable)
+    assert (again.reason, again.busy, str(again)) == ("mysql_1290_read_only", False, "read only")
+    back = pickle.loads(pickle.dumps(bug))
+    assert (type(back), back.failure, str(back)) == (ApplyFailed, bug.failure, str(bug))
+
+
+def test_a_database_that_does_not_answer_comes_back_as_a_wait(tmp_path: Path) -> None:
+    """``_apply`` as the child runs it, against a port nothing listens on."""
+    settings = Settings(database_url=Secret("mysql+pymysql://sb:x@127.0.0.1:9/none"))
+    process._start(settings, 30)
+    try:
+        reply = process._apply(marked(tmp_path / "x"), False, News((0, 0), frozenset()))
+    finally:
+        assert process._child is not None
+        process._child.engine.dispose()
+        process._child = None
+    error = pickle.loads(pickle.dumps(reply)).error
+    assert isinstance(error, DatabaseUnavailable)
+    assert error.reason.startswith("mysql_2003") or error.reason == "connection_lost"
+
+
+def test_a_child_that_dies_is_replaced_and_the_batch_sent_again(tmp_path: Path) -> None:
+    restarts: list[int] = []
+    retries: list[tuple[str, float]] = []
+    worker = ApplyProcess(
+        Settings(), on_restart=lambda: restarts.append(1), target=dies_while_unmarked
+    )
+    memory = PublishedBuckets()
+    memory.remember([BucketKey(1, "hour", datetime(2026, 1, 7, 9))], memory.epoch)
+    try:
+        result = asyncio.run(
+            worker.apply(
+                marked(tmp_path / "mark"),
+                published=memory,
+                on_retry=lambda r, d: retries.append((r, d)),
+            )
+        )
+    finally:
+        worker.close()
+    assert result.created_uids == {"applied"}  # the second child applied it
+    assert restarts == [1]
+    assert retries == [("mysql_1213_deadlock", 0.1)]  # the child's retries are counted here
+    # It may have died after a commit: what was published is forgotten (republished later).
+    assert (memory.epoch, len(memory)) == (1, 0)
+
+
+def test_a_batch_that_kills_two_children_is_a_bug_not_a_wait(tmp_path: Path) -> None:
+    worker = ApplyProcess(Settings(), target=always_dies)
+    try:
+        with pytest.raises(ApplyFailed) as failed:
+            asyncio.run(worker.apply(marked(tmp_path / "x"), published=PublishedBuckets()))
+    finally:
+        worker.close()
+    assert failed.value.failure.reason == "process_died"
+
+
+def test_a_stopped_process_makes_batches_wait_instead_of_failing() -> None:
+    worker = ApplyProcess(Settings(), target=always_dies)
+    worker.close()
+    with pytest.raises(DatabaseUnavailable) as waiting:
+        asyncio.run(worker.apply([], published=PublishedBuckets()))
+    assert waiting.value.reason == "shutting_down"
