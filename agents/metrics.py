@@ -148,7 +148,7 @@ class WorkerMetrics:
             "switchboard_worker_batch_size",
             "Records per applied batch.",
             ["provider"],
-            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=r,
         )
         self.snapshots = Counter(

@@ -88,13 +88,18 @@ class _Child:
 _child: _Child | None = None
 
 
-def _start(settings: Settings, loglevel: int) -> None:
-    """The child's initializer: its own logging, engine and breaker. Ctrl-C goes to the
-    worker's whole process group; the worker stops its child itself."""
-    global _child
+def _start(settings: Settings, loglevel: int, worker: int) -> None:
+    """The child's initializer. Ctrl-C goes to the worker's whole process group; the worker
+    stops its child itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with, args=(worker,), daemon=True).start()
     configure_logging(loglevel)
+    _open(settings)
+
+
+def _open(settings: Settings) -> None:
+    """The child's own engine, breaker and copy of the published-bucket memory."""
+    global _child
     engine = database.create_db_engine(settings, pool_size=2)
     _child = _Child(
         engine, Breaker(functools.partial(database.answers, engine)), PublishedBuckets()
@@ -161,7 +166,7 @@ class ApplyProcess:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start,
-                initargs=(self.settings, logging.getLogger().getEffectiveLevel()),
+                initargs=(self.settings, logging.getLogger().getEffectiveLevel(), os.getpid()),
             )
         return self._pool
 

@@ -3,7 +3,13 @@ at a chosen point of its work: inside an apply transaction (mid-batch), right af
 committed and before anything was published or acked (mid-commit), while bucket snapshots
 are being handed to the producer (mid-publish). Which occurrence of the point is hit is
 drawn at random (seeded). After each kill the worker restarts with the same data
-directory; redelivered batches must be deduplicated, never counted twice."""
+directory; redelivered batches must be deduplicated, never counted twice. (The first two
+points are reached in the worker's apply process, which then kills the worker and itself.)
+
+Fault 1b: only the apply process dies, again and again, each time just after MySQL
+committed one of its batches and before its reply reached the worker: the worker replaces
+it and sends the batch again, which must then be recognised as applied and its buckets
+published all the same (pipeline/apply/process.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from tests.faults.harness import Figures, Simulation, World
 pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
 
 COMMAND = ".venv/bin/pytest -q tests/faults/test_worker_kills.py"
+COMMAND_1B = f"{COMMAND}::test_the_apply_process_killed_after_every_third_commit"
 POINTS = ["mid_batch", "after_commit", "mid_publish", "mid_batch", "after_commit"]
 SEED = 12
 
@@ -102,3 +109,50 @@ def test_kill_9_five_times_mid_batch_mid_commit_mid_publish(
     figures.notes.append(f"{hits} of {len(POINTS)} kills at their point (from the worker log)")
     world.finish(figures, summary, api_url=last.url)
     assert hits >= 3, "most kills must land at their point, or this test proves little"
+
+
+def restarts(url: str) -> float:
+    """The worker's count of apply processes it replaced."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("switchboard_worker_apply_process_restarts_total "):
+            return float(line.split()[1])
+    raise AssertionError("no switchboard_worker_apply_process_restarts_total in /metrics")
+
+
+def test_the_apply_process_killed_after_every_third_commit(
+    shared: Settings, tmp_path: Path, worlds: list[World]
+) -> None:
+    world = World(shared, tmp_path, "apply-process-kills", worker_batch_size=20)
+    worlds.append(world)
+    figures = Figures(
+        "apply-process-kills",
+        "Apply process kill -9",
+        "the worker's apply process kills itself with SIGKILL just after MySQL committed its "
+        "third batch, before its reply reached the worker, and so does every process that "
+        "replaces it; the worker itself runs on; batches of 20",
+        command=COMMAND_1B,
+    )
+    world.ingress()
+    simulation = world.simulate(
+        ScenarioConfig(seed=63, calls=50, duplicate_share=0.3, reorder_share=0.5), rate=8
+    )
+    world.send_poison(1)
+    worker = world.worker(
+        "worker", kill_at="after_commit:3", extra_env={"FAULT_KILL_SCOPE": "apply_process"}
+    )
+    summary = simulation.result()
+    worker.wait_ready(60)
+    kills = worker.log_path.read_text(errors="replace").count("FAULT_KILL_AT: SIGKILL at")
+    figures.times = kills
+    figures.notes.append(
+        f"{kills} apply processes killed by the end of the traffic; the worker replaced "
+        f"{restarts(worker.url):g} by then"
+    )
+    world.finish(figures, summary, api_url=worker.url)
+    assert not gone(worker), "the worker itself must survive its apply process"
+    assert kills >= 3, "the apply process must have died several times, or this proves little"
+    assert restarts(worker.url) >= kills

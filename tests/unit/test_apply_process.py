@@ -56,7 +56,7 @@ def test_what_the_child_raises_crosses_intact() -> None:
 def test_a_database_that_does_not_answer_comes_back_as_a_wait(tmp_path: Path) -> None:
     """``_apply`` as the child runs it, against a port nothing listens on."""
     settings = Settings(database_url=Secret("mysql+pymysql://sb:x@127.0.0.1:9/none"))
-    process._start(settings, 30)
+    process._open(settings)
     try:
         reply = process._apply(marked(tmp_path / "x"), False, News((0, 0), frozenset()))
     finally:
