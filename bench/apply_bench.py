@@ -2,7 +2,7 @@
 
 The same synthetic events (calls started/ended/analyzed across several companies and
 branches, plus bookings and cancellations) are applied with ``apply_batch`` in batches of
-500 (what the worker does), of 50, and of 1 (the baseline: one transaction per event, the
+the worker's default size (``SWITCHBOARD_WORKER_BATCH_SIZE``), of 50, and of 1 (the baseline: one transaction per event, the
 N+1 pattern the old system died of). Each variant gets a fresh, migrated database with the
 same tenants, so no variant benefits from rows another left behind. Only the
 ``apply_batch`` calls are timed; building the records is not.
@@ -64,7 +64,12 @@ class ApplyResult:
         return variant.events_per_s / self.baseline.events_per_s
 
 
-def run(base: Settings, *, calls: int, batch_sizes: tuple[int, ...] = (500, 50, 1)) -> ApplyResult:
+WORKER_BATCH = Settings().worker_batch_size
+
+
+def run(
+    base: Settings, *, calls: int, batch_sizes: tuple[int, ...] = (WORKER_BATCH, 50, 1)
+) -> ApplyResult:
     items = workload.tenants(4)
     now_ms = time.time_ns() // 1_000_000
     deliveries = workload.events(items, calls, end_ms=now_ms, span_ms=2 * DAY_MS, seed=11)

@@ -6,8 +6,9 @@ stretch of calls with their ``call_inbound``, transcript snapshots, transfers, `
 and ``call_analyzed``, bookings with their lifecycle, provider retries and reordering; the
 bodies are the providers' shapes, word-level transcripts included. The records go through
 ``pipeline.apply.batch.apply_batch`` in batches of 500 per provider (what each of the
-worker's agents hands the engine), in delivery order; Kafka is not in the loop, so the
-numbers are the engine's (the worker also reads Kafka and publishes, on the same core).
+worker's agents handed the engine until its default became 1000; kept so that the runs
+compare across revisions), in delivery order; Kafka is not in the loop, so the numbers
+are the engine's (the worker also reads Kafka and publishes, in the other process).
 
 Each variant runs in its own processes (same interpreter and packages; the baseline's code
 is a ``git archive`` of its revision), against its own fresh database: one process for the

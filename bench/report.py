@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import apply_mix_report, ingress_report, replay_command
-from bench.apply_bench import ApplyResult
+from bench.apply_bench import WORKER_BATCH, ApplyResult
 from bench.apply_mix import MixResult
 from bench.dashboard_bench import DashboardResult
 from bench.ingress_bench import IngressResult
@@ -102,7 +102,7 @@ def _apply(r: ApplyResult, facts: dict[str, str]) -> list[str]:
         name = (
             "baseline (per event)"
             if v is base
-            else ("worker default" if v.batch_size == 500 else "smaller batches")
+            else ("worker default" if v.batch_size == WORKER_BATCH else "smaller batches")
         )
         out.append(
             f"| {name} | {v.batch_size} | {v.events} | {v.transactions} | {v.statements} | {v.seconds:.2f} | "
