@@ -2,7 +2,7 @@
 MySQL, exactly once.
 
 Thin on purpose. Each agent takes batches per stream (``noack_take``) and runs them through
-the one apply-and-publish loop (:func:`pipeline.apply.loop.apply_all`): the
+the apply-and-publish loop (:func:`pipeline.apply.loop.apply_in_order`): the
 :class:`~pipeline.apply.applier.Applier` never raises for a record's sake and waits out
 transient failures while the stream waits; the batch's dead letters and bucket snapshots
 are published; only then is the batch acked. Nothing reaches Faust's exception handling:
@@ -25,7 +25,7 @@ from agents.metrics import WorkerMetrics
 from pipeline import topics
 from pipeline.apply import deadletters
 from pipeline.apply.applier import Applier, parked_fetcher
-from pipeline.apply.loop import Outgoing, Published, apply_all
+from pipeline.apply.loop import Done, Outgoing, Published, apply_in_order
 from pipeline.apply.process import ApplyProcess
 from pipeline.apply.results import BatchResult
 from pipeline.providers import PROVIDERS
@@ -147,15 +147,23 @@ def _agent(
         batches = stream.noack_take(  # type: ignore[attr-defined]
             settings.worker_batch_size, settings.worker_batch_within_s
         )
-        async for done in apply_all(
-            batches, applier, outputs, records_of, in_flight=settings.worker_batches_in_flight
-        ):
+
+        async def acknowledge(done: Done[Any]) -> None:
             count_result(done.result, metrics)
             for event in done.batch:
                 await stream.ack(event)
             metrics.observe_commit(provider, done.records, done.result.outcomes)
             metrics.batch_seconds.labels(provider).observe(done.seconds)
             metrics.batch_size.labels(provider).observe(len(done.batch))
+
+        await apply_in_order(
+            batches,
+            applier,
+            outputs,
+            records_of,
+            acknowledge,
+            in_flight=settings.worker_batches_in_flight,
+        )
 
     apply_stream.__name__ = f"apply_{provider}"
     return apply_stream

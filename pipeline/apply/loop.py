@@ -1,5 +1,6 @@
-"""The one apply-and-publish loop: the worker's agents, ``replay``, ``dlq redrive`` and the
-tests' stand-in for the worker all run :func:`apply_all`.
+"""The apply-and-publish loop: ``replay``, ``dlq redrive`` and the tests' stand-in for the
+worker run :func:`apply_all` (a batch at a time), the worker's agents
+:func:`apply_in_order` (batches in flight, handed back in order).
 
 For each batch: apply it (:class:`~pipeline.apply.applier.Applier`: one transaction,
 transient failures waited out), then publish what it produced (:func:`outgoing`: its dead
@@ -16,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -101,30 +101,69 @@ async def apply_all(
     applier: Applier,
     publisher: Publisher,
     records_of: Callable[[B], Sequence[WebhookRecord]],
-    *,
-    in_flight: int = 1,
 ) -> AsyncIterator[Done[B]]:
-    """Apply and publish every batch; yield each once it is done, in the order given.
+    """Apply and publish every batch, one at a time; yield each once it is done (the
+    commands: ``replay``, ``dlq redrive``)."""
+    async for batch in batches:
+        yield await _apply_one(batch, applier, publisher, records_of)
 
-    ``in_flight`` > 1 (the worker): the next batches are taken and applied while the first
-    still waits for MySQL or Kafka, each in its own transaction, as two workers would
-    apply them side by side (the engine's locks make that safe, docs/integrity.md); but
-    a batch is yielded (and so acked) only after every batch before it, so offsets are
-    still acknowledged in order and a crash loses none.
+
+async def apply_in_order(
+    batches: AsyncIterable[B],
+    applier: Applier,
+    publisher: Publisher,
+    records_of: Callable[[B], Sequence[WebhookRecord]],
+    done: Callable[[Done[B]], Awaitable[None]],
+    *,
+    in_flight: int,
+) -> None:
+    """Apply and publish every batch with up to ``in_flight`` of them at once (the worker's
+    agents), and call ``done`` (which acks) for each in the order they were taken.
+
+    The next batches are taken and handed to the applier while the first still waits for
+    MySQL or Kafka, each applied in its own transaction (one after another by the worker's
+    apply process; side by side in threads without one, as two workers would, which the
+    engine's locks make safe, docs/integrity.md). A batch is handed to ``done`` as soon as
+    it and every batch before it are done, whether or not more batches come: a batch that
+    waited for a later one to be taken would never be acked when the traffic stops, and a
+    rebalance waits for every taken record to be acked (it would wait for ever). Never
+    before an earlier one, so offsets are acknowledged in order and a crash loses none.
     """
-    pending: deque[asyncio.Task[Done[B]]] = deque()
+    previous: asyncio.Task[None] | None = None
+    running: set[asyncio.Task[None]] = set()
     try:
         async for batch in batches:
-            pending.append(asyncio.ensure_future(_apply_one(batch, applier, publisher, records_of)))
-            if len(pending) >= in_flight:
-                yield await pending.popleft()
-        while pending:
-            yield await pending.popleft()
+            task = asyncio.ensure_future(
+                _apply_then(batch, previous, applier, publisher, records_of, done)
+            )
+            running.add(task)
+            task.add_done_callback(running.discard)
+            previous = task
+            while len(running) >= in_flight:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            if previous.done():
+                previous.result()  # a failure (none is expected) stops the loop here
+        if previous is not None:
+            await previous
     finally:
-        for task in pending:  # stopped early (a rebalance, shutdown): none left running
+        for task in running:  # stopped early (shutdown): none left running
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _apply_then(
+    batch: B,
+    previous: asyncio.Task[None] | None,
+    applier: Applier,
+    publisher: Publisher,
+    records_of: Callable[[B], Sequence[WebhookRecord]],
+    done: Callable[[Done[B]], Awaitable[None]],
+) -> None:
+    finished = await _apply_one(batch, applier, publisher, records_of)
+    if previous is not None:
+        await previous  # the batches before this one are acked first
+    await done(finished)
 
 
 async def _apply_one(

@@ -6,7 +6,7 @@ on one core, and the engine's share made the event loop wait for the lock, heart
 the analyst API included. With an :class:`ApplyProcess` the worker hands each batch to one
 spawned child that owns its own database engine and runs :func:`~pipeline.apply.batch.apply_batch`;
 the worker meanwhile reads, publishes and acknowledges (docs/architecture.md, "Apply
-agents"; the measurements are in docs/benchmarks.md, section 1d).
+agents"; the measurements are in docs/benchmarks.md, section 1e).
 
 What stays in the worker, and what crosses:
 

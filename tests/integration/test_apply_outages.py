@@ -12,22 +12,20 @@ read-only, grants revoked.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from typing import Any
 
 import pymysql
 import pytest
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event
 
 from pipeline import database
 from pipeline.apply.applier import Applier
-from pipeline.models import webhook_events
 from pipeline.records import WebhookRecord
 from pipeline.retry import Breaker
 from pipeline.settings import Settings
-from testbed.records import record
-from tests.support.fixtures import fixture_bytes
+from tests.support.fixtures import retell_calls as calls
+from tests.support.state import statuses
 
 pytestmark = pytest.mark.usefixtures("fixture_tenants")
 
@@ -51,20 +49,6 @@ class Injector:
         if self.error is not None and statement.lstrip().upper().startswith(self.match):
             self.hits += 1
             raise self.error
-
-
-def calls(n: int, tag: str = "c") -> list[WebhookRecord]:
-    body = json.loads(fixture_bytes("retell", "call_started.json"))
-    out = []
-    for i in range(n):
-        body["call"]["call_id"] = f"call_{tag}{i:04d}"
-        out.append(record("retell", json.dumps(body).encode()))
-    return out
-
-
-def statuses(engine: Engine) -> Counter[str]:
-    with engine.connect() as conn:
-        return Counter(r.status for r in conn.execute(select(webhook_events.c.status)))
 
 
 class Retries:

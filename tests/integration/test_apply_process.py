@@ -6,37 +6,20 @@ batches is replaced without losing the next one."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from collections import Counter
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from pipeline.apply.applier import Applier
 from pipeline.apply.process import ApplyProcess
-from pipeline.models import webhook_events
-from pipeline.records import WebhookRecord
 from pipeline.settings import Settings
-from testbed.records import record
-from tests.support.fixtures import fixture_bytes
+from tests.support.fixtures import retell_calls
+from tests.support.state import statuses
 
 pytestmark = pytest.mark.usefixtures("fixture_tenants")
-
-
-def calls(n: int) -> list[WebhookRecord]:
-    body = json.loads(fixture_bytes("retell", "call_ended.json"))
-    out = []
-    for i in range(n):
-        body["call"]["call_id"] = f"call_process{i:04d}"
-        out.append(record("retell", json.dumps(body).encode()))
-    return out
-
-
-def statuses(engine: Engine) -> Counter[str]:
-    with engine.connect() as conn:
-        return Counter(r.status for r in conn.execute(select(webhook_events.c.status)))
 
 
 def child_pids() -> list[int]:
@@ -51,7 +34,7 @@ async def test_the_apply_process_applies_and_follows_the_memory(
     restarts: list[int] = []
     process = ApplyProcess(db_settings, on_restart=lambda: restarts.append(1))
     applier = Applier(engine, process=process)
-    records = calls(20)
+    records = retell_calls(20, tag="process", event="call_ended")
     try:
         first = await applier.apply(records)
         assert first.counts() == Counter({"applied": 20})
@@ -72,7 +55,7 @@ async def test_the_apply_process_applies_and_follows_the_memory(
         (pid,) = child_pids()
         os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(0.5)
-        more = calls(25)[20:]
+        more = retell_calls(25, tag="process", event="call_ended")[20:]
         assert (await applier.apply(more)).counts() == Counter({"applied": 5})
         assert restarts == [1]
     finally:

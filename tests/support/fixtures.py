@@ -3,7 +3,11 @@ shapes (docs/providers.md), with invented values, byte for byte as a provider se
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from pipeline.records import WebhookRecord
+from testbed.records import record
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -22,3 +26,14 @@ def fixture_names(provider: str) -> list[str]:
 def fixture_bytes(provider: str, name: str) -> bytes:
     """The raw bytes of one fixture, exactly as a provider would send them."""
     return (FIXTURES / provider / name).read_bytes()
+
+
+def retell_calls(n: int, *, tag: str = "c", event: str = "call_started") -> list[WebhookRecord]:
+    """Records of ``n`` distinct calls (ids ``call_<tag>0000`` on), each the ``event``
+    fixture with its call id changed."""
+    body = json.loads(fixture_bytes("retell", f"{event}.json"))
+    out = []
+    for i in range(n):
+        body["call"]["call_id"] = f"call_{tag}{i:04d}"
+        out.append(record("retell", json.dumps(body).encode()))
+    return out

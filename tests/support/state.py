@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import Engine, delete, select
@@ -16,6 +17,12 @@ from pipeline.models import (
 )
 
 VOLATILE = {"id", "created_at", "updated_at"}
+
+
+def statuses(engine: Engine) -> Counter[str]:
+    """``webhook_events`` rows by status."""
+    with engine.connect() as conn:
+        return Counter(r.status for r in conn.execute(select(webhook_events.c.status)))
 
 
 def db_state(engine: Engine) -> dict[str, Any]:

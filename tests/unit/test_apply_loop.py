@@ -1,6 +1,6 @@
-"""The apply-and-publish loop with batches in flight: the next batch is applied while an
-earlier one still waits, but batches come back (to be acked) in the order they were taken,
-and a loop stopped early leaves no batch running."""
+"""The worker's apply-and-publish loop with batches in flight: the next batch is applied while
+an earlier one still waits, but batches are acked in the order they were taken, each as
+soon as it and the ones before are done, and a loop stopped early leaves no batch running."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import orjson
 
-from pipeline.apply.loop import Outgoing, Published, apply_all, records
+from pipeline.apply.loop import Done, Outgoing, Published, apply_in_order, records
 from pipeline.apply.published import PublishedBuckets
 from pipeline.apply.results import BatchResult
 from pipeline.records import WebhookRecord
@@ -52,59 +52,100 @@ def name_of(batch: Sequence[WebhookRecord]) -> str:
     return chr(batch[0].offset)
 
 
-async def given(*names: str) -> AsyncIterator[list[WebhookRecord]]:
+async def given(
+    *names: str, then: asyncio.Event | None = None
+) -> AsyncIterator[list[WebhookRecord]]:
+    """The batches named, then (with ``then``) no more until it is set: traffic stopped."""
     for name in names:
         yield batch(name)
+    if then is not None:
+        await then.wait()
 
 
-def test_a_later_batch_is_applied_meanwhile_but_comes_back_after_the_earlier() -> None:
-    async def go() -> tuple[list[str], list[str]]:
-        applier = GatedApplier()
-        loop = apply_all(given("a", "b", "c"), applier, Nothing(), records, in_flight=2)  # type: ignore[arg-type]
-        first = asyncio.ensure_future(anext(loop))
+class Acks:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    async def __call__(self, done: Done[list[WebhookRecord]]) -> None:
+        self.names.append(name_of(done.records))
+
+
+def run(
+    applier: GatedApplier, acks: Acks, source: AsyncIterator[list[WebhookRecord]], in_flight: int
+) -> asyncio.Task[None]:
+    return asyncio.ensure_future(
+        apply_in_order(source, applier, Nothing(), records, acks, in_flight=in_flight)  # type: ignore[arg-type]
+    )
+
+
+def test_a_later_batch_is_applied_meanwhile_but_acked_after_the_earlier() -> None:
+    async def go() -> tuple[list[str], list[str], list[str]]:
+        applier, acks = GatedApplier(), Acks()
+        loop = run(applier, acks, given("a", "b", "c"), in_flight=2)
         await asyncio.sleep(0.01)
         running = list(applier.started)  # a and b both started; c waits for a free slot
         applier.gates["b"].set()  # b finishes first ...
         await asyncio.sleep(0.01)
-        assert not first.done()  # ... but is not handed back before a
+        early = list(acks.names)  # ... but is not acked before a
         applier.gates["a"].set()
-        order = [name_of((await first).records)]
+        await asyncio.sleep(0.01)
         applier.gates.setdefault("c", asyncio.Event()).set()
-        order += [name_of(done.records) async for done in loop]
-        return running, order
+        await asyncio.wait_for(loop, 5)
+        return running, early, acks.names
 
-    running, order = asyncio.run(go())
+    running, early, order = asyncio.run(go())
     assert running == ["a", "b"]
+    assert early == []
     assert order == ["a", "b", "c"]
+
+
+def test_a_finished_batch_is_acked_though_no_later_batch_comes() -> None:
+    """The defect: with batches in flight, a loop that handed a batch back only once enough
+    later ones were taken never acked the last batches of a burst, and a rebalance, which
+    waits for every taken record to be acked, waited for ever."""
+
+    async def go() -> list[str]:
+        applier, acks, quiet = GatedApplier(), Acks(), asyncio.Event()
+        loop = run(applier, acks, given("a", "b", then=quiet), in_flight=8)
+        await asyncio.sleep(0.01)
+        applier.gates["a"].set()
+        applier.gates["b"].set()
+        for _ in range(100):
+            if len(acks.names) == 2:
+                break
+            await asyncio.sleep(0.01)
+        quiet.set()
+        await asyncio.wait_for(loop, 5)
+        return acks.names
+
+    assert asyncio.run(go()) == ["a", "b"]
 
 
 def test_one_in_flight_applies_one_batch_at_a_time() -> None:
     async def go() -> list[str]:
-        applier = GatedApplier()
-        loop = apply_all(given("a", "b"), applier, Nothing(), records)  # type: ignore[arg-type]
-        first = asyncio.ensure_future(anext(loop))
+        applier, acks = GatedApplier(), Acks()
+        loop = run(applier, acks, given("a", "b"), in_flight=1)
         await asyncio.sleep(0.01)
         running = list(applier.started)
         applier.gates["a"].set()
-        await first
+        await asyncio.sleep(0.01)
         applier.gates.setdefault("b", asyncio.Event()).set()
-        await anext(loop)
+        await asyncio.wait_for(loop, 5)
         return running
 
     assert asyncio.run(go()) == ["a"]
 
 
 def test_a_loop_stopped_early_cancels_the_batches_it_had_started() -> None:
-    async def go() -> GatedApplier:
-        applier = GatedApplier()
-        loop = apply_all(given("a", "b"), applier, Nothing(), records, in_flight=2)  # type: ignore[arg-type]
-        first = asyncio.ensure_future(anext(loop))
+    async def go() -> tuple[GatedApplier, Acks]:
+        applier, acks = GatedApplier(), Acks()
+        loop = run(applier, acks, given("a", "b", then=asyncio.Event()), in_flight=2)
         await asyncio.sleep(0.01)
-        first.cancel()  # the agent stops (a rebalance, shutdown) while a and b run
-        await asyncio.gather(first, return_exceptions=True)
-        await loop.aclose()
-        return applier
+        loop.cancel()  # the agent stops (shutdown) while a and b run
+        await asyncio.gather(loop, return_exceptions=True)
+        return applier, acks
 
-    applier = asyncio.run(go())
+    applier, acks = asyncio.run(go())
     assert applier.started == ["a", "b"]
     assert sorted(applier.cancelled) == ["a", "b"]
+    assert acks.names == []
