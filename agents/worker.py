@@ -50,6 +50,10 @@ def build_worker(
     if settings.worker_apply_process:
         process = ApplyProcess(settings, on_restart=metrics.apply_process_restarts.inc)
 
+        @app.task
+        async def start_apply_process() -> None:
+            await process.start()
+
         @app.on_before_shutdown.connect
         async def stop_apply_process(*args: Any, **kwargs: Any) -> None:
             await asyncio.to_thread(process.close)

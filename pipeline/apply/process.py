@@ -114,6 +114,10 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
+def _ready() -> bool:
+    return _child is not None
+
+
 def _apply(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Reply:
     """In the child: apply one batch, and say what happened without raising."""
     assert _child is not None, "the apply process was not started"
@@ -154,6 +158,10 @@ class ApplyProcess:
         self.target = target or _apply
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
+        # One batch in the child at a time, the others wait here: a child that dies then
+        # takes only the batch it was applying with it (queued in the pool, every batch
+        # behind it would count a death too, and a second one would isolate them all).
+        self._turn = asyncio.Lock()
 
     def _executor(self) -> ProcessPoolExecutor:
         """The child, started at the first batch (with the worker's log level by then)."""
@@ -195,15 +203,18 @@ class ApplyProcess:
     ) -> _Reply:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
-            pool = self._executor()
-            news = published.news(pool)
-            try:
-                return await loop.run_in_executor(pool, self.target, list(records), dry_run, news)
-            except BrokenProcessPool:
-                # It may have died between a commit and its reply: that batch's buckets
-                # must be republished when it comes again, as after a rebalance.
-                published.forget()
-                self._replace(pool)
+            async with self._turn:
+                pool = self._executor()
+                news = published.news(pool)
+                try:
+                    return await loop.run_in_executor(
+                        pool, self.target, list(records), dry_run, news
+                    )
+                except BrokenProcessPool:
+                    # It may have died between a commit and its reply: that batch's
+                    # buckets must be republished when it comes again, as after a rebalance.
+                    published.forget()
+                    self._replace(pool)
                 log.error(
                     "the apply process died applying a batch of %d record(s) (attempt %d)",
                     len(records),
@@ -214,14 +225,22 @@ class ApplyProcess:
         )
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
-        if self._pool is pool:  # another batch in flight may have replaced it already
+        if self._pool is pool:  # else the warm-up or another call replaced it already
             self._pool = None
             self.on_restart()
         pool.shutdown(wait=False, cancel_futures=True)
 
+    async def start(self) -> None:
+        """Start the child now (the worker calls this as it starts), so that the first batch
+        does not wait for a process to spawn and import, and a child that cannot start
+        says so at once."""
+        async with self._turn:
+            await asyncio.get_running_loop().run_in_executor(self._executor(), _ready)
+
     def close(self) -> None:
-        """Stop the child after the batch it is applying; batches not started are dropped
-        (their records are not acked, so they come again)."""
+        """Stop the child after the batch it is applying; batches waiting their turn then
+        wait (``shutting_down``) until the worker's tasks end, unacknowledged, so their
+        records come again."""
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:

@@ -109,3 +109,28 @@ def test_a_stopped_process_makes_batches_wait_instead_of_failing() -> None:
     with pytest.raises(DatabaseUnavailable) as waiting:
         asyncio.run(worker.apply([], published=PublishedBuckets()))
     assert waiting.value.reason == "shutting_down"
+
+
+def test_a_batch_waiting_its_turn_does_not_share_the_death_of_another(tmp_path: Path) -> None:
+    """Each batch kills the first child that applies it. Queued behind the first in the
+    child's pool, the second would count that death too and, killing the next child
+    itself, die "twice": isolated, its records dead-lettered as bugs (the fault suite's
+    apply-process kills found it). Waiting its turn in the worker, it dies once."""
+    restarts: list[int] = []
+    worker = ApplyProcess(
+        Settings(), on_restart=lambda: restarts.append(1), target=dies_while_unmarked
+    )
+    memory = PublishedBuckets()
+
+    async def both() -> list[BatchResult]:
+        return await asyncio.gather(
+            worker.apply(marked(tmp_path / "first"), published=memory),
+            worker.apply(marked(tmp_path / "second"), published=memory),
+        )
+
+    try:
+        results = asyncio.run(both())
+    finally:
+        worker.close()
+    assert [r.created_uids for r in results] == [{"applied"}, {"applied"}]
+    assert restarts == [1, 1]
