@@ -202,8 +202,9 @@ class ApplyProcess:
         self, records: Sequence[WebhookRecord], published: PublishedBuckets, dry_run: bool
     ) -> _Reply:
         loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            async with self._turn:
+        # The turn is kept for the second attempt: the new child's first batch is this one.
+        async with self._turn:
+            for attempt in (1, 2):
                 pool = self._executor()
                 news = published.news(pool)
                 try:

@@ -39,6 +39,16 @@ def dies_while_unmarked(records: Sequence[WebhookRecord], dry_run: bool, news: N
     return _Reply(BatchResult(created_uids={"applied"}), retries=[("mysql_1213_deadlock", 0.1)])
 
 
+_applied_here = [0]  # in a child: the batches it was given
+
+
+def dies_on_its_second_batch(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Reply:
+    _applied_here[0] += 1
+    if _applied_here[0] == 2:
+        os._exit(9)
+    return _Reply(BatchResult(created_uids={records[0].key.decode()}))  # type: ignore[union-attr]
+
+
 def always_dies(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Reply:
     os._exit(9)
 
@@ -133,4 +143,30 @@ def test_a_batch_waiting_its_turn_does_not_share_the_death_of_another(tmp_path: 
     finally:
         worker.close()
     assert [r.created_uids for r in results] == [{"applied"}, {"applied"}]
+    assert restarts == [1, 1]
+
+
+def test_the_batch_sent_again_is_the_new_childs_first() -> None:
+    """Every child dies on the second batch it is given. The batch a child died on must be
+    the next child's first (it keeps its turn), or it would die again with the next child
+    and count as a bug."""
+    restarts: list[int] = []
+    worker = ApplyProcess(
+        Settings(), on_restart=lambda: restarts.append(1), target=dies_on_its_second_batch
+    )
+    memory = PublishedBuckets()
+
+    async def three() -> list[BatchResult]:
+        return await asyncio.gather(
+            *(
+                worker.apply([WebhookRecord("t", 0, n, name.encode(), b"{}")], published=memory)
+                for n, name in enumerate("abc")
+            )
+        )
+
+    try:
+        results = asyncio.run(three())
+    finally:
+        worker.close()
+    assert [r.created_uids for r in results] == [{"a"}, {"b"}, {"c"}]
     assert restarts == [1, 1]
