@@ -19,13 +19,13 @@ BEGIN = "<!-- fault-suite:begin (written by python -m tests.faults.report) -->"
 END = "<!-- fault-suite:end -->"
 ORDER = [
     "worker-kills",
-    "apply-process-kills",
     "broker-restart",
     "database-outages",
     "cluster-broker-loss",
     "worker-failover",
     "quiet-takeover",
     "ingress-sigterm",
+    "apply-process-kills",
 ]
 
 

@@ -6,7 +6,7 @@ drawn at random (seeded). After each kill the worker restarts with the same data
 directory; redelivered batches must be deduplicated, never counted twice. (The first two
 points are reached in the worker's apply process, which then kills the worker and itself.)
 
-Fault 1b: only the apply process dies, again and again, each time just after MySQL
+Fault 8: only the apply process dies, again and again, each time just after MySQL
 committed one of its batches and before its reply reached the worker: the worker replaces
 it and sends the batch again, which must then be recognised as applied and its buckets
 published all the same (pipeline/apply/process.py)."""
