@@ -125,8 +125,8 @@ async def test_a_key_conflict_that_never_clears_ends_as_one_dead_letter(engine: 
     """1062 on one record's insert, for good (a collation collision): bounded retries,
     then that record alone is dead-lettered ``db_rejected``; the rest apply."""
     retries = Retries()
-    bad = calls(1, "bad")[0]
-    good = calls(4, "ok")
+    bad = calls(1, tag="bad")[0]
+    good = calls(4, tag="ok")
     conflict = pymysql.err.IntegrityError(1062, "Duplicate entry")
 
     def hook(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
