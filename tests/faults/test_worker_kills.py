@@ -124,9 +124,9 @@ def restarts(url: str) -> float:
 
 
 @pytest.mark.xfail(
-    reason="known gap: a counter a batch moved between buckets can stay missing from the "
-    "dashboard table when the apply process dies between its commit and its reply (CI "
-    "2026-11-30: 2 differences after 112 deaths; MySQL exact); docs/reliability.md",
+    reason="known gap, not yet diagnosed: the dashboard table can end a counter short when "
+    "the apply process dies between its commit and its reply (CI 2026-11-30: 2 "
+    "differences after 112 deaths; MySQL exact); docs/reliability.md",
     strict=False,
 )
 def test_the_apply_process_killed_after_every_third_commit(
