@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -126,22 +126,8 @@ def test_a_batch_waiting_its_turn_does_not_share_the_death_of_another(tmp_path: 
     child's pool, the second would count that death too and, killing the next child
     itself, die "twice": isolated, its records dead-lettered as bugs (the fault suite's
     apply-process kills found it). Waiting its turn in the worker, it dies once."""
-    restarts: list[int] = []
-    worker = ApplyProcess(
-        Settings(), on_restart=lambda: restarts.append(1), target=dies_while_unmarked
-    )
-    memory = PublishedBuckets()
-
-    async def both() -> list[BatchResult]:
-        return await asyncio.gather(
-            worker.apply(marked(tmp_path / "first"), published=memory),
-            worker.apply(marked(tmp_path / "second"), published=memory),
-        )
-
-    try:
-        results = asyncio.run(both())
-    finally:
-        worker.close()
+    batches = [marked(tmp_path / "first"), marked(tmp_path / "second")]
+    results, restarts = side_by_side(dies_while_unmarked, batches)
     assert [r.created_uids for r in results] == [{"applied"}, {"applied"}]
     assert restarts == [1, 1]
 
@@ -150,23 +136,26 @@ def test_the_batch_sent_again_is_the_new_childs_first() -> None:
     """Every child dies on the second batch it is given. The batch a child died on must be
     the next child's first (it keeps its turn), or it would die again with the next child
     and count as a bug."""
-    restarts: list[int] = []
-    worker = ApplyProcess(
-        Settings(), on_restart=lambda: restarts.append(1), target=dies_on_its_second_batch
-    )
-    memory = PublishedBuckets()
-
-    async def three() -> list[BatchResult]:
-        return await asyncio.gather(
-            *(
-                worker.apply([WebhookRecord("t", 0, n, name.encode(), b"{}")], published=memory)
-                for n, name in enumerate("abc")
-            )
-        )
-
-    try:
-        results = asyncio.run(three())
-    finally:
-        worker.close()
+    batches = [[WebhookRecord("t", 0, n, name.encode(), b"{}")] for n, name in enumerate("abc")]
+    results, restarts = side_by_side(dies_on_its_second_batch, batches)
     assert [r.created_uids for r in results] == [{"a"}, {"b"}, {"c"}]
     assert restarts == [1, 1]
+
+
+def side_by_side(
+    target: Callable[[Sequence[WebhookRecord], bool, News], _Reply],
+    batches: list[list[WebhookRecord]],
+) -> tuple[list[BatchResult], list[int]]:
+    """Apply ``batches`` at once through a new apply process running ``target``: their
+    results, and a 1 per child it replaced."""
+    restarts: list[int] = []
+    worker = ApplyProcess(Settings(), on_restart=lambda: restarts.append(1), target=target)
+    memory = PublishedBuckets()
+
+    async def all_of_them() -> list[BatchResult]:
+        return await asyncio.gather(*(worker.apply(b, published=memory) for b in batches))
+
+    try:
+        return asyncio.run(all_of_them()), restarts
+    finally:
+        worker.close()
