@@ -195,6 +195,11 @@ def _recognise(
     call_ids = {i for table, ids in rows.values() if table == recognise.CALLS for i in ids}
     uids = {i for table, ids in rows.values() if table == recognise.APPOINTMENTS for i in ids}
     calls, appointments = lookup.bucket_columns(conn, call_ids, uids)
+    if named := recognise.named_calls(appointments) - calls.keys():
+        # The calls the bookings name, whose buckets they republish too: a round trip for
+        # their milestones and one for their rows, only when a known booking names a call.
+        known = {**known, **lookup.known_events(conn, recognise.milestone_keys(named))}
+        calls |= lookup.bucket_columns(conn, named, ())[0]
     timezones = {r["company_id"]: r["timezone"] for r in [*calls.values(), *appointments.values()]}
     return recognise.recognise(found, known, rows, calls, appointments, timezones)
 

@@ -380,6 +380,21 @@ class _Fold:
                 )
             else:
                 self._revisit(aggregates.appointment_counters(after, timezone=zone))
+                self._revisit_named_call(after)
+
+    def _revisit_named_call(self, booking: AppointmentRow) -> None:
+        """The buckets of the call a booking names: when the booking was first applied, its
+        link may have changed that call's calls_booked there."""
+        call = self.calls.get(booking.retell_call_id or "")
+        if call is not None and call.company_id == booking.company_id:
+            self._revisit(
+                aggregates.call_counters(
+                    call,
+                    *self._flags(milestones(call.retell_call_id)),
+                    timezone=self.loaded.timezones.get(call.company_id),
+                    booked=self._booked(call),
+                )
+            )
 
     def _count(self, after: Contribution, before: Contribution) -> None:
         aggregates.combine(self.plan.contribution, aggregates.difference(after, before))

@@ -73,7 +73,9 @@ SPANS_WHERE = (
 )
 SPAN = "(kafka_topic = %s AND kafka_partition = %s AND kafka_offset BETWEEN %s AND %s)"
 
-# The one time that places a call (aggregates.call_time), computed by MySQL.
+# The one time that places a call (aggregates.call_time), computed by MySQL; and what an
+# analysed call counts (aggregates.call_buckets: an analysed call not yet ended counts in
+# its buckets only if its analysis has a sentiment or a success to count).
 CALL_TIME = "COALESCE(c.started_at, c.ended_at, c.last_event_at)"
 CALL_NAMES = (
     "retell_call_id",
@@ -82,11 +84,13 @@ CALL_NAMES = (
     "branch_id",
     "agent_id",
     "started_at",
+    "successful",
+    "sentiment",
     "timezone",
 )
 CALL_COLUMNS = (
     "c.retell_call_id, c.company_id, CAST(c.created_at AS CHAR), c.branch_id, c.agent_id,"
-    f" CAST({CALL_TIME} AS CHAR), co.timezone"
+    f" CAST({CALL_TIME} AS CHAR), c.successful, c.sentiment, co.timezone"
 )
 CALLS_WHERE = (
     "FROM calls c FORCE INDEX (uq_calls_retell_call_id) STRAIGHT_JOIN companies co"
@@ -94,11 +98,19 @@ CALLS_WHERE = (
 )
 
 MARKS = tuple(column for column, _ in APPOINTMENT_MARKS)  # the times that place a booking
-APPOINTMENT_NAMES = ("calcom_uid", "company_id", "created_at", "branch_id", *MARKS, "timezone")
+APPOINTMENT_NAMES = (
+    "calcom_uid",
+    "company_id",
+    "created_at",
+    "branch_id",
+    *MARKS,
+    "retell_call_id",  # the call whose calls_booked the booking counts in
+    "timezone",
+)
 APPOINTMENT_COLUMNS = (
     "a.calcom_uid, a.company_id, CAST(a.created_at AS CHAR), a.branch_id, "
     + ", ".join(f"CAST(a.{m} AS CHAR)" for m in MARKS)
-    + ", co.timezone"
+    + ", a.retell_call_id, co.timezone"
 )
 APPOINTMENTS_WHERE = (
     "FROM appointments a FORCE INDEX (uq_appointments_calcom_uid) STRAIGHT_JOIN companies co"

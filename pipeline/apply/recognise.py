@@ -26,7 +26,7 @@ Pure: :mod:`pipeline.apply.load` reads the rows, :mod:`pipeline.apply.batch` run
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -136,11 +136,20 @@ def lookup_keys(found: Sequence[Candidate]) -> set[EventKey]:
         rows = rows_of(c.key[0], c.record.headers.get("event_type") or "", c.key[1])
         if rows is not None and rows[0] == CALLS:
             call_ids.update(rows[1])
-    keys |= {milestone_key(kind, call_id) for call_id in call_ids for kind in MILESTONES}
-    return keys
+    return keys | milestone_keys(call_ids)
 
 
 MILESTONES = ("call_ended", "call_analyzed")
+
+
+def milestone_keys(call_ids: Iterable[str]) -> set[EventKey]:
+    """The ``webhook_events`` keys of the calls' ``call_ended`` and ``call_analyzed``."""
+    return {milestone_key(kind, call_id) for call_id in call_ids for kind in MILESTONES}
+
+
+def named_calls(appointments: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The calls these bookings name (``metadata.retell_call_id``)."""
+    return {ref for row in appointments.values() if (ref := row.get("retell_call_id"))}
 
 
 def known_rows(found: Sequence[Candidate], known: Mapping[EventKey, Known]) -> dict[int, Any]:
@@ -222,6 +231,7 @@ def recognise(
             if (table, i) not in counted:
                 counted.add((table, i))
                 out.revisited |= _buckets(table, i, subjects[i], known, timezones)
+                out.revisited |= _named_call_buckets(subjects[i], calls, known, timezones)
         company_id = subjects[ids[0]]["company_id"] if ids else None
         out.outcomes[c.position] = Outcome(
             provider=c.key[0],
@@ -246,6 +256,20 @@ def _there_since(row: Mapping[str, Any] | None, applied_at: Stamp | None) -> boo
         return False
     made = row.get("created_at")
     return made is not None and made <= applied_at
+
+
+def _named_call_buckets(
+    row: Mapping[str, Any],
+    calls: Mapping[str, Mapping[str, Any]],
+    known: Mapping[EventKey, Known],
+    timezones: Mapping[int, str],
+) -> set[BucketKey]:
+    """The buckets of the call a booking names (of its own company), where the booking's
+    link changed calls_booked when it was first applied; nothing for a call."""
+    call = calls.get(row.get("retell_call_id") or "")
+    if call is None or call["company_id"] != row["company_id"]:
+        return set()
+    return _buckets(CALLS, call["retell_call_id"], call, known, timezones)
 
 
 def _buckets(

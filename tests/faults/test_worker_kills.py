@@ -123,12 +123,6 @@ def restarts(url: str) -> float:
     raise AssertionError("no switchboard_worker_apply_process_restarts_total in /metrics")
 
 
-@pytest.mark.xfail(
-    reason="known gap, not yet diagnosed: the dashboard table can end a counter short when "
-    "the apply process dies between its commit and its reply (CI 2026-11-30: 2 "
-    "differences after 112 deaths; MySQL exact); docs/reliability.md",
-    strict=False,
-)
 def test_the_apply_process_killed_after_every_third_commit(
     shared: Settings, tmp_path: Path, worlds: list[World]
 ) -> None:
