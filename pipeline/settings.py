@@ -78,13 +78,12 @@ class Settings:
     retry_after_s: int = 5
     routing_refresh_s: float = 30.0
     caller_lookup_budget_s: float = 0.05
-    worker_batch_size: int = 500
+    worker_batch_size: int = 1000
     worker_batch_within_s: float = 0.2
-    # Batches per apply agent applied at once (docs/architecture.md, "Apply agents").
-    worker_batches_in_flight: int = 1
-    # 1: the engine runs in a child process of each worker (pipeline/apply/process.py);
-    # off by default until the dashboard gap of fault 8 is closed (docs/reliability.md).
-    worker_apply_process: int = 0
+    # Batches per apply agent in flight at once (docs/architecture.md, "Apply agents").
+    worker_batches_in_flight: int = 8
+    # 1: the engine runs in a child process of each worker (pipeline/apply/process.py).
+    worker_apply_process: int = 1
     topic_prefix: str = ""
     consumer_group: str = "switchboard"
     worker_store: str = "rocksdb://"

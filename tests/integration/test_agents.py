@@ -69,9 +69,7 @@ async def drive(
     settings: Settings, engine: Engine, deliveries: list[tuple[str, bytes]]
 ) -> tuple[Sent, Sent]:
     worker = build_worker(
-        settings.with_(worker_batch_within_s=0.01, worker_apply_process=1),
-        store="memory://",
-        engine=engine,
+        settings.with_(worker_batch_within_s=0.01), store="memory://", engine=engine
     )
     app = worker.app
     app.finalize()
@@ -80,7 +78,7 @@ async def drive(
     dlq, snapshots = Sent(), Sent()
     worker.outputs.dlq.send = dlq.send  # type: ignore[method-assign]
     worker.outputs.snapshots.send = snapshots.send  # type: ignore[method-assign]
-    assert worker.process is not None  # batches go to its apply process
+    assert worker.process is not None  # the worker's default: batches go to its apply process
     try:
         for provider in ("retell", "calcom"):
             mine = [(p, b) for p, b in deliveries if p == provider]

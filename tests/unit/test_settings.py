@@ -145,7 +145,7 @@ def test_tuning_knobs_parse() -> None:
     assert settings.topic("webhooks.retell") == "t1.webhooks.retell"
     assert settings.ack_budget_s == 0.5
     assert settings.consumer_group == "g"
-    assert (settings.worker_batches_in_flight, Settings().worker_batches_in_flight) == (1, 1)
+    assert (settings.worker_batches_in_flight, Settings().worker_batches_in_flight) == (1, 8)
     assert problems_of({"SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT": "0"})
     assert problems_of({"SWITCHBOARD_WORKER_APPLY_PROCESS": "2"})
 
