@@ -45,13 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.worker_apply", description=__doc__)
     parser.add_argument("--calls", type=int, default=8000, help="simulator calls (default 8000)")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="SWITCHBOARD_WORKER_BATCH_SIZE (default 500)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="SWITCHBOARD_WORKER_BATCH_SIZE (default: the setting's, 1000)",
     )
     parser.add_argument(
         "--in-flight",
         type=int,
         default=None,
-        help="SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT (default 2)",
+        help="SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT (default: the setting's, 8)",
     )
     parser.add_argument(
         "--apply-process",

@@ -21,10 +21,11 @@ What stays in the worker, and what crosses:
   remembers after each publish and forgets on each rebalance; the child keeps a copy that
   each call brings up to date (:meth:`PublishedBuckets.news`). A child that missed news
   only republishes more.
-* A child that dies (killed, out of memory) is replaced and the batch sent again once (the
-  memory of published buckets is forgotten first: the child may have died between a
-  commit and its reply, and that batch's buckets must be published again); if
-  the new child dies on the same batch too, :class:`ApplyFailed` says so and the Applier
+* A child that dies (killed, out of memory) is replaced and the batches it held (the one
+  it applied and the next) sent again in their order (the memory of published buckets is
+  forgotten first: the child may have died between a commit and its reply, and that
+  batch's buckets must be published again); if the batch it was applying kills the new
+  child too, :class:`ApplyFailed` says so and the Applier
   isolates the batch record by record, so one poisonous record cannot stop a partition.
 """
 
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import logging
 import multiprocessing
 import os
@@ -142,8 +145,19 @@ def _apply(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Repl
     return reply
 
 
+def _lost(reply: asyncio.Future[_Reply]) -> bool:
+    """The child died before this reply came (it has none, or the pool's failure)."""
+    return not reply.done() or reply.cancelled() or reply.exception() is not None
+
+
+#: Batches in the child's hands at once: the one it applies, and the next, already sent,
+#: so that the child never waits for the worker between two batches (docs/benchmarks.md 1e).
+DEPTH = 2
+
+
 class ApplyProcess:
-    """One child process that applies batches, one at a time, in the order they are given."""
+    """One child process that applies batches in the order they are given, holding the
+    next while it applies one (``depth``)."""
 
     def __init__(
         self,
@@ -151,17 +165,27 @@ class ApplyProcess:
         *,
         on_restart: Callable[[], None] | None = None,
         target: Callable[[Sequence[WebhookRecord], bool, News], _Reply] | None = None,
+        depth: int = DEPTH,
     ) -> None:
         self.settings = settings
         self.on_restart = on_restart or (lambda: None)
         # what the child runs per batch (tests give one that dies); a module-level function
         self.target = target or _apply
+        self.depth = depth
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
-        # One batch in the child at a time, the others wait here: a child that dies then
-        # takes only the batch it was applying with it (queued in the pool, every batch
-        # behind it would count a death too, and a second one would isolate them all).
-        self._turn = asyncio.Lock()
+        # Batches are numbered as they come; they go to the child in that order, at most
+        # ``depth`` at a time, and the others wait here. When the child dies, every batch
+        # it held comes back here and goes again in its order, and only the first of them,
+        # the one the child was applying, counts that death: queued behind it, a batch
+        # counting every death would, killing the next child itself, count as having
+        # died "twice" and be isolated (the fault suite's apply-process kills found it).
+        self._numbers = itertools.count()
+        self._waiting: list[int] = []  # a heap: the next to send is the smallest
+        # in the child's hands, and the reply to come
+        self._sent: dict[int, tuple[ProcessPoolExecutor, asyncio.Future[_Reply]]] = {}
+        self._blamed: set[int] = set()  # died on, not yet told
+        self._changed = asyncio.Condition()
 
     def _executor(self) -> ProcessPoolExecutor:
         """The child, started at the first batch (with the worker's log level by then)."""
@@ -201,29 +225,79 @@ class ApplyProcess:
     async def _call(
         self, records: Sequence[WebhookRecord], published: PublishedBuckets, dry_run: bool
     ) -> _Reply:
-        loop = asyncio.get_running_loop()
-        # The turn is kept for the second attempt: the new child's first batch is this one.
-        async with self._turn:
-            for attempt in (1, 2):
-                pool = self._executor()
-                news = published.news(pool)
+        number = next(self._numbers)
+        deaths = 0
+        heapq.heappush(self._waiting, number)
+        try:
+            while True:
+                pool, reply = await self._send(number, records, published, dry_run)
                 try:
-                    return await loop.run_in_executor(
-                        pool, self.target, list(records), dry_run, news
-                    )
+                    return await reply
                 except BrokenProcessPool:
-                    # It may have died between a commit and its reply: that batch's
-                    # buckets must be republished when it comes again, as after a rebalance.
-                    published.forget()
-                    self._replace(pool)
-                log.error(
-                    "the apply process died applying a batch of %d record(s) (attempt %d)",
-                    len(records),
-                    attempt,
-                )
-        raise ApplyFailed(
-            "the apply process died twice on this batch", DbFailure(Kind.UNKNOWN, "process_died")
-        )
+                    if await self._died(number, pool, published):
+                        deaths += 1
+                        log.error(
+                            "the apply process died applying a batch of %d record(s) (attempt %d)",
+                            len(records),
+                            deaths,
+                        )
+                        if deaths == 2:
+                            raise ApplyFailed(
+                                "the apply process died twice on this batch",
+                                DbFailure(Kind.UNKNOWN, "process_died"),
+                            ) from None
+        finally:
+            async with self._changed:
+                self._sent.pop(number, None)
+                self._blamed.discard(number)
+                if number in self._waiting:
+                    self._waiting.remove(number)
+                    heapq.heapify(self._waiting)
+                self._changed.notify_all()
+
+    async def _send(
+        self,
+        number: int,
+        records: Sequence[WebhookRecord],
+        published: PublishedBuckets,
+        dry_run: bool,
+    ) -> tuple[ProcessPoolExecutor, asyncio.Future[_Reply]]:
+        """Send batch ``number`` to the child once it is the next to go and the child has
+        room for it."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._waiting[0] == number and len(self._sent) < self.depth
+            )
+            pool = self._executor()
+            heapq.heappop(self._waiting)
+            reply = asyncio.get_running_loop().run_in_executor(
+                pool, self.target, list(records), dry_run, published.news(pool)
+            )
+            self._sent[number] = (pool, reply)
+            self._changed.notify_all()
+            return pool, reply
+
+    async def _died(
+        self, number: int, pool: ProcessPoolExecutor, published: PublishedBuckets
+    ) -> bool:
+        """``pool``'s child died with batch ``number`` in its hands: every batch it held goes
+        back to wait, in its order, for a new child. True if ``number`` was the one it was
+        applying (the first it held)."""
+        async with self._changed:
+            held = sorted(n for n, (p, reply) in self._sent.items() if p is pool and _lost(reply))
+            if held:  # the first of them to hear of it
+                self._blamed.add(held[0])
+                for n in held:
+                    del self._sent[n]
+                    heapq.heappush(self._waiting, n)
+                # It may have died between a commit and its reply: that batch's buckets
+                # must be republished when it comes again, as after a rebalance.
+                published.forget()
+                self._replace(pool)
+                self._changed.notify_all()
+            blamed = number in self._blamed
+            self._blamed.discard(number)
+            return blamed
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
         if self._pool is pool:  # else the warm-up or another call replaced it already
@@ -235,14 +309,13 @@ class ApplyProcess:
         """Start the child now (the worker calls this as it starts), so that the first batch
         does not wait for a process to spawn and import, and a child that cannot start
         says so at once."""
-        async with self._turn:
-            await asyncio.get_running_loop().run_in_executor(self._executor(), _ready)
+        await asyncio.get_running_loop().run_in_executor(self._executor(), _ready)
 
     def close(self) -> None:
-        """Stop the child after the batch it is applying; batches waiting their turn then
-        wait (``shutting_down``) until the worker's tasks end, unacknowledged, so their
-        records come again."""
+        """Stop the child after the batches it holds; batches waiting their turn then wait
+        (``shutting_down``) until the worker's tasks end, unacknowledged, so their records
+        come again."""
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True)

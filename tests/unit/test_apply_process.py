@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -159,3 +160,37 @@ def side_by_side(
         return asyncio.run(all_of_them()), restarts
     finally:
         worker.close()
+
+
+def waits_for_its_file(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Reply:
+    """In the child: apply once the file the record names exists."""
+    path = Path(records[0].key.decode())  # type: ignore[union-attr]
+    while not path.exists():
+        time.sleep(0.01)
+    return _Reply(BatchResult(created_uids={path.name}))
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_the_child_holds_the_next_batch_while_it_applies_one(tmp_path: Path, depth: int) -> None:
+    """With ``depth`` 2 the next batch is already in the child's hands (it does not wait
+    for the worker between two batches); never more, so a death takes back at most that."""
+    worker = ApplyProcess(Settings(), target=waits_for_its_file, depth=depth)
+    batches = [marked(tmp_path / name) for name in "abc"]
+    held: list[int] = []
+
+    async def watch_then_release() -> list[BatchResult]:
+        memory = PublishedBuckets()
+        applying = [asyncio.ensure_future(worker.apply(b, published=memory)) for b in batches]
+        for _ in range(300):  # the child's start (a spawn) included
+            held.append(len(worker._sent))
+            await asyncio.sleep(0.01)
+        for name in "abc":
+            (tmp_path / name).touch()
+        return await asyncio.gather(*applying)
+
+    try:
+        results = asyncio.run(watch_then_release())
+    finally:
+        worker.close()
+    assert [r.created_uids for r in results] == [{"a"}, {"b"}, {"c"}]
+    assert max(held) == depth
