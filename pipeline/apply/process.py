@@ -270,9 +270,14 @@ class ApplyProcess:
             )
             pool = self._executor()
             heapq.heappop(self._waiting)
-            reply = asyncio.get_running_loop().run_in_executor(
-                pool, self.target, list(records), dry_run, published.news(pool)
-            )
+            loop = asyncio.get_running_loop()
+            try:
+                reply = loop.run_in_executor(
+                    pool, self.target, list(records), dry_run, published.news(pool)
+                )
+            except BrokenProcessPool as exc:  # it died between two batches
+                reply = loop.create_future()
+                reply.set_exception(exc)
             self._sent[number] = (pool, reply)
             self._changed.notify_all()
             return pool, reply
