@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -194,3 +195,32 @@ def test_the_child_holds_the_next_batch_while_it_applies_one(tmp_path: Path, dep
         worker.close()
     assert [r.created_uids for r in results] == [{"a"}, {"b"}, {"c"}]
     assert max(held) == depth
+
+
+def dies_after_its_reply(records: Sequence[WebhookRecord], dry_run: bool, news: News) -> _Reply:
+    """In the child: answer, then die a moment later, between this batch and the next."""
+    threading.Timer(0.05, os._exit, args=(9,)).start()
+    return _Reply(BatchResult(created_uids={records[0].key.decode()}))  # type: ignore[union-attr]
+
+
+def test_a_child_that_died_between_two_batches_is_replaced_for_the_next() -> None:
+    """The pool refuses the next batch at once (its child is gone): a death like any other,
+    never a bug that would isolate the batch into dead letters."""
+    restarts: list[int] = []
+    worker = ApplyProcess(
+        Settings(), on_restart=lambda: restarts.append(1), target=dies_after_its_reply
+    )
+    batches = [[WebhookRecord("t", 0, n, name.encode(), b"{}")] for n, name in enumerate("ab")]
+
+    async def one_then_the_other() -> list[BatchResult]:
+        memory = PublishedBuckets()
+        first = await worker.apply(batches[0], published=memory)
+        await asyncio.sleep(1.0)  # the child is gone, and the pool knows it
+        return [first, await worker.apply(batches[1], published=memory)]
+
+    try:
+        results = asyncio.run(one_then_the_other())
+    finally:
+        worker.close()
+    assert [r.created_uids for r in results] == [{"a"}, {"b"}]
+    assert restarts == [1]
