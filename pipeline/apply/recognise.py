@@ -231,7 +231,8 @@ def recognise(
             if (table, i) not in counted:
                 counted.add((table, i))
                 out.revisited |= _buckets(table, i, subjects[i], known, timezones)
-                out.revisited |= _named_call_buckets(subjects[i], calls, known, timezones)
+                if table == APPOINTMENTS:
+                    out.revisited |= _named_call_buckets(subjects[i], calls, known, timezones)
         company_id = subjects[ids[0]]["company_id"] if ids else None
         out.outcomes[c.position] = Outcome(
             provider=c.key[0],
@@ -265,7 +266,7 @@ def _named_call_buckets(
     timezones: Mapping[int, str],
 ) -> set[BucketKey]:
     """The buckets of the call a booking names (of its own company), where the booking's
-    link changed calls_booked when it was first applied; nothing for a call."""
+    link changed calls_booked when it was first applied."""
     call = calls.get(row.get("retell_call_id") or "")
     if call is None or call["company_id"] != row["company_id"]:
         return set()
