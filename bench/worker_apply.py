@@ -30,8 +30,10 @@ import sqlalchemy as sa
 from bench import apply_mix, harness, replay_command
 from bench.servers import group_cpu_seconds, machine_ticks
 from pipeline import database
+from pipeline.settings import Settings
 from testbed import services
 
+DEFAULTS = Settings()  # the worker's own defaults, for the options' help
 QUIET_S = 8.0  # no new row for this long: the worker is done
 # the worker's own counts printed with the rate: its batches, and the snapshots they published
 REPORTED = (
@@ -48,20 +50,21 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="SWITCHBOARD_WORKER_BATCH_SIZE (default: the setting's, 1000)",
+        help=f"SWITCHBOARD_WORKER_BATCH_SIZE (default {DEFAULTS.worker_batch_size})",
     )
     parser.add_argument(
         "--in-flight",
         type=int,
         default=None,
-        help="SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT (default: the setting's, 8)",
+        help=f"SWITCHBOARD_WORKER_BATCHES_IN_FLIGHT (default {DEFAULTS.worker_batches_in_flight})",
     )
     parser.add_argument(
         "--apply-process",
         type=int,
         choices=(0, 1),
         default=None,
-        help="SWITCHBOARD_WORKER_APPLY_PROCESS (default 1: the engine in a child process)",
+        help=f"SWITCHBOARD_WORKER_APPLY_PROCESS (default {DEFAULTS.worker_apply_process}; 1: the "
+        "engine in a child process)",
     )
     args = parser.parse_args(argv)
     topics = harness.with_topics(harness.base_settings(), partitions=12)

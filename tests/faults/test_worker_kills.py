@@ -29,7 +29,7 @@ from tests.faults.harness import Figures, Simulation, World
 pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
 
 COMMAND = ".venv/bin/pytest -q tests/faults/test_worker_kills.py"
-COMMAND_1B = f"{COMMAND}::test_the_apply_process_killed_after_every_third_commit"
+COMMAND_8 = f"{COMMAND}::test_the_apply_process_killed_after_every_third_commit"
 POINTS = ["mid_batch", "after_commit", "mid_publish", "mid_batch", "after_commit"]
 SEED = 12
 
@@ -134,7 +134,7 @@ def test_the_apply_process_killed_after_every_third_commit(
         "the worker's apply process kills itself with SIGKILL just after MySQL committed its "
         "third batch, before its reply reached the worker, and so does every process that "
         "replaces it; the worker itself runs on; batches of 20",
-        command=COMMAND_1B,
+        command=COMMAND_8,
     )
     world.ingress()
     simulation = world.simulate(
